@@ -1,0 +1,1 @@
+"""The monolith: every context in one process, requests served by a thread pool."""

@@ -1,0 +1,66 @@
+"""Host the shared edge API and all five contexts in gunicorn's threaded worker.
+
+One gunicorn worker with N threads is the single-process, many-threads design; `--workers
+N` runs N such replicas on one listening socket (the replicated-monolith baseline), each
+with its own copy of every context (the recommendation model included) over the same
+database files. The app is built inside each worker after fork, so each replica's
+background threads and heap are its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from variants.edge.app import create_app
+from workloads.shop.config import ShopConfig
+from workloads.shop.local import LocalShop
+
+log = logging.getLogger("archlab.monolith")
+
+
+class MonolithServer(BaseApplication):
+    def __init__(
+        self, *, port: int, workers: int, threads: int, state_dir: Path, config: ShopConfig
+    ) -> None:
+        self.options: dict[str, Any] = {
+            "bind": f"127.0.0.1:{port}",
+            "workers": workers,
+            "worker_class": "gthread",
+            "threads": threads,
+            "timeout": 300,
+            "graceful_timeout": 15,
+            "keepalive": 30,
+            "backlog": 2048,
+            "proc_name": "archlab: monolith",
+            "accesslog": None,
+            "loglevel": "info",
+            "worker_exit": _close_shop,
+        }
+        self.state_dir = state_dir
+        self.config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        shop = LocalShop(self.state_dir, self.config)
+        shop.start_jobs()
+        _SHOPS[os.getpid()] = shop
+        log.info("worker %d ready: %s", os.getpid(), shop.shop.recommendations.stats)
+        return create_app(shop.shop, "monolith", shop.health)
+
+
+_SHOPS: dict[int, LocalShop] = {}
+
+
+def _close_shop(server: Any, worker: Any) -> None:
+    shop = _SHOPS.pop(os.getpid(), None)
+    if shop is not None:
+        shop.close()

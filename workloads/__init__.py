@@ -1,0 +1,1 @@
+"""The workload: the shop domain (`workloads.shop`) and the load that drives it."""
