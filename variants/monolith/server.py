@@ -40,6 +40,7 @@ class MonolithServer(BaseApplication):
             "accesslog": None,
             "loglevel": "info",
             "worker_exit": _close_shop,
+            "control_socket_disable": True,  # one per user by default: parallel servers collide
         }
         self.state_dir = state_dir
         self.config = config
@@ -47,7 +48,8 @@ class MonolithServer(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # older gunicorns lack some settings
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         shop = LocalShop(self.state_dir, self.config)

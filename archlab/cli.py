@@ -1,0 +1,245 @@
+"""The `archlab` command: serve a variant, run a measured load test, reproduce, summarize.
+
+SIGTERM and SIGHUP are turned into KeyboardInterrupt, so every way of stopping the harness goes
+through the same cleanup: the variant's and locust's process groups are always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+
+from archlab import __version__, procs
+from archlab.runner import (
+    LOCUSTFILE,
+    RunPlan,
+    default_results_dir,
+    execute,
+    parse_duration,
+    reproduce,
+)
+from archlab.summary import format_table, summarize_run, write_summary
+from archlab.variants import SIZES, VARIANTS, all_knobs, get_variant
+from workloads.scenarios import SCENARIOS
+
+EXIT_INTERRUPTED = 130
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _add_variant_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--size", choices=SIZES, default="tiny", help="dataset size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="dataset and traffic seed (default: %(default)s)"
+    )
+    for name, knob in all_knobs().items():
+        owners = [v for v, spec in VARIANTS.items() if name in spec.knobs]
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"{knob.help} ({', '.join(owners)}; default {knob.default})",
+        )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait for /healthz (loading 'small' takes ~1 min; default %(default)s)",
+    )
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, int | None]:
+    return {name: getattr(args, name) for name in all_knobs()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archlab",
+        description="Compare monolith, multi-process and distributed deployments of one shop "
+        "workload by measurement.",
+    )
+    parser.add_argument("--version", action="version", version=f"archlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a variant in the foreground (for locust's web UI or curl)",
+        description="Start VARIANT on 127.0.0.1:PORT with its state in a temporary directory "
+        "(removed at exit) and keep it running until Ctrl-C.",
+    )
+    serve.add_argument("variant", choices=sorted(VARIANTS), help="which deployment to start")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    _add_variant_options(serve)
+
+    run = sub.add_parser(
+        "run",
+        help="one measured load test; writes results/runs/<run-id>/",
+        description="Start the variant, wait for /healthz, drive locust headless for DURATION, "
+        "stop everything, then write meta.json, requests.csv, generator_cpu.csv, server.log, "
+        "locust.log and summary.json to RESULTS_DIR/<run-id>/ (see results/README.md).",
+    )
+    run.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="deployment")
+    run.add_argument(
+        "--scenario",
+        default="steady",
+        choices=sorted(SCENARIOS),
+        help="load shape from workloads/scenarios.py (default: %(default)s)",
+    )
+    run.add_argument(
+        "--duration", default="30s", help="load duration, e.g. 30s, 2m (default: %(default)s)"
+    )
+    run.add_argument("--users", type=int, help="concurrent users (default: the scenario's)")
+    run.add_argument("--spawn-rate", type=float, help="users started per second (default: ditto)")
+    run.add_argument(
+        "--warmup",
+        type=float,
+        metavar="S",
+        help="leave requests sent in the first S seconds out of the summary (default: the spawn "
+        "ramp, users / spawn rate, rounded up); requests.csv still has them",
+    )
+    _add_variant_options(run)
+    run.add_argument(
+        "--run-id", help="name of the run directory (default: <UTC time>-<variant>-<scenario>)"
+    )
+    run.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help=f"where run directories go (default: {default_results_dir()})",
+    )
+    run.add_argument(
+        "--discard-state",
+        action="store_true",
+        help="delete the variant's databases (<run-dir>/state/) after the run",
+    )
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="re-run the reference measurements",
+        description="Run the reference measurements one after another (for now: steady "
+        "scenario, monolith, size small, 60 s) and print where the results are.",
+    )
+    rep.add_argument("--results-dir", type=Path, default=None, help="as for `archlab run`")
+
+    summ = sub.add_parser(
+        "summarize",
+        help="(re)compute summary.json of a run directory and print it",
+        description="Recompute RUN_DIR/summary.json from RUN_DIR/requests.csv (and "
+        "generator_cpu.csv) and print the table.",
+    )
+    summ.add_argument("run_dir", type=Path, help="a results/runs/<run-id> directory")
+    summ.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        metavar="S",
+        help="ignore requests sent in the first S seconds (default: the run's, from meta.json)",
+    )
+    summ.add_argument("--json", action="store_true", help="print the JSON instead of a table")
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    spec = get_variant(args.variant)
+    knobs = spec.resolve_knobs(_knobs(args))
+    if procs.port_in_use(args.port):
+        print(f"port {args.port} is already in use; pick another with --port", file=sys.stderr)
+        return 2
+    url = f"http://127.0.0.1:{args.port}"
+    with tempfile.TemporaryDirectory(prefix=f"archlab-{args.variant}-") as tmp:
+        state = Path(tmp) / "state"
+        state.mkdir()
+        cmd = spec.command(
+            port=args.port, size=args.size, seed=args.seed, state_dir=state, knobs=knobs
+        )
+        print(f"starting {args.variant} {knobs} size={args.size} (state in {state}) ...")
+        with procs.running(cmd, name=f"{args.variant} server") as server:
+            procs.wait_healthy(server, f"{url}/healthz", args.ready_timeout)
+            print(f"\n{args.variant} is ready at {url}  (Ctrl-C stops it)")
+            print(f"load it with:  locust -f {LOCUSTFILE} --host {url}")
+            print("  (then open http://localhost:8089)\n", flush=True)
+            code = server.popen.wait()
+        print(f"{args.variant} exited with code {code}", file=sys.stderr)
+        return code or 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    plan = RunPlan(
+        variant=args.variant,
+        scenario=args.scenario,
+        duration_s=parse_duration(args.duration),
+        size=args.size,
+        seed=args.seed,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        knobs=_knobs(args),
+        warmup_s=args.warmup,
+        run_id=args.run_id,
+        ready_timeout_s=args.ready_timeout,
+        keep_state=not args.discard_state,
+    )
+    result = execute(plan, args.results_dir, argv=sys.argv)
+    return 0 if result.status == "completed" else 1
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    results = reproduce(args.results_dir)
+    return 0 if all(r.status == "completed" for r in results) else 1
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    if not (args.run_dir / "requests.csv").exists():
+        print(f"{args.run_dir}/requests.csv not found", file=sys.stderr)
+        return 2
+    warmup_s = args.warmup
+    if warmup_s is None:
+        meta_path = args.run_dir / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        warmup_s = float(meta.get("warmup_s", 0.0))
+    summary = summarize_run(args.run_dir, warmup_s=warmup_s)
+    path = write_summary(args.run_dir, summary)
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    if not args.json:
+        print(f"written: {path}")
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "run": cmd_run,
+    "reproduce": cmd_reproduce,
+    "summarize": cmd_summarize,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `archlab` console script."""
+    args = build_parser().parse_args(argv)
+    # Ctrl-C works even when started with SIGINT ignored (e.g. as a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; child processes stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (procs.ProcessError, ValueError, KeyError, FileExistsError) as exc:
+        print(f"archlab: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The registry of variants the harness can start, and how to build their command lines.
+
+A variant is a deployer module run as `python -m <module> --port P --size S --seed N
+--state-dir DIR --<knob> V ...`. Each knob has a default that is always passed explicitly, so
+meta.json records every knob's actual value. Adding a variant means adding one entry here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SIZES = ("tiny", "small", "full")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A tuning option of a variant (an integer command-line flag)."""
+
+    default: int
+    help: str
+    minimum: int = 1
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """How to start one variant: its module and the knobs it accepts."""
+
+    module: str
+    description: str
+    knobs: Mapping[str, Knob] = field(default_factory=dict)
+
+    def resolve_knobs(self, given: Mapping[str, int | None]) -> dict[str, int]:
+        """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""
+        unknown = sorted(k for k, v in given.items() if v is not None and k not in self.knobs)
+        if unknown:
+            raise ValueError(
+                f"{self.module} has no knob(s) {', '.join(unknown)}; "
+                f"it accepts: {', '.join(self.knobs) or 'none'}"
+            )
+        resolved: dict[str, int] = {}
+        for name, knob in self.knobs.items():
+            value = given.get(name)
+            if value is not None and value < knob.minimum:
+                raise ValueError(f"--{name} must be at least {knob.minimum}, got {value}")
+            resolved[name] = knob.default if value is None else value
+        return resolved
+
+    def command(
+        self, *, port: int, size: str, seed: int, state_dir: Path, knobs: Mapping[str, int]
+    ) -> list[str]:
+        """The argv that starts this variant (with the current interpreter)."""
+        cmd = [sys.executable, "-m", self.module, "--port", str(port), "--size", size]
+        cmd += ["--seed", str(seed), "--state-dir", str(state_dir)]
+        for name, value in knobs.items():
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+        return cmd
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "monolith": VariantSpec(
+        module="variants.monolith",
+        description="one process, a thread pool, every bounded context in-process",
+        knobs={
+            "threads": Knob(8, "request threads per worker process"),
+            "workers": Knob(1, "worker processes (>1 gives the replicated-monolith baseline)"),
+        },
+    ),
+}
+
+
+def get_variant(name: str) -> VariantSpec:
+    """Look up a variant by name, with the known names in the error."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+def all_knobs() -> dict[str, Knob]:
+    """Every knob of every variant (the CLI offers each as an option)."""
+    knobs: dict[str, Knob] = {}
+    for spec in VARIANTS.values():
+        for name, knob in spec.knobs.items():
+            knobs.setdefault(name, knob)
+    return knobs

@@ -1,0 +1,129 @@
+"""The summary on synthetic records: percentiles, error classification, windows, CPU flags."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from archlab.records import RECORD_COLUMNS, Record, is_error, read_records
+from archlab.summary import ALL, format_table, latency_stats, summarize, summarize_cpu
+
+
+def rec(t: float, latency_ms: float, endpoint: str = "/x", status: int = 200, error: str = ""):
+    return Record(t, endpoint, latency_ms, status, error)
+
+
+def test_percentiles_of_a_known_distribution() -> None:
+    latencies = [float(ms) for ms in range(1, 10_001)]  # 1..10000 ms, uniform
+    random.Random(1).shuffle(latencies)
+    stats = latency_stats(latencies)
+    # HDR with 3 significant digits: within 0.1% of the exact nearest-rank percentile.
+    for key, exact in (("p50", 5000), ("p90", 9000), ("p99", 9900), ("p99_9", 9990)):
+        assert stats[key] == pytest.approx(exact, rel=1e-3), key
+    assert stats["min"] == 1.0 and stats["max"] == 10_000.0
+    assert stats["mean"] == pytest.approx(5000.5)
+
+
+def test_percentiles_never_exceed_the_max() -> None:
+    stats = latency_stats([1.2345])
+    assert stats["p50"] == stats["p99_9"] == stats["max"] == 1.234  # rounded to µs
+    skewed = [random.Random(2).lognormvariate(0, 1.5) for _ in range(5000)]
+    stats = latency_stats(skewed)
+    assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["p99_9"]
+    assert stats["p99_9"] <= stats["max"] == round(max(skewed), 3)
+
+
+def test_very_slow_requests_are_clamped_but_max_is_exact() -> None:
+    stats = latency_stats([10.0, 120_000.0])  # 2 minutes: beyond the 60 s histogram
+    assert stats["max"] == 120_000.0
+    assert stats["p99_9"] == pytest.approx(60_000, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        (200, "", False),
+        (201, "", False),
+        (409, "", False),  # out_of_stock, accepted by the locustfile
+        (409, "CatchResponseError: HTTP 409 idempotency_conflict", True),
+        (404, "HTTPError: 404 Not Found", True),
+        (200, "CatchResponseError: 201 without an order id", True),
+        (0, "ConnectionRefusedError: [Errno 111]", True),
+        (0, "", True),
+        (500, "", True),
+        (503, "", True),
+    ],
+)
+def test_error_classification(status: int, error: str, expected: bool) -> None:
+    assert is_error(rec(0.0, 1.0, status=status, error=error)) is expected
+
+
+def test_summary_counts_errors_per_endpoint() -> None:
+    records = [rec(i * 0.1, 2.0, "/a") for i in range(90)]
+    records += [rec(i * 0.1, 3.0, "/b", 409) for i in range(5)]
+    records += [rec(1.0, 5.0, "/b", 0, "ConnectionResetError"), rec(2.0, 5.0, "/b", 500)]
+    summary = summarize(records)
+    a, b, everything = (summary["endpoints"][k] for k in ("/a", "/b", ALL))
+    assert (a["errors"], b["errors"], everything["errors"]) == (0, 2, 2)
+    assert b["error_rate"] == pytest.approx(2 / 7)
+    assert b["statuses"] == {"0": 1, "409": 5, "500": 1}
+    assert set(b["top_errors"]) == {"ConnectionResetError", "HTTP 500"}
+    assert everything["count"] == len(records)
+
+
+def test_window_and_throughput() -> None:
+    # 100 requests sent over 9.9 s, the last answered 0.1 s later: a 10 s window.
+    records = [rec(1000 + i * 0.1, 100.0, "/a" if i % 4 else "/b") for i in range(100)]
+    summary = summarize(records)
+    assert summary["window"]["seconds"] == pytest.approx(10.0)
+    eps = summary["endpoints"]
+    assert eps[ALL]["throughput_rps"] == pytest.approx(10.0)
+    assert eps["/a"]["throughput_rps"] + eps["/b"]["throughput_rps"] == pytest.approx(10.0)
+    assert list(eps) == ["/a", "/b", ALL]  # sorted endpoints, ALL last
+
+    warm = summarize(records, start=1005.0)  # drop a 5 s warm-up
+    assert warm["endpoints"][ALL]["count"] == 50
+    assert warm["window"]["start"] == 1005.0
+
+
+def test_empty_records() -> None:
+    summary = summarize([])
+    assert summary["endpoints"][ALL]["count"] == 0
+    assert summary["endpoints"][ALL]["throughput_rps"] == 0.0
+    assert "ALL" in format_table(summary)
+
+
+def test_read_records_skips_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "requests.csv"
+    header = ",".join(RECORD_COLUMNS)
+    path.write_text(
+        f'{header}\n1.5,/a,2.250,200,\n2.0,/b,3.0,0,"Err: a, b"\n2.5,/a,1.0,20'
+    )  # the last row was cut mid-write
+    assert read_records(path) == [rec(1.5, 2.25, "/a"), rec(2.0, 3.0, "/b", 0, "Err: a, b")]
+    path.write_text("when,what\n")
+    with pytest.raises(ValueError, match="unexpected header"):
+        read_records(path)
+
+
+def cpu(t: float, pid: int, pct: float) -> dict:
+    return {"time": str(t), "pid": pid, "name": "python", "cpu_percent": pct}
+
+
+def test_generator_saturation_flag() -> None:
+    calm = [cpu(t, 1, 30.0) for t in range(1, 21)]
+    assert summarize_cpu(calm)["saturated"] is False
+    hot = calm + [cpu(t, 2, 99.0 if t % 2 else 50.0) for t in range(1, 21)]
+    result = summarize_cpu(hot)
+    assert result["saturated"] is True
+    assert result["processes"]["2"]["saturated"] and not result["processes"]["1"]["saturated"]
+    assert result["max_cpu_percent"] == 99.0
+    assert result["mean_cpu_percent"] == pytest.approx(74.5)
+
+
+def test_generator_startup_outside_the_window_is_ignored() -> None:
+    samples = [cpu(1.0, 1, 100.0)] + [cpu(t, 1, 20.0) for t in range(2, 12)]
+    assert summarize_cpu(samples)["saturated"] is False  # 1 of 11 samples is under the 10% share
+    windowed = summarize_cpu(samples, start=1.0, end=11.0)
+    assert windowed["max_cpu_percent"] == 20.0 and windowed["samples"] == 10

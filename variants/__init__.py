@@ -1,0 +1,1 @@
+"""The deployers: the shared edge API, then one package per variant."""
