@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from archlab import __version__, procs
+from archlab import __version__, gcpause, procs
 from archlab.runner import (
     LOCUSTFILE,
     RunPlan,
@@ -148,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignore requests sent in the first S seconds (default: the run's, from meta.json)",
     )
     summ.add_argument("--json", action="store_true", help="print the JSON instead of a table")
+
+    gcp = sub.add_parser(
+        "gc-pause",
+        help="time a full GC collection of the recommendation engine's real heap",
+        description="Load the recommendations context from a dataset as a variant does, then "
+        "time gc.collect() (a full collection) REPEATS times in this process.",
+    )
+    gcp.add_argument(
+        "--size", choices=SIZES, default="small", help="dataset size (default: %(default)s)"
+    )
+    gcp.add_argument("--seed", type=int, default=1, help="dataset seed (default: %(default)s)")
+    gcp.add_argument("--repeats", type=int, default=5, help="collections timed (default: 5)")
     return parser
 
 
@@ -216,7 +228,14 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc_pause(args: argparse.Namespace) -> int:
+    print(f"loading the recommendation model at size {args.size} ...", file=sys.stderr)
+    print(json.dumps(gcpause.measure(args.size, args.seed, args.repeats), indent=2))
+    return 0
+
+
 COMMANDS = {
+    "gc-pause": cmd_gc_pause,
     "serve": cmd_serve,
     "run": cmd_run,
     "reproduce": cmd_reproduce,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 import workloads
 from archlab import procs
 from archlab.meta import iso, new_meta, repo_root, utc_now, write_meta
@@ -24,6 +26,7 @@ from archlab.sampler import sampling
 from archlab.summary import format_table, summarize_run, write_summary
 from archlab.variants import get_variant
 from workloads.scenarios import get_scenario
+from workloads.shop.config import ShopConfig
 
 LOCUSTFILE = Path(workloads.__file__).resolve().parent / "locustfile.py"
 LOCUST_GRACE_S = 60.0  # locust's start-up and shutdown on top of --run-time
@@ -217,6 +220,7 @@ def execute(
         argv=argv,
     )
     meta["warmup_s"] = warmup_s
+    meta["shop_config"] = msgspec.to_builtins(ShopConfig())  # the domain's knobs, as served
     write_meta(run_dir, meta)
     echo(f"run {run_dir.name}: {plan.variant} {knobs} size={plan.size} seed={plan.seed}")
     echo(f"  scenario {plan.scenario}: {users} users for {plan.duration_s} s -> {run_dir}")
