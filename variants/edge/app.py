@@ -36,7 +36,7 @@ from workloads.shop.contracts import (
     Recommendations,
     RecommendedProduct,
 )
-from workloads.shop.errors import InvalidRequest, NotFound, ShopError
+from workloads.shop.errors import InvalidRequest, NotFound, ShopError, Unavailable
 from workloads.shop.interfaces import Shop
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,12 @@ class _Recommendations:
         k = _int_param(req.params, "k", DEFAULT_K, MAX_K)
         shop = self._shop
         shop.catalog.get(pid)  # NotFound -> 404 before asking the engine
-        scored = shop.recommendations.related(pid, k)[:k]
+        try:
+            scored = shop.recommendations.related(pid, k)[:k]
+        except Unavailable:
+            # The engine is down or slow: answer without it, flagged, rather than fail the page.
+            resp.data = _encode(Recommendations(pid, [], degraded=True))
+            return
         items: list[RecommendedProduct] = []
         if scored:
             by_id = {p.id: p for p in shop.catalog.get_many([s.product_id for s in scored])}

@@ -174,7 +174,13 @@ OPERATIONS: tuple[Operation, ...] = (
             _path_id("product_id", "product"),
             _query("k", "How many products at most.", _int_schema(1, MAX_K, DEFAULT_K)),
         ),
-        ok={200: Ok(Recommendations, "At most `k` related products, in score order.")},
+        ok={
+            200: Ok(
+                Recommendations,
+                "At most `k` related products, in score order. When the recommendation engine "
+                "is unavailable: no items and `degraded: true` (the page still answers).",
+            )
+        },
         errors={
             400: {"invalid_parameter": _BAD_PARAM},
             404: {"not_found": "no such product"},

@@ -16,6 +16,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from variants import telemetry
 from variants.edge.app import create_app
 from workloads.shop.config import ShopConfig
 from workloads.shop.local import LocalShop
@@ -52,6 +53,7 @@ class MonolithServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
+        telemetry.install("monolith")
         shop = LocalShop(self.state_dir, self.config)
         shop.start_jobs()
         _SHOPS[os.getpid()] = shop
