@@ -46,9 +46,10 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
-            type=int,
+            type=type(knob.default),
+            choices=knob.choices,
             default=None,
-            metavar="N",
+            metavar="N" if knob.choices is None else None,
             help=f"{knob.help} ({', '.join(owners)}; default {knob.default})",
         )
     parser.add_argument(
@@ -60,7 +61,7 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _knobs(args: argparse.Namespace) -> dict[str, int | None]:
+def _knobs(args: argparse.Namespace) -> dict[str, int | str | None]:
     return {name: getattr(args, name) for name in all_knobs()}
 
 

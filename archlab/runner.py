@@ -46,7 +46,7 @@ class RunPlan:
     seed: int = 1
     users: int | None = None
     spawn_rate: float | None = None
-    knobs: Mapping[str, int | None] = field(default_factory=dict)
+    knobs: Mapping[str, int | str | None] = field(default_factory=dict)
     warmup_s: float | None = None  # None: the spawn ramp, ceil(users / spawn_rate)
     run_id: str | None = None
     ready_timeout_s: float = 300.0

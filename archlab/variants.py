@@ -17,11 +17,19 @@ SIZES = ("tiny", "small", "full")
 
 @dataclass(frozen=True)
 class Knob:
-    """A tuning option of a variant (an integer command-line flag)."""
+    """A tuning option of a variant: an integer flag, or a string flag with `choices`."""
 
-    default: int
+    default: int | str
     help: str
     minimum: int = 1
+    choices: tuple[str, ...] | None = None
+
+    def check(self, name: str, value: int | str) -> None:
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"--{name} must be one of {', '.join(self.choices)}, got {value}")
+        elif not isinstance(value, int) or value < self.minimum:
+            raise ValueError(f"--{name} must be at least {self.minimum}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,7 @@ class VariantSpec:
     description: str
     knobs: Mapping[str, Knob] = field(default_factory=dict)
 
-    def resolve_knobs(self, given: Mapping[str, int | None]) -> dict[str, int]:
+    def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
         """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""
         unknown = sorted(k for k, v in given.items() if v is not None and k not in self.knobs)
         if unknown:
@@ -40,16 +48,22 @@ class VariantSpec:
                 f"{self.module} has no knob(s) {', '.join(unknown)}; "
                 f"it accepts: {', '.join(self.knobs) or 'none'}"
             )
-        resolved: dict[str, int] = {}
+        resolved: dict[str, int | str] = {}
         for name, knob in self.knobs.items():
             value = given.get(name)
-            if value is not None and value < knob.minimum:
-                raise ValueError(f"--{name} must be at least {knob.minimum}, got {value}")
+            if value is not None:
+                knob.check(name, value)
             resolved[name] = knob.default if value is None else value
         return resolved
 
     def command(
-        self, *, port: int, size: str, seed: int, state_dir: Path, knobs: Mapping[str, int]
+        self,
+        *,
+        port: int,
+        size: str,
+        seed: int,
+        state_dir: Path,
+        knobs: Mapping[str, int | str],
     ) -> list[str]:
         """The argv that starts this variant (with the current interpreter)."""
         cmd = [sys.executable, "-m", self.module, "--port", str(port), "--size", size]
