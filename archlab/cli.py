@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from archlab import __version__, gcpause, procs
+from archlab import __version__, compare, gcpause, procs, schema
+from archlab.cpus import parse_cpu_list
+from archlab.profiling import ProfilePlan, parse_window
 from archlab.runner import (
     LOCUSTFILE,
     RunPlan,
@@ -88,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="one measured load test; writes results/runs/<run-id>/",
         description="Start the variant, wait for /healthz, drive locust headless for DURATION, "
-        "stop everything, then write meta.json, requests.csv, generator_cpu.csv, server.log, "
-        "locust.log and summary.json to RESULTS_DIR/<run-id>/ (see results/README.md).",
+        "stop everything, then write meta.json, requests.csv, processes.csv, gc.csv, roles.csv, "
+        "generator_cpu.csv, server.log, locust.log, summary.json (and profile/ with --profile) "
+        "to RESULTS_DIR/<run-id>/ (see results/README.md).",
     )
     run.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="deployment")
     run.add_argument(
@@ -99,18 +102,103 @@ def build_parser() -> argparse.ArgumentParser:
         help="load shape from workloads/scenarios.py (default: %(default)s)",
     )
     run.add_argument(
-        "--duration", default="30s", help="load duration, e.g. 30s, 2m (default: %(default)s)"
+        "--duration",
+        default=None,
+        help="load duration, e.g. 30s, 2m (default: 30s; a ramp lasts its steps)",
     )
-    run.add_argument("--users", type=int, help="concurrent users (default: the scenario's)")
+    run.add_argument(
+        "--users",
+        type=int,
+        help="concurrent users, or open-loop arrival streams (default: the scenario's)",
+    )
     run.add_argument("--spawn-rate", type=float, help="users started per second (default: ditto)")
+    load = run.add_argument_group("load shape")
+    load.add_argument(
+        "--rate",
+        type=float,
+        metavar="RPS",
+        help="open loop at RPS requests/s with the scenario's task mix: each request's intended "
+        "start is recorded, latency is reported observed and corrected for coordinated omission",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="open loop: outstanding requests per arrival stream before it waits (default: the "
+        "scenario's)",
+    )
+    load.add_argument(
+        "--steps",
+        metavar="N,N,...",
+        help="step ramp (locust LoadTestShape): users per step, e.g. 1,2,4,8; with an open-loop "
+        "scenario each user is a stream of rate_per_user req/s",
+    )
+    load.add_argument("--step-s", type=float, metavar="S", help="seconds per ramp step")
     run.add_argument(
         "--warmup",
         type=float,
         metavar="S",
         help="leave requests sent in the first S seconds out of the summary (default: the spawn "
-        "ramp, users / spawn rate, rounded up); requests.csv still has them",
+        "ramp, users / spawn rate, rounded up; 0 for a ramp); requests.csv still has them",
     )
     _add_variant_options(run)
+    gen = run.add_argument_group("generator hygiene")
+    gen.add_argument(
+        "--sut-cpus",
+        metavar="LIST",
+        help="pin the variant to these CPUs, e.g. 0-5 (default: 3/4 of the cores when the "
+        "machine has at least 4 CPUs; else no pinning)",
+    )
+    gen.add_argument(
+        "--gen-cpus",
+        metavar="LIST",
+        help="pin locust, py-spy and the harness to these CPUs (default: the other cores)",
+    )
+    gen.add_argument(
+        "--no-pin", action="store_true", help="share every CPU between variant and generator"
+    )
+    gen.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="locust worker processes (default: one per generator CPU when pinned to several)",
+    )
+    ins = run.add_argument_group("instruments")
+    ins.add_argument(
+        "--sample-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="CPU/memory sampling interval of every process (default: %(default)s)",
+    )
+    ins.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="width of the summary's time windows (default: 10 s, or a ramp's step)",
+    )
+    ins.add_argument(
+        "--no-gc-telemetry",
+        action="store_true",
+        help="do not record GC pauses (ARCHLAB_TELEMETRY=0), e.g. to measure their overhead",
+    )
+    ins.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the variant's whole process tree with py-spy (speedscope + top frames per "
+        "role in <run>/profile/); costs throughput",
+    )
+    ins.add_argument(
+        "--profile-gil", action="store_true", help="with --profile: only threads holding the GIL"
+    )
+    ins.add_argument(
+        "--profile-window",
+        metavar="START:END",
+        help="with --profile: seconds after the load started (default: the whole load)",
+    )
+    ins.add_argument(
+        "--profile-rate", type=int, default=100, metavar="HZ", help="py-spy samples/s (100)"
+    )
     run.add_argument(
         "--run-id", help="name of the run directory (default: <UTC time>-<variant>-<scenario>)"
     )
@@ -149,6 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignore requests sent in the first S seconds (default: the run's, from meta.json)",
     )
     summ.add_argument("--json", action="store_true", help="print the JSON instead of a table")
+    summ.add_argument(
+        "--window", type=float, metavar="S", help="width of the time windows (default: the run's)"
+    )
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="runs side by side: throughput, percentiles, CPU, memory, GC per role",
+        description="Print a table with one column per run: throughput, p50/p99/p99.9 per "
+        "endpoint, errors, CPU-seconds per request, memory, GC pause totals and maxima per role, "
+        "generator state. Reads each run's summary.json (recomputed when missing).",
+    )
+    cmp_.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    cmp_.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-': stdout)")
+    cmp_.add_argument(
+        "--markdown", metavar="FILE", help="also write the table as Markdown ('-': stdout)"
+    )
+
+    val = sub.add_parser(
+        "validate",
+        help="check run directories against the results schema",
+        description="Check each RUN_DIR against results/README.md (files, CSV headers and "
+        "rows, meta.json and summary.json fields); exit 1 if any problem is found.",
+    )
+    val.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
 
     gcp = sub.add_parser(
         "gc-pause",
@@ -188,11 +300,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return code or 1
 
 
+def _cpus(text: str | None) -> list[int] | None:
+    return parse_cpu_list(text) if text else None
+
+
+def _steps(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"bad --steps {text!r}; use user counts like 1,2,4,8") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if (args.profile_gil or args.profile_window) and not args.profile:
+        raise ValueError("--profile-gil and --profile-window need --profile")
+    profile = None
+    if args.profile:
+        profile = ProfilePlan(
+            gil=args.profile_gil,
+            window=parse_window(args.profile_window) if args.profile_window else None,
+            rate_hz=args.profile_rate,
+        )
     plan = RunPlan(
         variant=args.variant,
         scenario=args.scenario,
-        duration_s=parse_duration(args.duration),
+        duration_s=parse_duration(args.duration) if args.duration else None,
         size=args.size,
         seed=args.seed,
         users=args.users,
@@ -202,6 +336,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id=args.run_id,
         ready_timeout_s=args.ready_timeout,
         keep_state=not args.discard_state,
+        rate=args.rate,
+        max_in_flight=args.max_in_flight,
+        steps=_steps(args.steps),
+        step_s=args.step_s,
+        processes=args.processes,
+        sut_cpus=_cpus(args.sut_cpus),
+        gen_cpus=_cpus(args.gen_cpus),
+        pin=not args.no_pin,
+        sample_interval_s=args.sample_interval,
+        window_s=args.window,
+        gc_telemetry=not args.no_gc_telemetry,
+        profile=profile,
     )
     result = execute(plan, args.results_dir, argv=sys.argv)
     return 0 if result.status == "completed" else 1
@@ -221,12 +367,45 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         meta_path = args.run_dir / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         warmup_s = float(meta.get("warmup_s", 0.0))
-    summary = summarize_run(args.run_dir, warmup_s=warmup_s)
+    summary = summarize_run(args.run_dir, warmup_s=warmup_s, window_s=args.window)
     path = write_summary(args.run_dir, summary)
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     if not args.json:
         print(f"written: {path}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    head, rows = compare.compare(args.runs)
+    print(compare.format_text(head, rows))
+    for target, render in (
+        (args.csv, compare.format_csv),
+        (args.markdown, compare.format_markdown),
+    ):
+        if not target:
+            continue
+        text = render(head, rows)
+        if target == "-":
+            print()
+            print(text, end="")
+        else:
+            Path(target).write_text(text)
+            print(f"written: {target}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    bad = 0
+    for run_dir in args.runs:
+        problems = schema.validate_run(run_dir)
+        if problems:
+            bad += 1
+            print(f"{run_dir}: {len(problems)} problem(s)")
+            for problem in problems:
+                print(f"  - {problem}")
+        else:
+            print(f"{run_dir}: ok")
+    return 1 if bad else 0
 
 
 def cmd_gc_pause(args: argparse.Namespace) -> int:
@@ -241,6 +420,8 @@ COMMANDS = {
     "run": cmd_run,
     "reproduce": cmd_reproduce,
     "summarize": cmd_summarize,
+    "compare": cmd_compare,
+    "validate": cmd_validate,
 }
 
 

@@ -25,6 +25,8 @@ KEY_PACKAGES = (
     "msgspec",
     "hdrhistogram",
     "psutil",
+    "py-spy",
+    "setproctitle",
 )
 
 

@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archlab.machine import git_info, machine_info, usable_cpus
+from archlab.machine import git_info, machine_info
 
-SCHEMA_VERSION = 1
-SMALL_MACHINE_CPUS = 4  # below this, generator and server cannot get disjoint CPUs worth having
+SCHEMA_VERSION = 2  # results/README.md documents it; bump with every incompatible change
 
 
 def repo_root() -> Path | None:
@@ -33,23 +32,12 @@ def iso(ts: datetime) -> str:
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def sharing_notes(cpus: int) -> list[str]:
-    """Warnings that belong with a run's numbers on a machine this size."""
-    if cpus >= SMALL_MACHINE_CPUS:
-        return []
-    return [
-        f"load generator and system under test share the same {cpus} CPU(s) (not pinned): "
-        "compare latency at equal offered load below saturation; do not read capacity "
-        "(max throughput) off this run, derive it from server CPU-seconds per request"
-    ]
-
-
 def new_meta(
     *,
     run_id: str,
     variant: str,
     module: str,
-    knobs: dict[str, int],
+    knobs: dict[str, int | str],
     scenario: dict[str, Any],
     seed: int,
     size: str,
@@ -59,10 +47,13 @@ def new_meta(
     base_url: str,
     started_at: datetime,
     argv: list[str] | None = None,
+    load: dict[str, Any] | None = None,
+    cpu_pinning: dict[str, Any] | None = None,
+    load_generator: str = "locust FastHttpUser, closed loop, headless, 1 process",
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The initial meta.json of a run; the runner adds processes, health, status and end time."""
     root = repo_root()
-    cpus = len(usable_cpus())
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -77,15 +68,16 @@ def new_meta(
         "users": users,
         "spawn_rate": spawn_rate,
         "base_url": base_url,
-        "load_generator": "locust FastHttpUser, closed loop, headless, 1 process",
-        "cpu_pinning": {"server": None, "generator": None},
+        "load": load,
+        "load_generator": load_generator,
+        "cpu_pinning": cpu_pinning or {"server": None, "generator": None, "shared": True},
         "machine": machine_info(),
         "git": git_info(root) if root else {"commit": None, "dirty": None},
         "started_at": iso(started_at),
         "ended_at": None,
         "command": argv if argv is not None else [sys.executable, *sys.argv],
         "cwd": os.getcwd(),
-        "notes": sharing_notes(cpus),
+        "notes": list(notes or []),
         "processes": {},
     }
 

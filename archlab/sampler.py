@@ -1,30 +1,74 @@
-"""Sample the CPU and memory of a process tree once a second, in a background thread.
+"""Sample the CPU and memory of a process tree at an interval, in a background thread.
 
-Used on the load generator: locust's own CPU warning is sampled every 10 s and reads 0 at first,
-so short runs never warn. A saturated generator is flagged in the summary.
+Two samplers share the tree walk and the CPU arithmetic:
+
+- `TreeSampler` watches the load generator (locust and its worker processes) and writes
+  `generator_cpu.csv`. locust's own CPU warning is sampled every 10 s and reads 0 at first, so
+  short runs never warn; a saturated generator is flagged in the summary.
+- `ProcessSampler` watches the system under test: the variant's whole process tree, re-walked
+  at every tick (processes come and go on restarts), plus every process that declared a role in
+  the telemetry directory even if it left the tree. Each row is labelled by role (see
+  `RoleResolver`) and carries CPU user/system seconds, RSS, USS, PSS, swap, threads and context
+  switches: `processes.csv`, from which the summary derives CPU-seconds per request and memory.
+
+CPU times are cumulative since each process started (psutil), so CPU-seconds over any window are
+exact differences; `cpu_percent` is the share of one CPU over the last interval (empty on a
+process's first row). A process that lives less than one interval is missed; one that dies loses
+its CPU since its last sample.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import os
+import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-CPU_COLUMNS = ("time", "pid", "name", "cpu_percent", "rss_bytes")
+CPU_COLUMNS = ("time", "pid", "name", "cpu_percent", "rss_bytes", "cpu_user_s", "cpu_system_s")
+PROCESS_COLUMNS = (
+    "time",
+    "pid",
+    "ppid",
+    "role",
+    "name",
+    "create_time",
+    "cpu_user_s",
+    "cpu_system_s",
+    "cpu_percent",
+    "rss_bytes",
+    "uss_bytes",
+    "pss_bytes",
+    "swap_bytes",
+    "threads",
+    "ctx_voluntary",
+    "ctx_involuntary",
+)
+ROOT_ROLE = "root"  # the process the harness started, when it declared no role
+UNLABELLED_ROLE = "unlabelled"  # any other process that declared no role
+_TITLE = re.compile(r"^archlab: ([A-Za-z0-9_.-]+)")
 
 
-class TreeSampler(threading.Thread):
-    """Writes one CSV row per live process of the tree rooted at `root_pid` every `interval_s`.
+@dataclass
+class _Seen:
+    proc: psutil.Process
+    create_time: float
+    last_time: float | None = None
+    last_cpu: float | None = None
+    percent: float | None = None  # over the interval before the last row
 
-    cpu_percent is percent of one CPU over the last interval (can exceed 100 with threads). A
-    process's first reading is only a baseline and is not written.
-    """
+
+class _TreeWalker(threading.Thread):
+    """Base: walk the tree of `root_pid` every `interval_s` and write one CSV row per process."""
+
+    columns: tuple[str, ...] = ()
 
     def __init__(self, root_pid: int, path: Path, interval_s: float = 1.0) -> None:
         super().__init__(name=f"sampler-{root_pid}", daemon=True)
@@ -32,55 +76,296 @@ class TreeSampler(threading.Thread):
         self.path = path
         self.interval_s = interval_s
         self._stop_event = threading.Event()
-        self._known: dict[int, psutil.Process] = {}
+        self._seen: dict[int, _Seen] = {}
         self.latest: dict[int, float] = {}  # pid -> last cpu_percent, for progress lines
+        self._skip: set[int] = set()  # declared pids found dead (or not ours) by discovery
+        self.error: str | None = None
 
-    def _tree(self) -> list[psutil.Process]:
+    def _extra_pids(self) -> set[int]:
+        return set()
+
+    def _processes(self) -> list[psutil.Process]:
+        found: dict[int, psutil.Process] = {}
         try:
             root = psutil.Process(self.root_pid)
-            return [root, *root.children(recursive=True)]
+            for proc in [root, *root.children(recursive=True)]:
+                found[proc.pid] = proc
         except psutil.Error:
-            return []
+            pass
+        for pid in self._extra_pids() - set(found):
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if self._extra_ok(proc):
+                    found[pid] = proc
+        return list(found.values())
+
+    def _extra_ok(self, proc: psutil.Process) -> bool:
+        """Whether a process found outside the tree belongs to the system under test."""
+        return True
+
+    def _missed(self, pid: int) -> None:
+        """A declared process that exited before it could be sampled."""
 
     def run(self) -> None:
-        with self.path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CPU_COLUMNS)
-            while not self._stop_event.is_set():
-                self._sample(writer)
-                fh.flush()
-                self._stop_event.wait(self.interval_s)
+        try:
+            with self.path.open("w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(self.columns)
+                next_full = time.monotonic()
+                while True:
+                    if time.monotonic() >= next_full:
+                        self._tick(writer)
+                        next_full = time.monotonic() + self.interval_s
+                        fh.flush()
+                    elif self._discover(writer):
+                        fh.flush()
+                    wait = max(0.0, next_full - time.monotonic())
+                    if self.discovery_s is not None:
+                        wait = min(wait, self.discovery_s)
+                    if self._stop_event.wait(wait):
+                        break
+        except Exception as exc:  # noqa: BLE001 - a broken sampler must not break the run
+            self.error = f"{type(exc).__name__}: {exc}"
 
-    def _sample(self, writer: Any) -> None:  # a csv writer
-        now = time.time()
-        latest = {}
-        for proc in self._tree():
-            known = self._known.get(proc.pid)
-            if known is None or not known.is_running():  # new (or pid reused): take a baseline
-                self._known[proc.pid] = proc
-                with contextlib.suppress(psutil.Error):
-                    proc.cpu_percent(None)
-                continue
+    discovery_s: float | None = None  # poll for newly declared processes this often
+
+    def _discover(self, writer: Any) -> bool:
+        """Sample, between full ticks, processes that just declared a role (short-lived ones)."""
+        wrote = False
+        for pid in self._extra_pids() - set(self._seen) - self._skip:
             try:
-                with known.oneshot():
-                    cpu = known.cpu_percent(None)
-                    rss = known.memory_info().rss
-                    name = known.name()
+                proc = psutil.Process(pid)
+                if not self._extra_ok(proc):
+                    self._skip.add(pid)
+                    continue
+                seen = self._seen[pid] = _Seen(proc, proc.create_time())
+                row = self._row(seen, time.time())
+            except psutil.Error:
+                self._skip.add(pid)  # gone already (a full tick still finds a reused pid)
+                self._missed(pid)
+                continue
+            if row is not None:
+                writer.writerow(row)
+                wrote = True
+        return wrote
+
+    def _sample_one(self, proc: psutil.Process, now: float) -> tuple[Any, ...] | None:
+        create_time = proc.create_time()
+        seen = self._seen.get(proc.pid)
+        if seen is None or seen.create_time != create_time:  # new, or the pid was reused
+            seen = self._seen[proc.pid] = _Seen(proc, create_time)
+        return self._row(seen, now)
+
+    def _tick(self, writer: Any) -> None:  # a csv writer
+        now = time.time()
+        latest: dict[int, float] = {}
+        for proc in self._processes():
+            try:
+                row = self._sample_one(proc, now)
             except psutil.Error:
                 continue
-            latest[proc.pid] = cpu
-            writer.writerow((f"{now:.3f}", proc.pid, name, f"{cpu:.1f}", rss))
+            if row is not None:
+                writer.writerow(row)
+            seen = self._seen[proc.pid]
+            if seen.percent is not None:
+                latest[proc.pid] = seen.percent
         self.latest = latest
+        alive = {p for p, s in self._seen.items() if s.last_time == now}
+        for pid in set(self._seen) - alive:
+            if not psutil.pid_exists(pid):
+                del self._seen[pid]
+
+    @staticmethod
+    def _cpu(seen: _Seen, now: float, cpu_s: float) -> str:
+        """cpu_percent over the interval since this process's previous row ('' for the first).
+
+        Also moves the process's baseline to (now, cpu_s).
+        """
+        seen.percent = None
+        if seen.last_time is not None and seen.last_cpu is not None and now > seen.last_time:
+            seen.percent = max(0.0, 100 * (cpu_s - seen.last_cpu) / (now - seen.last_time))
+        seen.last_time, seen.last_cpu = now, cpu_s
+        return "" if seen.percent is None else f"{seen.percent:.1f}"
+
+    def _row(self, seen: _Seen, now: float) -> tuple[Any, ...] | None:
+        raise NotImplementedError
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout=5.0)
+        self.join(timeout=10.0)
+
+
+class TreeSampler(_TreeWalker):
+    """The load generator: CPU and RSS per process (`generator_cpu.csv`).
+
+    A process's first reading is only a baseline and is not written, as in schema 1.
+    """
+
+    columns = CPU_COLUMNS
+
+    def _row(self, seen: _Seen, now: float) -> tuple[Any, ...] | None:
+        proc = seen.proc
+        with proc.oneshot():
+            times = proc.cpu_times()
+            rss = proc.memory_info().rss
+            name = proc.name()
+        first = seen.last_time is None
+        percent = self._cpu(seen, now, times.user + times.system)
+        if first:
+            return None
+        return (
+            f"{now:.3f}",
+            proc.pid,
+            name,
+            percent,
+            rss,
+            f"{times.user:.3f}",
+            f"{times.system:.3f}",
+        )
+
+
+class RoleResolver:
+    """Which role a process plays, from what the variant declared.
+
+    In order: the file `<telemetry>/roles/<pid>` written by `variants.telemetry.install(role)`
+    (ignored when older than the process: a reused pid); a process title starting with
+    `archlab: <role>` (setproctitle); else `root` for the process the harness started and
+    `unlabelled` for any other. A role once declared is kept for the process's lifetime.
+    """
+
+    def __init__(self, roles_dir: Path | None, root_pid: int) -> None:
+        self.roles_dir = roles_dir
+        self.root_pid = root_pid
+        self._known: dict[tuple[int, float], str] = {}
+
+    def declared_pids(self) -> set[int]:
+        if self.roles_dir is None:
+            return set()
+        try:
+            return {int(name) for name in os.listdir(self.roles_dir) if name.isdigit()}
+        except OSError:
+            return set()
+
+    def role(self, proc: psutil.Process, create_time: float) -> str:
+        key = (proc.pid, create_time)
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        declared = self.declared(proc.pid, create_time)
+        if declared is None:
+            with contextlib.suppress(psutil.Error):
+                match = _TITLE.match(" ".join(proc.cmdline()))
+                declared = match.group(1) if match else None
+        if declared is not None:
+            self._known[key] = declared
+            return declared
+        return ROOT_ROLE if proc.pid == self.root_pid else UNLABELLED_ROLE
+
+    def declared(self, pid: int, create_time: float) -> str | None:
+        """The role in the process's roles file, unless the file predates the process."""
+        if self.roles_dir is None:
+            return None
+        path = self.roles_dir / str(pid)
+        try:
+            if path.stat().st_mtime < create_time - 1.0:
+                return None  # written by an earlier process with the same pid
+            role = path.read_text().strip()
+        except OSError:
+            return None
+        return role or None
+
+
+class ProcessSampler(_TreeWalker):
+    """The system under test: every process of the variant, by role (`processes.csv`)."""
+
+    columns = PROCESS_COLUMNS
+    discovery_s = 0.05
+
+    def __init__(
+        self, root_pid: int, path: Path, interval_s: float = 1.0, roles_dir: Path | None = None
+    ) -> None:
+        super().__init__(root_pid, path, interval_s)
+        self.roles = RoleResolver(roles_dir, root_pid)
+        self.sampled_pids: set[int] = set()
+        self.missed: dict[int, str] = {}  # pid -> role: declared, exited before a sample
+
+    def _extra_pids(self) -> set[int]:
+        return self.roles.declared_pids()
+
+    def _extra_ok(self, proc: psutil.Process) -> bool:
+        # a role file older than the process was left by an earlier process with that pid
+        return self.roles.declared(proc.pid, proc.create_time()) is not None
+
+    def _missed(self, pid: int) -> None:
+        if self.roles.roles_dir is not None and pid not in self.sampled_pids:
+            with contextlib.suppress(OSError):
+                role = (self.roles.roles_dir / str(pid)).read_text().strip()
+                self.missed.setdefault(pid, role)
+
+    def _row(self, seen: _Seen, now: float) -> tuple[Any, ...] | None:
+        row = self._full_row(seen, now)
+        if row is not None:
+            self.sampled_pids.add(seen.proc.pid)
+        return row
+
+    def stop(self) -> None:
+        super().stop()
+        for pid in self.roles.declared_pids() - self.sampled_pids:
+            self._missed(pid)
+
+    def _full_row(self, seen: _Seen, now: float) -> tuple[Any, ...] | None:
+        proc = seen.proc
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            times = proc.cpu_times()
+            try:
+                mem = proc.memory_full_info()
+                uss, pss, swap = mem.uss, getattr(mem, "pss", ""), getattr(mem, "swap", "")
+            except psutil.AccessDenied:
+                mem = proc.memory_info()
+                uss = pss = swap = ""
+            ctx = proc.num_ctx_switches()
+            row_head = (proc.ppid(), proc.name(), proc.num_threads())
+        percent = self._cpu(seen, now, times.user + times.system)
+        ppid, name, threads = row_head
+        return (
+            f"{now:.3f}",
+            proc.pid,
+            ppid,
+            self.roles.role(proc, seen.create_time),
+            name,
+            f"{seen.create_time:.3f}",
+            f"{times.user:.3f}",
+            f"{times.system:.3f}",
+            percent,
+            mem.rss,
+            uss,
+            pss,
+            swap,
+            threads,
+            ctx.voluntary,
+            ctx.involuntary,
+        )
 
 
 @contextlib.contextmanager
 def sampling(root_pid: int, path: Path, interval_s: float = 1.0) -> Iterator[TreeSampler]:
-    """Run a TreeSampler for the duration of the with-block."""
+    """Run a TreeSampler (the load generator) for the duration of the with-block."""
     sampler = TreeSampler(root_pid, path, interval_s)
+    sampler.start()
+    try:
+        yield sampler
+    finally:
+        sampler.stop()
+
+
+@contextlib.contextmanager
+def sampling_processes(
+    root_pid: int, path: Path, interval_s: float = 1.0, roles_dir: Path | None = None
+) -> Iterator[ProcessSampler]:
+    """Run a ProcessSampler (the system under test) for the duration of the with-block."""
+    sampler = ProcessSampler(root_pid, path, interval_s, roles_dir)
     sampler.start()
     try:
         yield sampler

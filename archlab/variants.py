@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from variants.multiprocess import config as mp
+
 SIZES = ("tiny", "small", "full")
 
 
@@ -80,6 +82,40 @@ VARIANTS: dict[str, VariantSpec] = {
         knobs={
             "threads": Knob(8, "request threads per worker process"),
             "workers": Knob(1, "worker processes (>1 gives the replicated-monolith baseline)"),
+        },
+    ),
+    "distributed": VariantSpec(
+        module="variants.distributed",
+        description="one HTTP service per bounded context behind an API gateway",
+        knobs={
+            "threads": Knob(8, "request threads per service process"),
+            "replicas": Knob(
+                1, "processes per scalable service (gateway, catalog, recommendations)"
+            ),
+            "netns": Knob(
+                "off",
+                "each service in its own network namespace (needs root)",
+                choices=("off", "on"),
+            ),
+        },
+    ),
+    "multiprocess": VariantSpec(
+        module="variants.multiprocess",
+        description="a PostgreSQL-style family: postmaster, request backends, one auxiliary "
+        "process per stateful context, the catalog in shared memory",
+        knobs={
+            "backends": Knob(
+                mp.available_cpus(), "request backend processes (default: the CPUs available)"
+            ),
+            "threads": Knob(8, "request threads per backend process"),
+            **{
+                f"policy_{role}": Knob(
+                    mp.DEFAULT_POLICIES[role],
+                    f"crash policy of the {role} process(es)",
+                    choices=mp.POLICIES,
+                )
+                for role in mp.ROLES
+            },
         },
     ),
 }

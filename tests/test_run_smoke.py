@@ -1,8 +1,16 @@
-"""The harness end to end: a short real run, interruption, and process cleanup."""
+"""The harness end to end: a short real run of every variant, interruption, process cleanup.
+
+Each registered variant (archlab.variants.VARIANTS, so a new variant is covered by itself) gets
+one short profiled run; the tests check that it wrote every file of the results schema, that
+every role the variant declared has GC records and was seen by the process sampler, and that
+the summary's percentiles agree with an independent computation on the same raw records.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -13,10 +21,11 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from archlab import procs
+from archlab import procs, schema
 from archlab.records import read_records
 from archlab.runner import make_run_dir, parse_duration
-from archlab.summary import ALL
+from archlab.sampler import ROOT_ROLE, UNLABELLED_ROLE
+from archlab.summary import ALL, PERCENTILES
 from archlab.variants import VARIANTS
 from workloads.scenarios import SCENARIOS, TASKS
 
@@ -36,7 +45,7 @@ def archlab(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=240,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[call-overload]
     )
 
 
@@ -49,43 +58,54 @@ def assert_nothing_left(meta: dict) -> None:
     assert not procs.port_in_use(urlsplit(meta["base_url"]).port)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    results = tmp_path_factory.mktemp("runs")
-    args = "run --variant monolith --scenario steady --duration 10s --users 10 --size tiny"
+SMOKE_DURATION_S = 8
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS), ids=str)
+def smoke_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """One short profiled run of each variant (tiny dataset, 10 users, 8 s)."""
+    variant: str = request.param
+    results = tmp_path_factory.mktemp(f"runs-{variant}")
+    args = (
+        f"run --variant {variant} --scenario steady --duration {SMOKE_DURATION_S}s --users 10 "
+        "--size tiny --profile --sample-interval 0.5"
+    )
     out = archlab(*args.split(), "--run-id", "smoke", "--results-dir", str(results))
     assert out.returncode == 0, out.stdout + out.stderr
     return results / "smoke", out.stdout
 
 
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_run_writes_every_file(smoke_run: tuple[Path, str]) -> None:
     run_dir, stdout = smoke_run
-    for name in (
-        "meta.json",
-        "requests.csv",
-        "summary.json",
-        "server.log",
-        "locust.log",
-        "generator_cpu.csv",
-    ):
+    for name in schema.COMPLETED_FILES[schema.SCHEMA_VERSION]:
         assert (run_dir / name).is_file(), name
     assert (run_dir / "state").is_dir()
+    assert not (run_dir / "telemetry").exists()  # merged into gc.csv / roles.csv
     assert "ALL" in stdout and str(run_dir) in stdout
+    assert schema.validate_run(run_dir) == []
 
 
 def test_meta(smoke_run: tuple[Path, str]) -> None:
-    meta = json.loads((smoke_run[0] / "meta.json").read_text())
-    assert meta["schema_version"] == 1
+    run_dir = smoke_run[0]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    variant = meta["variant"]
+    assert meta["schema_version"] == schema.SCHEMA_VERSION == 2
     assert meta["run_id"] == "smoke"
     assert meta["status"] == "completed"
-    assert meta["variant"] == "monolith"
-    assert set(meta["knobs"]) == set(VARIANTS["monolith"].knobs)
+    assert set(meta["knobs"]) == set(VARIANTS[variant].knobs)
     assert meta["scenario"]["name"] == "steady"
     assert set(meta["scenario"]["weights"]) <= set(TASKS)
     assert (meta["seed"], meta["dataset_size"], meta["duration_s"], meta["users"]) == (
         1,
         "tiny",
-        10,
+        SMOKE_DURATION_S,
         10,
     )
     machine = meta["machine"]
@@ -97,6 +117,11 @@ def test_meta(smoke_run: tuple[Path, str]) -> None:
     assert "run" in meta["command"]
     assert meta["health"]["status"] == "ok"
     assert meta["locust_exit_code"] == 0
+    assert meta["load"]["loop"] == "closed" and meta["telemetry"]["gc"] is True
+    pinning = meta["cpu_pinning"]
+    assert {"server", "generator", "shared", "generator_processes"} <= set(pinning)
+    if len(machine["usable_cpus"]) < 4:  # a small machine says plainly that CPUs are shared
+        assert pinning["shared"] and any("share" in n for n in meta["notes"])
 
 
 def test_numbers_are_sane(smoke_run: tuple[Path, str]) -> None:
@@ -119,6 +144,114 @@ def test_numbers_are_sane(smoke_run: tuple[Path, str]) -> None:
         assert lat["p99"] <= lat["p99_9"] <= lat["max"], name
         assert lat["min"] <= lat["mean"] <= lat["max"], name
     assert summary["generator"]["samples"] > 0
+    assert summary["generator"]["cpu_s"] > 0
+    server = summary["server"]["total"]
+    assert server["cpu_s"] > 0 and server["cpu_ms_per_request"] > 0
+    assert server["pss_peak_bytes"] > 0 and server["uss_peak_bytes"] > 0
+    assert server["rss_peak_bytes"] >= server["pss_peak_bytes"] >= server["uss_peak_bytes"]
+    windows = summary["windows"]["rows"]
+    assert windows and sum(w["endpoints"][ALL]["count"] for w in windows) == endpoints[ALL]["count"]
+
+
+def _declared_roles(run_dir: Path) -> dict[int, str]:
+    return {int(r["pid"]): r["role"] for r in _csv_rows(run_dir / "roles.csv")}
+
+
+def test_gc_records_exist_for_every_role(smoke_run: tuple[Path, str]) -> None:
+    run_dir = smoke_run[0]
+    declared = _declared_roles(run_dir)
+    assert declared, "no process of the variant declared a role (variants.telemetry.install)"
+    gc_rows = _csv_rows(run_dir / "gc.csv")
+    gc_roles = {r["role"] for r in gc_rows}
+    assert set(declared.values()) <= gc_roles
+    for row in gc_rows:  # every record belongs to a process that declared that role
+        assert declared.get(int(row["pid"])) == row["role"], row
+        assert float(row["duration_ms"]) >= 0 and row["generation"] in "012"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["gc"]["roles"]) == gc_roles
+    assert summary["gc"]["largest_pause"]["duration_ms"] > 0
+
+
+def test_process_sampler_saw_every_role(smoke_run: tuple[Path, str]) -> None:
+    run_dir = smoke_run[0]
+    declared = _declared_roles(run_dir)
+    samples = _csv_rows(run_dir / "processes.csv")
+    last_role = {int(r["pid"]): r["role"] for r in samples}  # a role may be declared late
+    meta = json.loads((run_dir / "meta.json").read_text())
+    # a process that exits within ~50 ms of declaring its role (a one-shot helper) can exit
+    # before the sampler's first look: it is then listed as missed, never silently dropped
+    missed = {m["pid"]: m["role"] for m in meta["telemetry"]["sampler_missed"]}
+    assert set(declared.values()) <= set(last_role.values()) | set(missed.values())
+    for pid, role in declared.items():
+        assert last_role.get(pid, missed.get(pid)) == role, pid
+    for pid in missed:
+        assert not psutil.pid_exists(pid) or pid not in last_role
+    unnamed = {p for p, r in last_role.items() if r == UNLABELLED_ROLE}
+    assert not unnamed, f"processes without a role: {unnamed}"
+    assert last_role.get(meta["processes"]["server"]["pid"]) in (*declared.values(), ROOT_ROLE)
+    for row in samples:
+        assert int(row["rss_bytes"]) > 0 and float(row["cpu_user_s"]) >= 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(declared.values()) & set(summary["server"]["roles"])
+
+
+def _nearest_rank(values: list[float], pct: float) -> tuple[float, float]:
+    """The nearest-rank percentile and the value one rank below (HDR rounds the rank)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[max(0, rank - 2)], ordered[rank - 1]
+
+
+def test_percentiles_agree_with_an_independent_computation(smoke_run: tuple[Path, str]) -> None:
+    run_dir = smoke_run[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    start = summary["window"]["start"]
+    with (run_dir / "requests.csv").open(newline="") as fh:  # parsed here, not by archlab
+        rows = [r for r in csv.DictReader(fh) if float(r["start_time"]) >= start]
+    by_endpoint: dict[str, list[float]] = {ALL: []}
+    for r in rows:
+        by_endpoint.setdefault(r["endpoint"], []).append(float(r["latency_ms"]))
+        by_endpoint[ALL].append(float(r["latency_ms"]))
+    assert set(by_endpoint) == set(summary["endpoints"])
+    for name, values in by_endpoint.items():
+        lat = summary["endpoints"][name]["latency_ms"]
+        assert summary["endpoints"][name]["count"] == len(values)
+        assert lat["max"] == pytest.approx(max(values), abs=1e-3)
+        assert lat["min"] == pytest.approx(min(values), abs=1e-3)
+        for key, pct in PERCENTILES.items():
+            below, exact = _nearest_rank(values, pct)
+            # HDR: 3 significant digits (0.1%), microsecond resolution, rank rounded
+            assert below * (1 - 1e-3) - 2e-3 <= lat[key] <= exact * (1 + 1e-3) + 2e-3, (name, key)
+
+
+def test_profile_is_written_or_its_failure_explained(smoke_run: tuple[Path, str]) -> None:
+    run_dir = smoke_run[0]
+    profile = json.loads((run_dir / "meta.json").read_text())["profile"]
+    assert profile["enabled"] is True
+    if profile["status"] != "ok":  # e.g. no ptrace permission: reported, the run still completes
+        assert profile["status"] in ("failed", "unavailable") and profile["error"]
+        return
+    speedscope = json.loads((run_dir / "profile" / "profile.speedscope.json").read_text())
+    assert speedscope["profiles"]
+    top = _csv_rows(run_dir / "profile" / "top_frames.csv")
+    assert top and {r["role"] for r in top} <= set(_declared_roles(run_dir).values()) | {ROOT_ROLE}
+    for row in top:
+        assert 0 < float(row["self_share"]) <= float(row["total_share"]) <= 1
+
+
+def test_compare_two_runs(smoke_run: tuple[Path, str], tmp_path: Path) -> None:
+    run_dir = smoke_run[0]
+    md, table = tmp_path / "cmp.md", tmp_path / "cmp.csv"
+    out = archlab("compare", str(run_dir), str(run_dir), "--markdown", str(md), "--csv", str(table))
+    assert out.returncode == 0, out.stderr
+    assert "throughput req/s" in out.stdout and "GC pause max ms" in out.stdout
+    assert "GC pause total ms (collections)" in out.stdout
+    rows = list(csv.reader(table.open()))
+    assert rows[0] == ["measure", "smoke", "smoke"]
+    measures = {r[0]: r[1:] for r in rows}
+    assert measures["p99 ms ALL"][0] == measures["p99 ms ALL"][1] != "-"
+    assert measures["server CPU ms/request"][0] != "-"
+    assert md.read_text().startswith("| measure |")
 
 
 def test_no_process_left_behind(smoke_run: tuple[Path, str]) -> None:

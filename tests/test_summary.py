@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from archlab.records import RECORD_COLUMNS, Record, is_error, read_records
+from archlab.records import RECORD_COLUMNS_V1, Record, is_error, read_records
 from archlab.summary import ALL, format_table, latency_stats, summarize, summarize_cpu
 
 
@@ -97,7 +97,7 @@ def test_empty_records() -> None:
 
 def test_read_records_skips_a_torn_last_line(tmp_path: Path) -> None:
     path = tmp_path / "requests.csv"
-    header = ",".join(RECORD_COLUMNS)
+    header = ",".join(RECORD_COLUMNS_V1)  # a schema-1 file (no intended_time) is still read
     path.write_text(
         f'{header}\n1.5,/a,2.250,200,\n2.0,/b,3.0,0,"Err: a, b"\n2.5,/a,1.0,20'
     )  # the last row was cut mid-write
@@ -127,3 +127,24 @@ def test_generator_startup_outside_the_window_is_ignored() -> None:
     assert summarize_cpu(samples)["saturated"] is False  # 1 of 11 samples is under the 10% share
     windowed = summarize_cpu(samples, start=1.0, end=11.0)
     assert windowed["max_cpu_percent"] == 20.0 and windowed["samples"] == 10
+
+
+def test_a_schema_1_run_directory_is_still_summarized(tmp_path: Path) -> None:
+    from archlab import schema
+    from archlab.summary import summarize_run
+
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "requests.csv").write_text(
+        ",".join(RECORD_COLUMNS_V1) + "\n" + "".join(f"{i / 10},/a,2.0,200,\n" for i in range(50))
+    )
+    (run / "generator_cpu.csv").write_text(
+        "time,pid,name,cpu_percent,rss_bytes\n"
+        + "".join(f"{t},7,python,20.0,1000\n" for t in range(1, 6))
+    )
+    summary = summarize_run(run)
+    assert summary["endpoints"][ALL]["count"] == 50 and summary["corrected"] is False
+    assert summary["generator"]["samples"] > 0 and "cpu_s" not in summary["generator"]
+    assert "server" not in summary and "gc" not in summary
+    assert schema.validate_csv(run / "requests.csv") == []
+    assert schema.validate_csv(run / "generator_cpu.csv") == []

@@ -3,39 +3,61 @@
 Works as-is for a person (`locust -f workloads/locustfile.py --host http://127.0.0.1:8000`,
 web UI, no environment variables). The harness (`archlab run`) sets:
 
-- ARCHLAB_SCENARIO: a name from `workloads/scenarios.py` (task weights, think time); "steady".
-- ARCHLAB_RECORDS: a CSV path; every request is appended to it (see results/README.md).
+- ARCHLAB_LOAD: the resolved load (`workloads.scenarios.LoadSpec` as JSON): closed or open
+  loop, task weights, think time, arrival rate, ramp steps. Without it, ARCHLAB_SCENARIO
+  (a name from `workloads/scenarios.py`, default "steady") is used with its defaults.
+- ARCHLAB_RECORDS: a CSV path; every request is appended to it (see results/README.md). Each
+  locust process appends whole lines with one locked write, so `--processes N` is safe.
 - ARCHLAB_SEED: seeds each user's random choices (the traffic mix, not the timing).
+
+Load shapes: `Shopper` is the closed loop (wait for the answer, think, repeat);
+`OpenLoopShopper` is an arrival stream at a fixed rate that records each request's intended
+start time (coordinated-omission correction); `StepRamp` (a LoadTestShape) steps the user
+count when the load has `steps`. Only the classes the load asks for are non-abstract, so locust
+picks them up by itself.
 
 Product ids and search words are learned once per process from the first catalogue page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import io
+import logging
 import os
 import random
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import gevent
+import gevent.local
+import gevent.pool
 from gevent.lock import Semaphore
-from locust import FastHttpUser, between, events
+from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
 from archlab.records import RECORD_COLUMNS
-from workloads.scenarios import get_scenario
+from workloads.scenarios import LoadSpec, get_scenario, resolve_load
 
-SCENARIO = get_scenario(os.environ.get("ARCHLAB_SCENARIO", "steady"))
+LOAD = (
+    LoadSpec.from_json(os.environ["ARCHLAB_LOAD"])
+    if os.environ.get("ARCHLAB_LOAD")
+    else resolve_load(get_scenario(os.environ.get("ARCHLAB_SCENARIO", "steady")))
+)
 SEED = os.environ.get("ARCHLAB_SEED")
 CUSTOMERS = int(os.environ.get("ARCHLAB_CUSTOMERS", "1000"))
 CATALOG_PAGE_SIZE = 100
 ORDERS_REMEMBERED = 20
+
+log = logging.getLogger("archlab.locustfile")
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,7 @@ class Catalog:
 _catalog: Catalog | None = None
 _catalog_lock = Semaphore()
 _user_counter = 0
+_arrival = gevent.local.local()  # .intended: the scheduled start of the request being sent
 
 
 def learn_catalog(user: FastHttpUser) -> Catalog:
@@ -76,19 +99,19 @@ def _json(resp: Any) -> Any:
         return None
 
 
-class Shopper(FastHttpUser):
-    """One shopper; its task mix and think time come from the scenario."""
+class _ShopUser(FastHttpUser):
+    """The shopper's actions; the subclasses decide when they happen."""
 
-    wait_time = between(*SCENARIO.wait_time)
+    abstract = True
 
     def on_start(self) -> None:
         global _user_counter
         _user_counter += 1
-        self.rng = random.Random(f"{SEED}:{_user_counter}") if SEED else random.Random()
+        index = getattr(self.environment.runner, "worker_index", 0) or 0
+        stream = f"{_user_counter}" if index <= 0 else f"w{index}:{_user_counter}"
+        self.rng = random.Random(f"{SEED}:{stream}") if SEED else random.Random()
         self.catalog = learn_catalog(self)
         self.orders: list[int] = []
-        # Users spawn in bursts; a random first think time keeps them from staying in lockstep.
-        gevent.sleep(self.rng.uniform(0, SCENARIO.wait_time[1]))
 
     def _product(self) -> int:
         return self.rng.choice(self.catalog.product_ids)
@@ -134,32 +157,121 @@ class Shopper(FastHttpUser):
         if self.orders:
             self.client.get(f"/orders/{self.rng.choice(self.orders)}", name="/orders/{id}")
 
-    tasks = {
-        fn: SCENARIO.weights.get(name, 0)
-        for name, fn in (
-            ("search", search),
-            ("view", view),
-            ("recommend", recommend),
-            ("order", order),
-            ("read_order", read_order),
-        )
-        if SCENARIO.weights.get(name, 0) > 0
-    }
+
+ACTIONS: dict[str, Callable[[_ShopUser], None]] = {
+    "search": _ShopUser.search,
+    "view": _ShopUser.view,
+    "recommend": _ShopUser.recommend,
+    "order": _ShopUser.order,
+    "read_order": _ShopUser.read_order,
+}
+MIX = {ACTIONS[name]: w for name, w in LOAD.weights.items() if w > 0}
+
+
+class Shopper(_ShopUser):
+    """Closed loop: one request at a time, then think time (from the scenario)."""
+
+    abstract = LOAD.loop != "closed"
+    wait_time = between(*LOAD.wait_time)
+    tasks = MIX  # type: ignore[assignment]  # locust accepts {callable: weight}
+
+    def on_start(self) -> None:
+        super().on_start()
+        # Users spawn in bursts; a random first think time keeps them from staying in lockstep.
+        gevent.sleep(self.rng.uniform(0, LOAD.wait_time[1]))
+
+
+class OpenLoopShopper(_ShopUser):
+    """Open loop: an arrival stream of `rate_per_user` requests/s at fixed intervals.
+
+    Each arrival runs in its own greenlet and records its intended start. When `max_in_flight`
+    requests are outstanding the schedule waits, but the intended times keep their pace, so the
+    backlog shows up in the corrected latency instead of disappearing (coordinated omission).
+    """
+
+    abstract = LOAD.loop != "open"
+    wait_time = constant(0)
+    concurrency = LOAD.max_in_flight  # connections of this user's client pool
+
+    @task
+    def arrivals(self) -> None:
+        rate = LOAD.rate_per_user
+        if rate <= 0:
+            raise RuntimeError("open loop without a rate")
+        interval = 1.0 / rate
+        funcs, weights = list(MIX), list(MIX.values())
+        pool = gevent.pool.Pool(LOAD.max_in_flight)
+        first = time.time() + self.rng.uniform(0, interval)  # streams do not fire in lockstep
+        i = 0
+        try:
+            while True:
+                intended = first + i * interval
+                delay = intended - time.time()
+                if delay > 0:
+                    gevent.sleep(delay)
+                pool.spawn(self._arrive, self.rng.choices(funcs, weights)[0], intended)
+                i += 1
+        finally:
+            pool.kill(block=False)
+
+    def _arrive(self, action: Callable[[_ShopUser], None], intended: float) -> None:
+        _arrival.intended = intended
+        if action is _ShopUser.read_order and not self.orders:
+            action = _ShopUser.view  # an arrival always sends a request
+        try:
+            action(self)
+        except Exception:  # noqa: BLE001 - one failed arrival must not stop the stream
+            log.exception("arrival failed")
+
+
+class StepRamp(LoadTestShape):
+    """Hold `steps[i]` users for `step_s` seconds each, then stop."""
+
+    abstract = not LOAD.steps
+
+    def tick(self) -> tuple[int, float] | None:
+        step = int(self.get_run_time() // LOAD.step_s)
+        if step >= len(LOAD.steps):
+            return None
+        return LOAD.steps[step], max(LOAD.spawn_rate, float(LOAD.steps[step]))
 
 
 class Recorder:
-    """Appends every request to a CSV file; buffered (flushed each second) to stay cheap."""
+    """Appends every request to a CSV file; buffered (flushed each second) to stay cheap.
+
+    Each flush is one `write` of whole lines to a file opened with O_APPEND, under an exclusive
+    `flock`, so several locust processes can share the file without tearing lines. The header
+    is written only into an empty file (the harness creates the file with it).
+    """
 
     FLUSH_ROWS = 2000
     FLUSH_SECONDS = 1.0
 
     def __init__(self, path: str) -> None:
-        self.file = open(path, "w", newline="", buffering=1 << 16)  # noqa: SIM115 - closed at quit
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(RECORD_COLUMNS)
-        self.file.flush()
-        self.rows: list[tuple[str, str, str, int, str]] = []
+        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.rows: list[tuple[str, str, str, int, str, str]] = []
         self.last_flush = time.monotonic()
+        with self._locked():
+            if os.fstat(self.fd).st_size == 0:
+                self._write([RECORD_COLUMNS])
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        assert self.fd is not None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def _write(self, rows: list[Any]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        data = memoryview(buf.getvalue().encode())
+        assert self.fd is not None
+        while data:
+            written = os.write(self.fd, data)
+            data = data[written:]
 
     def on_request(
         self,
@@ -174,22 +286,35 @@ class Recorder:
             start_time = time.time() - response_time / 1000
         status = getattr(response, "status_code", 0) or 0
         error = "" if exception is None else f"{type(exception).__name__}: {exception}"[:300]
-        self.rows.append((f"{start_time:.6f}", name, f"{response_time:.3f}", status, error))
+        intended = getattr(_arrival, "intended", None)
+        self.rows.append(
+            (
+                f"{start_time:.6f}",
+                name,
+                f"{response_time:.3f}",
+                status,
+                error,
+                "" if intended is None else f"{intended:.6f}",
+            )
+        )
         now = time.monotonic()
         if len(self.rows) >= self.FLUSH_ROWS or now - self.last_flush >= self.FLUSH_SECONDS:
             self.flush()
 
     def flush(self, **_: Any) -> None:
-        if self.file.closed:
+        if self.fd is None:
             return
-        self.writer.writerows(self.rows)
-        self.rows.clear()
-        self.file.flush()
+        rows, self.rows = self.rows, []
+        if rows:
+            with self._locked():
+                self._write(rows)
         self.last_flush = time.monotonic()
 
     def close(self, **_: Any) -> None:
         self.flush()
-        self.file.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 @events.init.add_listener

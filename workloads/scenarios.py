@@ -1,18 +1,37 @@
 """The scenario catalogue: how many shoppers, how they pace themselves, what they do.
 
-A scenario is data, read by `workloads/locustfile.py` (task weights, think time) and by the
-harness (default users and spawn rate, recorded in meta.json). Few users with think time measure
-service time; many users without it measure queueing (see DESIGN.md, "Measurement pitfalls").
+A scenario is data, read by `workloads/locustfile.py` (task weights, think time, load shape) and
+by the harness (default users and spawn rate, recorded in meta.json). Few users with think time
+measure service time; many users without it measure queueing (see DESIGN.md, "Measurement
+pitfalls").
+
+Load shapes (`loop` and `steps`):
+
+- closed loop (`loop="closed"`): `users` shoppers, each waits for its answer, thinks
+  (`wait_time`), then sends the next request. Offered load falls when the server slows down.
+- open loop (`loop="open"`): each user is an arrival stream of `rate_per_user` requests per
+  second at fixed intervals, sent whether or not earlier ones were answered (at most
+  `max_in_flight` outstanding per stream). Each request records its *intended* start, so latency
+  can be reported with and without coordinated-omission correction.
+- step ramp (`steps`): a locust LoadTestShape holds `steps[i]` users for `step_s` seconds each;
+  with the open loop that is a staircase of arrival rates, to find the knee of the latency curve.
+
+The harness resolves a scenario plus command-line overrides into a `LoadSpec` and hands it to
+the locustfile as JSON in `ARCHLAB_LOAD`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # The shopper's tasks, as named in the locustfile.
 TASKS = ("search", "view", "recommend", "order", "read_order")
+LOOPS = ("closed", "open")
+STEADY_MIX = {"search": 3, "view": 5, "recommend": 2, "order": 1, "read_order": 1}
 
 
 @dataclass(frozen=True)
@@ -25,6 +44,11 @@ class Scenario:
     users: int
     spawn_rate: float
     wait_time: tuple[float, float]
+    loop: str = "closed"
+    rate_per_user: float = 0.0  # open loop: arrivals per second of each user
+    steps: tuple[int, ...] = ()  # step ramp: users during each step; () = constant `users`
+    step_s: float = 10.0
+    max_in_flight: int = 100  # open loop: outstanding requests per user, then it waits
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(TASKS)
@@ -35,13 +59,136 @@ class Scenario:
         lo, hi = self.wait_time
         if not 0 <= lo <= hi:
             raise ValueError(f"scenario {self.name}: bad wait_time {self.wait_time}")
+        if self.loop not in LOOPS:
+            raise ValueError(f"scenario {self.name}: loop must be one of {LOOPS}")
+        if self.loop == "open" and self.rate_per_user <= 0:
+            raise ValueError(f"scenario {self.name}: an open loop needs rate_per_user > 0")
+        if any(s < 1 for s in self.steps) or self.step_s <= 0 or self.max_in_flight < 1:
+            raise ValueError(f"scenario {self.name}: bad steps/step_s/max_in_flight")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters, for meta.json."""
         data = asdict(self)
         data["weights"] = dict(self.weights)
         data["wait_time"] = list(self.wait_time)
+        data["steps"] = list(self.steps)
         return data
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """The load the locustfile generates: a scenario resolved with the run's overrides."""
+
+    scenario: str
+    loop: str = "closed"
+    users: int = 1
+    spawn_rate: float = 1.0
+    wait_time: tuple[float, float] = (0.0, 0.0)
+    weights: Mapping[str, int] = field(default_factory=lambda: dict(STEADY_MIX))
+    rate_per_user: float = 0.0
+    steps: tuple[int, ...] = ()
+    step_s: float = 10.0
+    max_in_flight: int = 100
+
+    @property
+    def offered_rps(self) -> float | None:
+        """Open loop without a ramp: the total arrival rate; else None."""
+        if self.loop != "open" or self.steps:
+            return None
+        return self.users * self.rate_per_user
+
+    @property
+    def ramp_s(self) -> int | None:
+        """A ramp's length (every step once); None for a constant load."""
+        return math.ceil(len(self.steps) * self.step_s) if self.steps else None
+
+    def step_offered(self) -> list[dict[str, float]]:
+        """Per ramp step: its start offset (s), users and (open loop) offered rate."""
+        return [
+            {
+                "offset_s": i * self.step_s,
+                "users": users,
+                "offered_rps": users * self.rate_per_user if self.loop == "open" else 0.0,
+            }
+            for i, users in enumerate(self.steps)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["weights"] = dict(self.weights)
+        data["wait_time"] = list(self.wait_time)
+        data["steps"] = list(self.steps)
+        data["offered_rps"] = self.offered_rps
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadSpec:
+        data = json.loads(text)
+        data.pop("offered_rps", None)
+        data["wait_time"] = tuple(data["wait_time"])
+        data["steps"] = tuple(data["steps"])
+        return cls(**data)
+
+
+def resolve_load(
+    scenario: Scenario,
+    *,
+    users: int | None = None,
+    spawn_rate: float | None = None,
+    rate: float | None = None,
+    max_in_flight: int | None = None,
+    steps: tuple[int, ...] | None = None,
+    step_s: float | None = None,
+    generator_processes: int = 1,
+) -> LoadSpec:
+    """The scenario with the run's overrides.
+
+    `rate` (requests/s) turns any scenario into an open loop at that total rate, spread over
+    `users` arrival streams (default: one per generator process, so each locust worker gets
+    one). An open-loop scenario without `rate` keeps its total rate (users x rate_per_user)
+    spread over at least one stream per generator process. `steps` (users per step) and
+    `step_s` replace the scenario's ramp: a closed-loop scenario ramps users, an open-loop one
+    arrival streams of `rate_per_user` each.
+    """
+    steps = tuple(steps) if steps is not None else scenario.steps
+    step_s = step_s if step_s is not None else scenario.step_s
+    if any(n < 1 for n in steps) or step_s <= 0:
+        raise ValueError("ramp steps must be positive user counts and step_s positive")
+    loop = "open" if rate is not None else scenario.loop
+    if rate is not None and rate <= 0:
+        raise ValueError("--rate must be positive")
+    if rate is not None and steps:
+        raise ValueError("--rate sets a constant arrival rate; it cannot be combined with a ramp")
+    if users is not None and users < 1:
+        raise ValueError("--users must be at least 1")
+    per_user = scenario.rate_per_user
+    streams = users if users is not None else scenario.users
+    if loop == "open" and not steps:
+        total = rate if rate is not None else scenario.users * scenario.rate_per_user
+        if users is None:
+            streams = (
+                generator_processes
+                if rate is not None
+                else max(scenario.users, generator_processes)
+            )
+        per_user = total / streams
+    if steps:
+        streams = steps[0]
+    return LoadSpec(
+        scenario=scenario.name,
+        loop=loop,
+        users=streams,
+        spawn_rate=spawn_rate if spawn_rate is not None else scenario.spawn_rate,
+        wait_time=scenario.wait_time,
+        weights=dict(scenario.weights),
+        rate_per_user=per_user,
+        steps=steps,
+        step_s=step_s,
+        max_in_flight=max_in_flight if max_in_flight is not None else scenario.max_in_flight,
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -53,7 +200,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "a few shoppers with think time, well below saturation: latency shows service "
                 "time, not queueing"
             ),
-            weights={"search": 3, "view": 5, "recommend": 2, "order": 1, "read_order": 1},
+            weights=STEADY_MIX,
             users=20,
             spawn_rate=10.0,
             wait_time=(0.2, 1.0),
@@ -64,10 +211,38 @@ SCENARIOS: dict[str, Scenario] = {
                 "closed loop without think time: latency is mostly queueing (p50 ~ users / "
                 "throughput); shows where generator + system under test saturate together"
             ),
-            weights={"search": 3, "view": 5, "recommend": 2, "order": 1, "read_order": 1},
+            weights=STEADY_MIX,
             users=50,
             spawn_rate=25.0,
             wait_time=(0.0, 0.0),
+        ),
+        Scenario(
+            name="open",
+            description=(
+                "open loop at a fixed arrival rate (100 requests/s unless --rate): latency is "
+                "reported as observed and corrected for coordinated omission"
+            ),
+            weights=STEADY_MIX,
+            users=1,
+            spawn_rate=10.0,
+            wait_time=(0.0, 0.0),
+            loop="open",
+            rate_per_user=100.0,
+        ),
+        Scenario(
+            name="ramp",
+            description=(
+                "open-loop step ramp, 50 requests/s per step up to 800/s (10 s per step): "
+                "finds the knee of the latency curve"
+            ),
+            weights=STEADY_MIX,
+            users=1,
+            spawn_rate=100.0,
+            wait_time=(0.0, 0.0),
+            loop="open",
+            rate_per_user=50.0,
+            steps=(1, 2, 4, 6, 8, 10, 12, 16),
+            step_s=10.0,
         ),
     )
 }

@@ -1,0 +1,318 @@
+"""The results schema (results/README.md) as code: what a run directory must hold, and a validator.
+
+`validate_run(run_dir)` returns a list of problems (empty = valid): missing files, wrong CSV
+headers, rows that do not parse, meta.json and summary.json fields that are missing or of the
+wrong type. Notebooks and tests rely on what it checks; `archlab validate RUN...` runs it.
+Runs of schema_version 1 (before the instruments) are checked against the files they had.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from archlab.gcdata import ROLE_COLUMNS
+from archlab.meta import SCHEMA_VERSION
+from archlab.profiling import LOG, PROFILE_DIR, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
+from archlab.records import RECORD_COLUMNS, RECORD_COLUMNS_V1
+from archlab.sampler import CPU_COLUMNS, PROCESS_COLUMNS
+from variants.telemetry import GC_COLUMNS
+
+SUPPORTED_VERSIONS = (1, 2)
+V1_CPU_COLUMNS = CPU_COLUMNS[:5]
+
+# file -> accepted headers (first = current)
+CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "requests.csv": (RECORD_COLUMNS, RECORD_COLUMNS_V1),
+    "generator_cpu.csv": (CPU_COLUMNS, V1_CPU_COLUMNS),
+    "processes.csv": (PROCESS_COLUMNS,),
+    "gc.csv": (GC_COLUMNS,),
+    "roles.csv": (ROLE_COLUMNS,),
+}
+# what a completed run of each schema version holds
+COMPLETED_FILES: dict[int, tuple[str, ...]] = {
+    1: (
+        "meta.json",
+        "summary.json",
+        "requests.csv",
+        "generator_cpu.csv",
+        "server.log",
+        "locust.log",
+    ),
+    2: (
+        "meta.json",
+        "summary.json",
+        "requests.csv",
+        "generator_cpu.csv",
+        "processes.csv",
+        "gc.csv",
+        "roles.csv",
+        "server.log",
+        "locust.log",
+    ),
+}
+OPTIONAL_FILES = ("lifecycle.jsonl", "state/", "telemetry/", "profile/")
+
+_NUM = (int, float)
+META_FIELDS: dict[str, Any] = {
+    "schema_version": int,
+    "run_id": str,
+    "status": str,
+    "variant": str,
+    "variant_module": str,
+    "knobs": dict,
+    "scenario": dict,
+    "seed": int,
+    "dataset_size": str,
+    "duration_s": _NUM,
+    "users": int,
+    "spawn_rate": _NUM,
+    "base_url": str,
+    "load_generator": str,
+    "cpu_pinning": dict,
+    "machine": dict,
+    "git": dict,
+    "started_at": str,
+    "command": list,
+    "cwd": str,
+    "notes": list,
+    "processes": dict,
+}
+META_FIELDS_V2: dict[str, Any] = {
+    "load": dict,
+    "telemetry": dict,
+    "profile": dict,
+    "warmup_s": _NUM,
+}
+SUMMARY_FIELDS: dict[str, Any] = {
+    "schema_version": int,
+    "window": dict,
+    "warmup_s": _NUM,
+    "endpoints": dict,
+}
+SUMMARY_FIELDS_V2: dict[str, Any] = {
+    "corrected": bool,
+    "windows": dict,
+    "load": dict,
+    "notes": list,
+    "server": dict,
+    "gc": dict,
+    "generator": dict,
+}
+ENDPOINT_FIELDS: dict[str, Any] = {
+    "count": int,
+    "throughput_rps": _NUM,
+    "errors": int,
+    "error_rate": _NUM,
+    "statuses": dict,
+    "top_errors": dict,
+    "latency_ms": dict,
+}
+LATENCY_KEYS = ("min", "mean", "p50", "p90", "p99", "p99_9", "max")
+
+
+def _float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _int(v: str) -> bool:
+    try:
+        int(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _opt(check: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda v: v == "" or check(v)
+
+
+# per file: column -> check of the text in each row
+COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
+    "requests.csv": {
+        "start_time": _float,
+        "latency_ms": lambda v: _float(v) and float(v) >= 0,
+        "status": _int,
+        "intended_time": _opt(_float),
+    },
+    "generator_cpu.csv": {
+        "time": _float,
+        "pid": _int,
+        "cpu_percent": _float,
+        "rss_bytes": _int,
+        "cpu_user_s": _opt(_float),
+        "cpu_system_s": _opt(_float),
+    },
+    "processes.csv": {
+        "time": _float,
+        "pid": _int,
+        "ppid": _int,
+        "role": bool,
+        "create_time": _float,
+        "cpu_user_s": _float,
+        "cpu_system_s": _float,
+        "cpu_percent": _opt(_float),
+        "rss_bytes": _int,
+        "uss_bytes": _opt(_int),
+        "pss_bytes": _opt(_int),
+        "swap_bytes": _opt(_int),
+        "threads": _int,
+        "ctx_voluntary": _int,
+        "ctx_involuntary": _int,
+    },
+    "gc.csv": {
+        "pid": _int,
+        "role": bool,
+        "generation": lambda v: v in ("0", "1", "2"),
+        "start": _float,
+        "duration_ms": lambda v: _float(v) and float(v) >= 0,
+        "collected": _int,
+        "uncollectable": _int,
+    },
+    "roles.csv": {"pid": _int, "role": bool, "declared_at": _float},
+}
+
+
+def _check_fields(data: Any, fields: dict[str, Any], where: str) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"{where}: not an object"]
+    problems = []
+    for name, kind in fields.items():
+        if name not in data:
+            problems.append(f"{where}: missing field {name!r}")
+        elif not isinstance(data[name], kind) or (kind is int and isinstance(data[name], bool)):
+            problems.append(f"{where}: field {name!r} is {type(data[name]).__name__}")
+    return problems
+
+
+def validate_csv(path: Path, name: str | None = None, max_problems: int = 5) -> list[str]:
+    """Header and every row of one of the schema's CSV files."""
+    name = name or path.name
+    accepted = CSV_HEADERS[name]
+    problems: list[str] = []
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = tuple(next(reader, ()))
+        if header not in accepted:
+            return [f"{name}: header {list(header)}, expected {list(accepted[0])}"]
+        checks = [(i, col, COLUMN_CHECKS.get(name, {}).get(col)) for i, col in enumerate(header)]
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                if name == "requests.csv" and not fh.read(1):
+                    continue  # a torn last line (the generator was killed) is tolerated
+                problems.append(f"{name}:{line}: {len(row)} fields, expected {len(header)}")
+            else:
+                for i, col, check in checks:
+                    if check is not None and not check(row[i]):
+                        problems.append(f"{name}:{line}: bad {col} {row[i]!r}")
+            if len(problems) >= max_problems:
+                problems.append(f"{name}: (stopped after {max_problems} problems)")
+                break
+    return problems
+
+
+def _validate_summary(summary: Any, version: int) -> list[str]:
+    problems = _check_fields(summary, SUMMARY_FIELDS, "summary.json")
+    if version >= 2:
+        problems += _check_fields(summary, SUMMARY_FIELDS_V2, "summary.json")
+    if problems:
+        return problems
+    if summary["schema_version"] != version:
+        problems.append(
+            f"summary.json: schema_version {summary['schema_version']}, meta.json {version}"
+        )
+    endpoints = summary["endpoints"]
+    if "ALL" not in endpoints:
+        problems.append("summary.json: endpoints has no ALL row")
+    for name, st in endpoints.items():
+        problems += _check_fields(st, ENDPOINT_FIELDS, f"summary.json endpoints[{name!r}]")
+        lat = st.get("latency_ms", {}) if isinstance(st, dict) else {}
+        missing = [k for k in LATENCY_KEYS if k not in lat]
+        if missing:
+            problems.append(f"summary.json endpoints[{name!r}].latency_ms lacks {missing}")
+        if version >= 2 and summary.get("corrected") and "latency_corrected_ms" not in st:
+            problems.append(f"summary.json endpoints[{name!r}] lacks latency_corrected_ms")
+    if version >= 2:
+        server = summary["server"]
+        problems += _check_fields(server, {"roles": dict, "total": dict}, "summary.json server")
+        problems += _check_fields(
+            summary["gc"], {"roles": dict, "collections": int}, "summary.json gc"
+        )
+        problems += _check_fields(
+            summary["windows"], {"width_s": _NUM, "rows": list}, "summary.json windows"
+        )
+    return problems
+
+
+def validate_run(run_dir: Path) -> list[str]:
+    """Every problem found in a run directory ([] = it follows the schema)."""
+    meta_path = run_dir / "meta.json"
+    if not meta_path.exists():
+        return [f"{run_dir}: no meta.json"]
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        return [f"meta.json does not parse: {exc}"]
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
+    if version not in SUPPORTED_VERSIONS:
+        return [f"meta.json: schema_version {version!r} is not one of {SUPPORTED_VERSIONS}"]
+    problems = _check_fields(meta, META_FIELDS, "meta.json")
+    if version >= 2:
+        problems += _check_fields(meta, META_FIELDS_V2, "meta.json")
+    if meta.get("run_id") != run_dir.name:
+        problems.append(f"meta.json: run_id {meta.get('run_id')!r} is not {run_dir.name!r}")
+    completed = meta.get("status") == "completed"
+    if completed:
+        required = list(COMPLETED_FILES[version])
+        if version >= 2 and (meta.get("telemetry") or {}).get("gc") is False:
+            required.remove("gc.csv")  # switched off: may still exist, header only
+        for name in required:
+            if not (run_dir / name).is_file():
+                problems.append(f"missing {name} (required in a completed run)")
+    for name in CSV_HEADERS:
+        path = run_dir / name
+        if path.is_file():
+            problems += validate_csv(path, name)
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        try:
+            problems += _validate_summary(json.loads(summary_path.read_text()), version)
+        except ValueError as exc:
+            problems.append(f"summary.json does not parse: {exc}")
+    profile = meta.get("profile") or {}
+    if version >= 2 and profile.get("enabled"):
+        status = profile.get("status")
+        if status not in ("ok", "failed", "unavailable", "skipped"):
+            problems.append(f"meta.json: profile.status {status!r}")
+        if status in ("failed", "unavailable", "skipped") and not profile.get("error"):
+            problems.append(f"meta.json: profile.status {status} without an error")
+        pdir = run_dir / PROFILE_DIR
+        if status == "ok":
+            for name in (SPEEDSCOPE, TOP_FRAMES, LOG):
+                if not (pdir / name).is_file():
+                    problems.append(f"missing {PROFILE_DIR}/{name} (profile.status ok)")
+            top = pdir / TOP_FRAMES
+            if top.is_file():
+                with top.open(newline="") as fh:
+                    if tuple(next(csv.reader(fh), ())) != TOP_COLUMNS:
+                        problems.append(f"{PROFILE_DIR}/{TOP_FRAMES}: wrong header")
+    lifecycle = run_dir / "lifecycle.jsonl"
+    if lifecycle.is_file():
+        for line, text in enumerate(lifecycle.read_text().splitlines(), start=1):
+            try:
+                if not isinstance(json.loads(text), dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                problems.append(f"lifecycle.jsonl:{line}: {exc}")
+                break
+    return problems
+
+
+__all__ = ["SCHEMA_VERSION", "validate_csv", "validate_run"]

@@ -1,0 +1,671 @@
+"""The postmaster: owns the socket and the shared memory, starts the family, restarts what dies.
+
+It mirrors PostgreSQL's postmaster. At start it builds the sealed catalog segment (in a
+short-lived child, so its own heap, which every child inherits, stays small) and the
+writable control segment, binds 127.0.0.1:PORT, starts the auxiliaries in dependency order,
+each only once the one before it is ready, then listens and forks the backends. It never
+serves a request; its loop sleeps in `select()` on a signal wake-up pipe and the children's
+readiness pipes, and reaps with `waitpid(WNOHANG)`.
+
+Every start, readiness, death (exit code or signal), scheduled restart, crash-and-restart,
+reload and shutdown is appended as a JSON line to `<state-dir>/lifecycle.jsonl`.
+
+Signals: SIGTERM and SIGINT shut down gracefully (backends finish their requests and exit,
+then the auxiliaries are stopped one by one in reverse dependency order); SIGQUIT stops
+everything at once; SIGHUP re-reads the config file (see `config.FamilyConfig`), applies the
+policies and the backend count, and replaces the backends one at a time (each replacement
+is ready before the old one is told to finish), so they pick up the new settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import setproctitle
+
+from variants import telemetry
+from variants.multiprocess import auxiliary, backend, process
+from variants.multiprocess.config import AUXILIARIES, FamilyConfig
+from variants.multiprocess.shmem import (
+    CATALOG_NAME,
+    ControlSegment,
+    LockTimeout,
+    SealedSegment,
+    write_all,
+)
+from workloads.shop import catalog_snapshot, dataset
+from workloads.shop.config import ShopConfig
+
+log = logging.getLogger("archlab.multiprocess.postmaster")
+T = TypeVar("T")
+
+LIFECYCLE_FILE = "lifecycle.jsonl"
+SLOTS = 4 + 256
+BACKOFF_S = 0.1
+MAX_BACKOFF_S = 10.0
+STABLE_S = 10.0
+"""A process that was ready this long before it died starts its backoff afresh."""
+STARTUP_ATTEMPTS = 5
+"""An auxiliary that dies this many times before the family ever started aborts the start."""
+BACKEND_STOP_S = 20.0
+AUX_STOP_S = 15.0
+QUIT_S = 5.0
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the postmaster is started with; `config` before the config file is overlaid."""
+
+    port: int
+    size: str
+    seed: int
+    state_dir: Path
+    config: FamilyConfig
+    shop: ShopConfig
+    config_path: Path | None = None
+    ready_timeout_s: float = 900.0
+
+
+@dataclass
+class Child:
+    pid: int
+    role: str
+    number: int  # backend number from 1; 0 for an auxiliary
+    slot: int
+    generation: int
+    started: float
+    ready_fd: int | None
+    ready_at: float | None = None
+    stopping: bool = False
+    kill_at: float | None = None
+    replaces: int | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.role, self.number
+
+
+@dataclass
+class Recovery:
+    """A crash-and-restart in progress: waiting for every backend to be gone."""
+
+    restart: list[tuple[str, int]]
+    not_before: float
+
+
+@dataclass
+class Postmaster:
+    options: Options
+    config: FamilyConfig = field(init=False)
+    children: dict[int, Child] = field(default_factory=dict)
+    pending: dict[tuple[str, int], float] = field(default_factory=dict)
+    crashes: dict[tuple[str, int], int] = field(default_factory=dict)
+    replace_queue: list[int] = field(default_factory=list)
+    phase: str = "startup"
+    recovery: Recovery | None = None
+    exit_code: int = 0
+    signals: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.config = self.options.config.overlaid(self.options.config_path)
+        self.state_dir = self.options.state_dir
+        self.lifecycle_path = self.state_dir / LIFECYCLE_FILE
+        self.socket_dir = self.state_dir / "sockets"
+        self.own_socket_dir = False
+        self.listener: socket.socket | None = None
+        self.catalog: SealedSegment | None = None
+        self.control: ControlSegment | None = None
+        self.wake_r, self.wake_w = os.pipe()
+
+    # -- records ---------------------------------------------------------------------------
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Append one lifecycle event to lifecycle.jsonl (and the log)."""
+        entry = {"time": round(time.time(), 6), "event": event, **fields}
+        line = json.dumps(entry, sort_keys=False)
+        with self.lifecycle_path.open("a") as fh:
+            fh.write(line + "\n")
+        log.info("%s", line)
+
+    def _child_fields(self, child: Child) -> dict[str, Any]:
+        return {"role": child.role, "number": child.number, "pid": child.pid}
+
+    # -- start -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        setproctitle.setproctitle(process.title("postmaster"))
+        telemetry.install("postmaster")
+        self._install_signals()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.record(
+            "postmaster-start",
+            pid=os.getpid(),
+            port=self.options.port,
+            size=self.options.size,
+            config=json.loads(self.config.describe()),
+        )
+        try:
+            self._prepare()
+        except Exception as exc:
+            log.exception("start failed")
+            self.record("start-failed", error=f"{type(exc).__name__}: {exc}")
+            self._cleanup()
+            return 1
+        while self.phase != "done":
+            self._step()
+        self._cleanup()
+        self.record("postmaster-exit", exit_code=self.exit_code)
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in (
+            signal.SIGCHLD,
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGHUP,
+            signal.SIGQUIT,
+        ):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+
+    def _prepare(self) -> None:
+        started = time.perf_counter()
+        dataset.prepare_state(dataset.ensure(self.options.size, self.options.seed), self.state_dir)
+        self._make_socket_dir()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.listener.bind(("127.0.0.1", self.options.port))  # listen() once backends exist
+        built = time.perf_counter()
+        self.catalog = SealedSegment(CATALOG_NAME, self._build_catalog)
+        self.record(
+            "catalog-segment",
+            bytes=self.catalog.size,
+            build_seconds=round(time.perf_counter() - built, 3),
+        )
+        self.control = ControlSegment(SLOTS, generation=1)
+        log.info("prepared in %.1f s", time.perf_counter() - started)
+
+    def _make_socket_dir(self) -> None:
+        longest = self.socket_dir / "recommendations.sock"
+        if len(str(longest)) > MAX_SOCKET_PATH:
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="archlab-mp-"))
+            self.own_socket_dir = True
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in self.socket_dir.glob("*.sock"):
+            stale.unlink()
+
+    def _build_catalog(self, fd: int) -> None:
+        """Fill the segment from a child, so the build's garbage never enters this heap."""
+        db = self.state_dir / "catalog.db"
+
+        def build() -> int:
+            write_all(fd, catalog_snapshot.build(db))
+            return 0
+
+        pid = process.fork("catalog-builder", "catalog builder", build)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"the catalog builder failed (status {status})")
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        deadlines = [due for due in self.pending.values()]
+        deadlines += [c.kill_at for c in self.children.values() if c.kill_at is not None]
+        if self.recovery is not None:
+            deadlines.append(self.recovery.not_before)
+        timeout = min([1.0, *(max(0.0, d - now) for d in deadlines)])
+        fds = [self.wake_r]
+        fds += [c.ready_fd for c in self.children.values() if c.ready_fd is not None]
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            readable = []
+        if self.wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.wake_r, 512):
+                    pass
+        for child in list(self.children.values()):
+            if child.ready_fd is not None and child.ready_fd in readable:
+                self._read_ready(child)
+        self._handle_signals()
+        self._reap()
+        self._advance()
+
+    def _handle_signals(self) -> None:
+        signals, self.signals = self.signals, []
+        for sig in signals:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self._shutdown(f"{signal.Signals(sig).name} received")
+            elif sig == signal.SIGQUIT:
+                self._quit()
+            elif sig == signal.SIGHUP:
+                self._reload()
+
+    def _read_ready(self, child: Child) -> None:
+        fd = child.ready_fd
+        assert fd is not None
+        try:
+            data = os.read(fd, 16)
+        except OSError:
+            data = b""
+        os.close(fd)
+        child.ready_fd = None
+        if b"R" not in data:
+            return  # it died before it was ready: _reap() deals with it
+        child.ready_at = time.monotonic()
+        if child.role != "backend" and not child.stopping:
+            self._shm(lambda c: c.set_state(child.slot, "ok"))
+        self.record(
+            "ready",
+            **self._child_fields(child),
+            seconds=round(child.ready_at - child.started, 3),
+        )
+        if child.replaces is not None:
+            old = self.children.get(child.replaces)
+            child.replaces = None
+            if old is not None:
+                self._terminate(old, signal.SIGTERM, BACKEND_STOP_S)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._on_exit(child, os.waitstatus_to_exitcode(status))
+
+    def _on_exit(self, child: Child, code: int) -> None:
+        now = time.monotonic()
+        if child.ready_fd is not None:
+            os.close(child.ready_fd)
+        expected = child.stopping or self.phase.startswith("stopping")
+        policy = self.config.policies[child.role]
+        # Decide before touching the segment: one that is to be rebuilt is left alone.
+        restart_all = (
+            not expected and code != 0 and policy == "crash-restart-all" and self.phase != "startup"
+        )
+        control = self._control()
+        served = {}
+        if not restart_all and self.recovery is None and child.generation == control.generation:
+            if control.recover_lock(child.pid):  # it died holding the lock
+                self.record("lock-recovered", pid=child.pid, role=child.role)
+            state = "free" if child.role == "backend" else "down"
+            requests = self._shm(lambda c: c.release(child.slot, state))
+            if child.role == "backend" and requests is not None:
+                served["requests"] = requests
+        self.record(
+            "exit",
+            **self._child_fields(child),
+            exit_code=code if code >= 0 else None,
+            signal=signal.Signals(-code).name if code < 0 else None,
+            uptime_s=round(now - child.started, 3),
+            expected=child.stopping,
+            **served,
+        )
+        if expected:
+            return
+        if child.role == "backend" and child.number > self.config.backends:
+            return
+        if child.ready_at is not None and now - child.ready_at >= STABLE_S:
+            self.crashes.pop(child.key, None)
+        if code == 0:
+            self._schedule(child.key, 0.0, "clean exit")
+            return
+        failures = self.crashes[child.key] = self.crashes.get(child.key, 0) + 1
+        if self.phase == "startup" and failures >= STARTUP_ATTEMPTS:
+            self.record("give-up", role=child.role, failures=failures)
+            self._shutdown(f"{child.role} failed {failures} times while starting", exit_code=1)
+            return
+        delay = min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (failures - 1))
+        if restart_all:
+            self._crash_restart_all(self._child_fields(child), delay, child.key)
+            return
+        self._schedule(child.key, delay, policy)
+
+    def _schedule(self, key: tuple[str, int], delay: float, reason: str) -> None:
+        self.pending[key] = time.monotonic() + delay
+        self.record(
+            "restart-scheduled", role=key[0], number=key[1], delay_s=round(delay, 3), reason=reason
+        )
+
+    def _crash_restart_all(
+        self, cause: dict[str, Any], delay: float, dead: tuple[str, int] | None = None
+    ) -> None:
+        """PostgreSQL's answer to a crash: the shared memory may be corrupt, so start it over.
+
+        Every process attached to the writable segment (the backends) is stopped at once;
+        once all are gone the segment and its lock are built anew (`_advance_recovery`) and
+        they, and `dead` if it is an auxiliary, are started again. Until then nothing
+        touches the old segment.
+        """
+        attached = [c for c in self.children.values() if c.role == "backend"]
+        self.record(
+            "crash-restart-all",
+            **cause,
+            terminating=[c.pid for c in attached],
+            delay_s=round(delay, 3),
+        )
+        for child in attached:
+            child.replaces = None
+            self._terminate(child, signal.SIGQUIT, QUIT_S)
+        self.replace_queue.clear()
+        restart = [k for k in self.pending if k[0] != "backend"]
+        if dead is not None and dead[0] != "backend" and dead not in restart:
+            restart.append(dead)
+        self.pending.clear()
+        if self.recovery is not None:
+            restart += [k for k in self.recovery.restart if k not in restart]
+        self.recovery = Recovery(restart, time.monotonic() + delay)
+        if self.phase == "running":
+            self.phase = "recovering"
+
+    def _terminate(self, child: Child, sig: signal.Signals, grace_s: float) -> None:
+        """Send `sig`; SIGKILL after `grace_s` if it has not exited by then."""
+        child.stopping = True
+        child.kill_at = time.monotonic() + grace_s
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, sig)
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if child.kill_at is not None and now >= child.kill_at:
+                child.kill_at = None
+                self.record("kill", **self._child_fields(child), reason="did not stop in time")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+            elif (
+                child.ready_at is None
+                and not child.stopping
+                and now - child.started > self.options.ready_timeout_s
+            ):
+                self.record("kill", **self._child_fields(child), reason="not ready in time")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+        if self.phase == "startup":
+            self._advance_startup(now)
+        elif self.phase == "recovering":
+            self._advance_recovery(now)  # nothing starts before the segment is rebuilt
+        elif self.phase == "running":
+            self._start_due(now, backends=True)
+            self._advance_replacement()
+        elif self.phase == "stopping-backends":
+            if not any(c.role == "backend" for c in self.children.values()):
+                self.phase = "stopping-auxiliaries"
+                self._advance_stop_aux()
+        elif self.phase == "stopping-auxiliaries":
+            self._advance_stop_aux()
+        elif self.phase == "stopping-now" and not self.children:
+            self.phase = "done"
+
+    def _advance_startup(self, now: float) -> None:
+        for role in AUXILIARIES:
+            running = self._aux(role)
+            if running is None:
+                due = self.pending.get((role, 0), now)
+                if due <= now:
+                    self.pending.pop((role, 0), None)
+                    self._spawn(role, 0)
+                return
+            if running.ready_at is None:
+                return
+        listener = self._listener()
+        listener.listen(2048)
+        self.record("listening", port=self.options.port, backends=self.config.backends)
+        self.phase = "running"
+        self.pending = {k: v for k, v in self.pending.items() if k[0] != "backend"}
+        for number in range(1, self.config.backends + 1):
+            self._spawn("backend", number)
+
+    def _advance_recovery(self, now: float) -> None:
+        recovery = self.recovery
+        assert recovery is not None
+        if any(c.role == "backend" for c in self.children.values()) or now < recovery.not_before:
+            return
+        old = self._control()
+        self.control = ControlSegment(SLOTS, generation=old.generation + 1)
+        old.close()
+        for child in self.children.values():  # auxiliaries keep running: record them anew
+            state = "ok" if child.ready_at is not None and not child.stopping else "starting"
+            child.slot = self.control.claim(child.role, child.number, child.pid, state)
+            child.generation = self.control.generation
+        for role in AUXILIARIES:
+            if self._aux(role) is None:
+                self.control.claim(role, 0, 0, "down")
+        self.record("reinit", generation=self.control.generation)
+        self.recovery = None
+        self.phase = "running"
+        for key in recovery.restart:
+            self.pending[key] = now
+        for number in range(1, self.config.backends + 1):
+            self.pending[("backend", number)] = now
+        self._start_due(now, backends=True)
+
+    def _start_due(self, now: float, *, backends: bool) -> None:
+        for key, due in list(self.pending.items()):
+            role, number = key
+            if due > now or (role == "backend" and not backends):
+                continue
+            del self.pending[key]
+            if role == "backend" and number > self.config.backends:
+                continue
+            if role != "backend" and self._aux(role) is not None:
+                continue
+            self._spawn(role, number)
+
+    def _advance_replacement(self) -> None:
+        if any(c.replaces is not None for c in self.children.values()):
+            return
+        while self.replace_queue:
+            old = self.children.get(self.replace_queue.pop(0))
+            if old is not None and not old.stopping:
+                self._spawn("backend", old.number, replaces=old.pid)
+                return
+
+    def _aux(self, role: str) -> Child | None:
+        for child in self.children.values():
+            if child.role == role and not child.stopping:
+                return child
+        return None
+
+    def _shm(self, write: Callable[[ControlSegment], T]) -> T | None:
+        """Apply a postmaster write to the control segment, never blocking on its lock.
+
+        None when the segment is condemned (a crash-and-restart is under way) or its lock
+        stayed held: a holder that died or hangs means the segment can no longer be trusted,
+        which is itself a reason for a crash-and-restart.
+        """
+        if self.recovery is not None:
+            return None
+        control = self._control()
+        try:
+            return write(control)
+        except LockTimeout as exc:
+            self.record("lock-timeout", holder=control.holder(), error=str(exc))
+            if self.phase == "running":
+                self._crash_restart_all({"reason": "lock-timeout", "holder": control.holder()}, 0.0)
+            return None
+
+    def _control(self) -> ControlSegment:
+        assert self.control is not None
+        return self.control
+
+    def _listener(self) -> socket.socket:
+        assert self.listener is not None
+        return self.listener
+
+    # -- children --------------------------------------------------------------------------
+
+    def _spawn(self, role: str, number: int, replaces: int | None = None) -> Child | None:
+        control = self._control()
+        slot = self._shm(lambda c: c.claim(role, number, 0))
+        if slot is None:  # the segment is being rebuilt: start it afterwards
+            self.pending[(role, number)] = time.monotonic()
+            return None
+        ready_r, ready_w = os.pipe()
+        inherited = [self.wake_r, self.wake_w, ready_r]
+        inherited += [c.ready_fd for c in self.children.values() if c.ready_fd is not None]
+        name = f"backend {number}" if role == "backend" else role
+        config = self.config
+
+        def ready() -> None:
+            os.write(ready_w, b"R")
+            os.close(ready_w)
+
+        def body() -> int:
+            for fd in inherited:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            catalog = self.catalog
+            assert catalog is not None
+            if role == "backend":
+                return backend.run(
+                    number=number,
+                    slot=slot,
+                    postmaster_pid=os.getppid(),
+                    listener=self._listener(),
+                    catalog=catalog.map,
+                    control=control,
+                    socket_dir=self.socket_dir,
+                    config=config,
+                    ready=ready,
+                )
+            control.close()  # message-only: no writable shared memory in this process
+            self._listener().close()
+            if role != "orders":  # the only auxiliary that reads the catalog
+                catalog.close()
+            return auxiliary.run(
+                role=role,
+                postmaster_pid=os.getppid(),
+                state_dir=self.state_dir,
+                socket_dir=self.socket_dir,
+                catalog=catalog.map if role == "orders" else None,
+                config=config,
+                shop=self.options.shop,
+                ready=ready,
+            )
+
+        if role == "backend":
+            pid = process.fork("backend", name, body)
+        else:
+            pid = process.fork(role, name, body, block=auxiliary.HANDLED)
+        os.close(ready_w)
+        self._shm(lambda c: c.set_pid(slot, pid))
+        child = Child(
+            pid=pid,
+            role=role,
+            number=number,
+            slot=slot,
+            generation=control.generation,
+            started=time.monotonic(),
+            ready_fd=ready_r,
+            replaces=replaces,
+        )
+        self.children[pid] = child
+        self.record("start", **self._child_fields(child), slot=slot, replaces=replaces)
+        return child
+
+    # -- reload and shutdown ---------------------------------------------------------------
+
+    def _reload(self) -> None:
+        try:
+            new = self.options.config.overlaid(self.options.config_path)
+        except Exception as exc:
+            self.record("reload-failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        old, self.config = self.config, new
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.record("reload", config=json.loads(new.describe()))
+        if self.phase != "running":
+            return
+        for child in list(self.children.values()):
+            if child.role == "backend" and child.number > new.backends and not child.stopping:
+                self._terminate(child, signal.SIGTERM, BACKEND_STOP_S)
+        for number in range(old.backends + 1, new.backends + 1):
+            self.pending[("backend", number)] = time.monotonic()
+        kept = min(old.backends, new.backends)
+        self.replace_queue = [
+            c.pid
+            for c in self.children.values()
+            if c.role == "backend" and not c.stopping and c.number <= kept
+        ]
+
+    def _shutdown(self, reason: str, exit_code: int = 0) -> None:
+        if self.phase.startswith("stopping") or self.phase == "done":
+            return
+        self.exit_code = exit_code
+        self.record("shutdown", reason=reason)
+        self.pending.clear()
+        self.replace_queue.clear()
+        self.recovery = None
+        if self.listener is not None:
+            self.listener.close()  # the backends stop accepting on SIGTERM
+        for child in self.children.values():
+            if child.role == "backend":
+                self._terminate(child, signal.SIGTERM, BACKEND_STOP_S)
+        self.phase = "stopping-backends"
+        self._advance()
+
+    def _advance_stop_aux(self) -> None:
+        for role in reversed(AUXILIARIES):
+            running = [c for c in self.children.values() if c.role == role]
+            if not running:
+                continue
+            for child in running:
+                if child.kill_at is None and not child.stopping:
+                    self._shm(lambda c, slot=child.slot: c.set_state(slot, "stopping"))
+                    # One not ready yet has nothing in flight and may be loading for minutes.
+                    sig = signal.SIGUSR2 if child.ready_at is not None else signal.SIGKILL
+                    self._terminate(child, sig, AUX_STOP_S)
+            return
+        self.phase = "done"
+
+    def _quit(self) -> None:
+        self.record("quit")
+        self.exit_code = 2
+        self.pending.clear()
+        for child in self.children.values():
+            self._terminate(child, signal.SIGQUIT, QUIT_S)
+        self.phase = "stopping-now" if self.children else "done"
+
+    def _cleanup(self) -> None:
+        for child in self.children.values():  # only after a failed start
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+        if self.listener is not None:
+            self.listener.close()
+        if self.control is not None:
+            self.control.close()
+        if self.catalog is not None:
+            self.catalog.close()
+        if self.own_socket_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        else:
+            for path in self.socket_dir.glob("*.sock"):
+                path.unlink(missing_ok=True)

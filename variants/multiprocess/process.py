@@ -1,0 +1,98 @@
+"""Forking a member of the family: what every child does first, and how it always exits.
+
+A child is forked from the postmaster without exec, so it starts with the postmaster's
+imported modules (shared copy-on-write; `gc.freeze()` before the fork keeps the collector
+from touching, and so copying, those pages) and inherits the shared-memory mappings. It then
+arranges to die with the postmaster (`PR_SET_PDEATHSIG`, checked against a race with the
+postmaster's own death), drops the postmaster's signal handling, names itself in `ps`, and
+installs its own telemetry. It leaves only through `os._exit`: never through the
+postmaster's code, its `atexit` hooks or its buffered files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+
+import setproctitle
+
+from variants import telemetry
+
+PR_SET_PDEATHSIG = 1
+EXIT_FAILED = 70
+_RESET = (
+    signal.SIGCHLD,
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
+def title(text: str) -> str:
+    return f"archlab: {text}"
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Be SIGKILLed by the kernel when the postmaster dies, however it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the getppid() checks still catch it
+        pass
+    if os.getppid() != parent_pid:  # the postmaster died before prctl took effect
+        os._exit(1)
+
+
+def log_format(role: str) -> logging.Formatter:
+    return logging.Formatter(f"%(asctime)s [%(process)d] {role} %(levelname)s %(name)s %(message)s")
+
+
+def fork(role: str, name: str, body: Callable[[], int], block: frozenset[int] = frozenset()) -> int:
+    """Fork a child that runs `body()` as `role` (its telemetry role) titled `name`; its pid.
+
+    `block`: signals the child takes synchronously (`sigtimedwait`). They are blocked before
+    its first thread starts: the kernel hands a process-directed signal to any thread that
+    does not block it, where its default action would end the process.
+    """
+    gc.collect()
+    gc.freeze()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = EXIT_FAILED
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in _RESET:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_BLOCK, block)
+        die_with_parent(parent)
+        setproctitle.setproctitle(title(name))
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(log_format(name))
+        recorder = telemetry.install(role)
+        try:
+            code = body()
+        finally:
+            if recorder is not None:
+                recorder.flush()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    raise AssertionError("unreachable")
