@@ -98,10 +98,14 @@ class GcRecorder:
                 self._file.flush()
 
     def detach(self) -> None:
-        """Stop recording (in a forked child: the rows and the file are the parent's)."""
-        with self._lock:
-            self._detached = True
-            self._rows = []
+        """Stop recording in a forked child: the rows and the file are the parent's.
+
+        The lock is replaced, not taken: the parent's flush thread may have held it at the
+        moment of the fork, and no thread in the child would ever release it.
+        """
+        self._lock = threading.Lock()
+        self._detached = True
+        self._rows = []
         if self.callback in gc.callbacks:
             gc.callbacks.remove(self.callback)
 

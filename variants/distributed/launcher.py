@@ -36,13 +36,13 @@ from pathlib import Path
 from types import FrameType
 
 from variants.distributed.netns import NetnsUnavailable, Network
-from variants.distributed.service import record_lifecycle
 from variants.distributed.topology import Service, Topology
+from variants.lifecycle import LIFECYCLE_FILE
+from variants.lifecycle import record as record_lifecycle
 from workloads.shop.config import ShopConfig
 
 log = logging.getLogger("archlab.distributed")
 
-LIFECYCLE_FILE = "lifecycle.jsonl"
 RUNTIME_FILE = "topology.json"
 POLL_S = 0.1
 STOP_GRACE_S = 15.0

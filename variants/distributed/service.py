@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import json
 import logging
 import os
 import shutil
@@ -44,6 +42,8 @@ from variants.distributed.http import (
 )
 from variants.distributed.topology import NEEDS, TOPOLOGY_FILE, Topology, load
 from variants.edge.app import create_app
+from variants.lifecycle import die_with_parent
+from variants.lifecycle import record as record_lifecycle
 from workloads.shop import dataset
 from workloads.shop.catalog import Catalog
 from workloads.shop.config import ShopConfig
@@ -55,33 +55,6 @@ from workloads.shop.orders import Orders
 from workloads.shop.recommendations import Recommendations
 
 log = logging.getLogger("archlab.distributed")
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
-    """Have the kernel send `sig` to this process when its parent dies (Linux).
-
-    If the parent is already gone (it died before we got here), exit now: no orphans even
-    when the launcher is SIGKILLed.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def record_lifecycle(path: Path | None, **event: Any) -> None:
-    """Append one JSON line to the launcher's lifecycle log (one write: atomic with O_APPEND)."""
-    if path is None:
-        return
-    line = json.dumps({"time": round(time.time(), 6), **event}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
 
 
 def policy_for(topology: Topology, service: str) -> CallPolicy:

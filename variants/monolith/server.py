@@ -41,6 +41,7 @@ class MonolithServer(BaseApplication):
             "accesslog": None,
             "loglevel": "info",
             "worker_exit": _close_shop,
+            "on_starting": _master_telemetry,
             "control_socket_disable": True,  # one per user by default: parallel servers collide
         }
         self.state_dir = state_dir
@@ -62,6 +63,10 @@ class MonolithServer(BaseApplication):
 
 
 _SHOPS: dict[int, LocalShop] = {}
+
+
+def _master_telemetry(server: Any) -> None:
+    telemetry.install("monolith-master")
 
 
 def _close_shop(server: Any, worker: Any) -> None:

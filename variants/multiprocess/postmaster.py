@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import setproctitle
 
-from variants import telemetry
+from variants import lifecycle, telemetry
 from variants.multiprocess import auxiliary, backend, process
 from variants.multiprocess.config import AUXILIARIES, FamilyConfig
 from variants.multiprocess.shmem import (
@@ -52,7 +52,6 @@ from workloads.shop.config import ShopConfig
 log = logging.getLogger("archlab.multiprocess.postmaster")
 T = TypeVar("T")
 
-LIFECYCLE_FILE = "lifecycle.jsonl"
 SLOTS = 4 + 256
 BACKOFF_S = 0.1
 MAX_BACKOFF_S = 10.0
@@ -123,7 +122,7 @@ class Postmaster:
     def __post_init__(self) -> None:
         self.config = self.options.config.overlaid(self.options.config_path)
         self.state_dir = self.options.state_dir
-        self.lifecycle_path = self.state_dir / LIFECYCLE_FILE
+        self.lifecycle_path = self.state_dir / lifecycle.LIFECYCLE_FILE
         self.socket_dir = self.state_dir / "sockets"
         self.own_socket_dir = False
         self.listener: socket.socket | None = None
@@ -135,11 +134,7 @@ class Postmaster:
 
     def record(self, event: str, **fields: Any) -> None:
         """Append one lifecycle event to lifecycle.jsonl (and the log)."""
-        entry = {"time": round(time.time(), 6), "event": event, **fields}
-        line = json.dumps(entry, sort_keys=False)
-        with self.lifecycle_path.open("a") as fh:
-            fh.write(line + "\n")
-        log.info("%s", line)
+        log.info("%s", json.dumps(lifecycle.record(self.lifecycle_path, event=event, **fields)))
 
     def _child_fields(self, child: Child) -> dict[str, Any]:
         return {"role": child.role, "number": child.number, "pid": child.pid}

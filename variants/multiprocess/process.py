@@ -12,7 +12,6 @@ postmaster's code, its `atexit` hooks or its buffered files.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -24,8 +23,8 @@ from collections.abc import Callable
 import setproctitle
 
 from variants import telemetry
+from variants.lifecycle import die_with_parent
 
-PR_SET_PDEATHSIG = 1
 EXIT_FAILED = 70
 _RESET = (
     signal.SIGCHLD,
@@ -40,17 +39,6 @@ _RESET = (
 
 def title(text: str) -> str:
     return f"archlab: {text}"
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Be SIGKILLed by the kernel when the postmaster dies, however it dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the getppid() checks still catch it
-        pass
-    if os.getppid() != parent_pid:  # the postmaster died before prctl took effect
-        os._exit(1)
 
 
 def log_format(role: str) -> logging.Formatter:
