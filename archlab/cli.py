@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from archlab import __version__, compare, gcpause, procs, schema
+from archlab import __version__, compare, gcpause, hopbench, procs, schema
 from archlab.cpus import parse_cpu_list
 from archlab.profiling import ProfilePlan, parse_window
 from archlab.runner import (
@@ -273,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gcp.add_argument("--seed", type=int, default=1, help="dataset seed (default: %(default)s)")
     gcp.add_argument("--repeats", type=int, default=5, help="collections timed (default: 5)")
+
+    bench = sub.add_parser(
+        "bench",
+        help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP)",
+        description="hop: time the same catalog calls as a method call, through the msgpack "
+        "codec alone, over a Unix socket to another process (the multiprocess variant's IPC) "
+        "and over HTTP to a gunicorn service (the distributed variant's transport).",
+    )
+    bench.add_argument("which", choices=["hop"], help="which micro-benchmark")
+    bench.add_argument("--calls", type=int, default=5000, help="timed calls per hop and call")
+    bench.add_argument("--warmup", type=int, default=500, help="untimed calls first")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -414,7 +426,15 @@ def cmd_gc_pause(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    print(f"timing {args.calls} calls per hop ...", file=sys.stderr)
+    report = hopbench.measure(n=args.calls, warmup=args.warmup)
+    print(json.dumps(report, indent=2) if args.json else hopbench.format_table(report))
+    return 0
+
+
 COMMANDS = {
+    "bench": cmd_bench,
     "gc-pause": cmd_gc_pause,
     "serve": cmd_serve,
     "run": cmd_run,
