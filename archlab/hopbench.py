@@ -1,11 +1,11 @@
 """`archlab bench hop`: the cost of one contract call, in-process vs IPC vs HTTP.
 
-The same context (the real `Catalog` over the same database) answers the same calls four
-ways: a method call; a method call through the msgpack codec (serialization alone, no
-transport); over a Unix socket to another process (the multiprocess variant's
-`UdsTransport` + `IpcServer`); and over HTTP to another process (the distributed
-variant's `HttpTransport` to a gunicorn service). Calls are sequential from one thread,
-so the numbers are per-hop latency, not throughput.
+The same context (the catalog every variant serves, over the same database) answers
+the same calls four ways: a method call; a method call through the msgpack codec
+(serialization alone, no transport); over a Unix socket to another process (the
+multiprocess variant's `UdsTransport` + `IpcServer`); and over HTTP to another process
+(the distributed variant's `HttpTransport` to a gunicorn service). Calls are sequential
+from one thread, so the numbers are per-hop latency, not throughput.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from archlab import procs
 from variants import rpc
 from workloads.shop import dataset
-from workloads.shop.catalog import Catalog
+from workloads.shop.catalog_snapshot import open_catalog
 
 CALLS: dict[str, Callable[[Any, int], Any]] = {
     "catalog.get": lambda c, i: c.get(1 + i % 150),
@@ -55,7 +55,9 @@ def serve_ipc(socket_path: Path, state_dir: Path) -> None:
     """The IPC side's server process (run by `measure` as a child)."""
     from variants.multiprocess.ipc import IpcServer
 
-    dispatcher = rpc.Dispatcher("catalog", Catalog(state_dir / "catalog.db"), rpc.Codec("msgpack"))
+    dispatcher = rpc.Dispatcher(
+        "catalog", open_catalog(state_dir / "catalog.db"), rpc.Codec("msgpack")
+    )
     server = IpcServer(socket_path, dispatcher.handle)
     print("ready", flush=True)
     server.serve_forever()
@@ -69,7 +71,7 @@ def measure(n: int = 5000, warmup: int = 500, size: str = "tiny") -> dict[str, A
     with tempfile.TemporaryDirectory(prefix="archlab-hop-") as tmp:
         state = Path(tmp)
         dataset.prepare_state(dataset.ensure(size), state)
-        local = Catalog(state / "catalog.db")
+        local = open_catalog(state / "catalog.db")
         msgpack = rpc.Codec("msgpack")
         via_codec = rpc.make_proxy(
             "catalog", rpc.Dispatcher("catalog", local, msgpack).handle, msgpack

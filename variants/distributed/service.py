@@ -45,7 +45,7 @@ from variants.edge.app import create_app
 from variants.lifecycle import die_with_parent
 from variants.lifecycle import record as record_lifecycle
 from workloads.shop import dataset
-from workloads.shop.catalog import Catalog
+from workloads.shop.catalog_snapshot import open_catalog
 from workloads.shop.config import ShopConfig
 from workloads.shop.interfaces import Shop
 from workloads.shop.inventory import Inventory
@@ -175,7 +175,7 @@ def build_context(
     """
     path = dataset.state_paths(state_dir)[context]
     if context == "catalog":
-        return Catalog(path), []
+        return open_catalog(path), []
     if context == "inventory":
         return Inventory(path), []
     if context == "orders":

@@ -289,3 +289,13 @@ class SnapshotCatalog:
             "_mv",
         ):
             getattr(self, name).release()
+
+
+def open_catalog(db_path: Path) -> SnapshotCatalog:
+    """The catalog every variant serves: the snapshot of its database, held in this process.
+
+    Every deployer reads the catalog through the same snapshot code, so a difference between
+    variants is where the snapshot lives (one per process, or one shared segment), not which
+    search implementation answered.
+    """
+    return SnapshotCatalog(build(db_path))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workloads.shop.catalog import Catalog
+from workloads.shop.catalog_snapshot import open_catalog
 from workloads.shop.config import ShopConfig
 from workloads.shop.dataset import state_paths
 from workloads.shop.interfaces import Shop
@@ -23,7 +23,7 @@ class LocalShop:
     def __init__(self, state_dir: Path, config: ShopConfig | None = None) -> None:
         self.config = config or ShopConfig()
         paths = state_paths(Path(state_dir))
-        catalog = Catalog(paths["catalog"])
+        catalog = open_catalog(paths["catalog"])
         inventory = Inventory(paths["inventory"])
         orders = Orders(paths["orders"], catalog, inventory)
         recommendations = Recommendations(paths["recommendations"], orders)
