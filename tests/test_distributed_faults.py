@@ -275,6 +275,12 @@ def test_sigterm_stops_every_service_in_order(tmp_path: Path) -> None:
     proc = procs.start(cmd, name="distributed", log_path=tmp_path / "server.log")
     try:
         procs.wait_healthy(proc, f"http://127.0.0.1:{port}/healthz", READY_S)
+        # The gateway can answer before the launcher's own probe has logged it ready.
+        lifecycle = state_dir / "lifecycle.jsonl"
+        deadline = time.monotonic() + READY_S
+        while lifecycle.read_text().count('"event": "ready"') < 6:
+            assert time.monotonic() < deadline, lifecycle.read_text()
+            time.sleep(0.05)
         family = psutil.Process(proc.pid).children(recursive=True)
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(30) == 0
