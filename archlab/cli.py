@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from archlab import __version__, compare, gcpause, hopbench, procs, schema
+from archlab import __version__, blast, compare, gcpause, hopbench, procs, schema
 from archlab.cpus import parse_cpu_list
 from archlab.profiling import ProfilePlan, parse_window
 from archlab.runner import (
@@ -285,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--calls", type=int, default=5000, help="timed calls per hop and call")
     bench.add_argument("--warmup", type=int, default=500, help="untimed calls first")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    bl = sub.add_parser(
+        "blast",
+        help="blast radius: each fault's effect on every endpoint, and time to recover",
+        description="For each fault of each run (faults.csv) and each endpoint: error rate and "
+        "p99 during the fault against the run's own baseline (after warm-up, before the first "
+        "fault), and the time until the endpoint is back within tolerance (error rate <= "
+        "baseline + 1 pp, p99 <= max(2 x baseline, baseline + 20 ms), 3 consecutive 1 s "
+        "buckets). Definitions: archlab/blast.py.",
+    )
+    bl.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    bl.add_argument("--csv", metavar="FILE", help="also write the matrix as CSV ('-': stdout)")
     return parser
 
 
@@ -433,8 +445,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blast(args: argparse.Namespace) -> int:
+    for run_dir in args.runs:
+        if not (run_dir / "requests.csv").exists():
+            print(f"{run_dir}/requests.csv not found", file=sys.stderr)
+            return 2
+    rows = blast.matrix(args.runs)
+    if not rows:
+        print("no faults in these runs (no faults.csv rows)")
+    else:
+        print(blast.format_text(rows))
+    if args.csv:
+        text = blast.format_csv(rows)
+        if args.csv == "-":
+            print()
+            print(text, end="")
+        else:
+            Path(args.csv).write_text(text)
+            print(f"written: {args.csv}")
+    return 0
+
+
 COMMANDS = {
     "bench": cmd_bench,
+    "blast": cmd_blast,
     "gc-pause": cmd_gc_pause,
     "serve": cmd_serve,
     "run": cmd_run,

@@ -15,7 +15,7 @@ from typing import Any
 
 from archlab.machine import git_info, machine_info
 
-SCHEMA_VERSION = 2  # results/README.md documents it; bump with every incompatible change
+SCHEMA_VERSION = 3  # results/README.md documents it; bump with every incompatible change
 
 
 def repo_root() -> Path | None:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 RECORD_COLUMNS = ("start_time", "endpoint", "latency_ms", "status", "error", "intended_time")
 RECORD_COLUMNS_V1 = RECORD_COLUMNS[:5]
+LEDGER_COLUMNS = ("time", "idempotency_key", "order_id")  # ledger.csv: orders answered 201
 
 
 class Record(NamedTuple):

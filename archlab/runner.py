@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 
 import workloads
-from archlab import gcdata, procs
+from archlab import faults, gcdata, integrity, procs, restart
 from archlab.cpus import CpuPlan, format_cpu_list, pin_command, plan_cpus, set_affinity
 from archlab.machine import usable_cpus
 from archlab.meta import iso, new_meta, repo_root, utc_now, write_meta
@@ -44,6 +44,7 @@ from archlab.records import RECORD_COLUMNS
 from archlab.sampler import ProcessSampler, sampling, sampling_processes
 from archlab.summary import format_table, summarize_run, write_summary
 from archlab.variants import get_variant
+from variants import faults as fault_control
 from variants import telemetry
 from workloads.scenarios import LoadSpec, get_scenario, resolve_load
 from workloads.shop.config import ShopConfig
@@ -54,6 +55,7 @@ PROGRESS_EVERY_S = 5.0
 DEFAULT_DURATION_S = 30
 TELEMETRY_DIR = "telemetry"
 LIFECYCLE_FILE = "lifecycle.jsonl"  # written by a variant into its state dir, if it has one
+FAILED_INVARIANTS = "failed-invariants"  # the run completed but lost or corrupted data
 
 Echo = Callable[[str], None]
 
@@ -89,6 +91,8 @@ class RunPlan:
     window_s: float | None = None
     gc_telemetry: bool = True
     profile: ProfilePlan | None = None
+    # invariants: how long to wait for the notifications to drain the outbox after the load
+    drain_timeout_s: float = integrity.DRAIN_TIMEOUT_S
 
 
 @dataclass
@@ -172,10 +176,16 @@ def locust_command(base_url: str, load: LoadSpec, duration_s: int, processes: in
     return cmd
 
 
-def locust_env(records: Path, load: LoadSpec, seed: int) -> dict[str, str]:
+def locust_env(
+    records: Path, load: LoadSpec, seed: int, ledger: Path | None = None
+) -> dict[str, str]:
     """The environment the locustfile reads (see workloads/locustfile.py)."""
+    env = {**os.environ}
+    env.pop("ARCHLAB_LEDGER", None)
+    if ledger is not None:
+        env["ARCHLAB_LEDGER"] = str(ledger)
     return {
-        **os.environ,
+        **env,
         "ARCHLAB_RECORDS": str(records),
         "ARCHLAB_SCENARIO": load.scenario,
         "ARCHLAB_LOAD": load.to_json(),
@@ -202,7 +212,9 @@ def _drive_load(
     """Run locust headless for the plan's duration, printing progress; raise if it fails."""
     records = run_dir / "requests.csv"
     start_records(records)
-    env = locust_env(records, load, plan.seed)
+    ledger = run_dir / integrity.LEDGER_FILE
+    integrity.start_ledger(ledger)
+    env = locust_env(records, load, plan.seed, ledger)
     cmd = pin_command(
         locust_command(meta["base_url"], load, duration_s, cpus.processes), cpus.generator
     )
@@ -351,7 +363,12 @@ def execute(
         notes=cpus.notes,
     )
     meta["warmup_s"] = warmup_s
-    meta["shop_config"] = msgspec.to_builtins(ShopConfig())  # the domain's knobs, as served
+    shop_config = ShopConfig()
+    if "rebuild-interval" in scenario.server_args:
+        shop_config = msgspec.structs.replace(
+            shop_config, rebuild_interval_s=float(scenario.server_args["rebuild-interval"])
+        )
+    meta["shop_config"] = msgspec.to_builtins(shop_config)  # the domain's knobs, as served
     meta["telemetry"] = {
         "gc": plan.gc_telemetry,
         "sample_interval_s": plan.sample_interval_s,
@@ -372,11 +389,16 @@ def execute(
         spec.command(port=port, size=plan.size, seed=plan.seed, state_dir=state_dir, knobs=knobs),
         cpus.sut,
     )
+    for name, value in scenario.server_args.items():
+        cmd += [f"--{name}", str(value)]
+    faults_dir = state_dir / faults.FAULTS_DIR
     server_env = {**os.environ, telemetry.ENV_DIR: str(telemetry_dir)}
+    server_env[fault_control.ENV_DIR] = str(faults_dir)
     server_env[telemetry.ENV_SWITCH] = "1" if plan.gc_telemetry else "0"
     summary = None
     profiler: Profiler | None = None
     watched: list[ProcessSampler] = []
+    restarter: restart.Restarter | None = None
     try:
         with (
             _pinned(cpus.generator),
@@ -407,19 +429,60 @@ def execute(
                 profiler = Profiler(plan.profile, run_dir, server.pid, duration_s, cpus.generator)
                 meta["profile"] = profiler.info
             echo(f"  ready after {meta['server_ready_s']:.1f} s; driving load")
-            try:
-                _drive_load(
-                    run_dir, meta, plan, load, duration_s, cpus, server_sampler, profiler, echo
+            if spec.restarted_by_harness is not None:
+                restarter = restart.Restarter(
+                    server,
+                    cmd,
+                    role=spec.restarted_by_harness,
+                    health_url=f"{base_url}/healthz",
+                    lifecycle=state_dir / LIFECYCLE_FILE,
+                    log_path=run_dir / "server.log",
+                    env=server_env,
+                    ready_timeout_s=plan.ready_timeout_s,
+                    on_restart=lambda proc: setattr(server_sampler, "root_pid", proc.pid),
                 )
+                restarter.start()
+            try:
+                with faults.scheduled(
+                    scenario.faults,
+                    spec,
+                    run_dir=run_dir,
+                    telemetry_dir=telemetry_dir,
+                    faults_dir=faults_dir,
+                    duration_s=duration_s,
+                ) as scheduler:
+                    try:
+                        _drive_load(
+                            run_dir, meta, plan, load, duration_s, cpus, server_sampler,
+                            profiler, echo,
+                        )  # fmt: skip
+                    finally:
+                        if scheduler is not None:
+                            scheduler.stop()
+                            meta["faults"] = scheduler.rows()
+                            if scheduler.errors:
+                                meta["fault_errors"] = scheduler.errors
             finally:
                 if profiler is not None:
                     profiler.stop()  # before the variant stops: py-spy writes its file now
             meta["load_ended_at"] = iso(utc_now())
+            if restarter is not None:
+                restarter.stop()
+                meta["harness_restarts"] = restarter.restarts
+                if restarter.errors:
+                    meta["harness_restart_errors"] = restarter.errors
+                server = restarter.current
             if not server.alive():
                 raise procs.ProcessError(
                     f"the server exited (code {server.popen.returncode}) during the run.\n"
                     f"--- last lines of server.log ---\n{server.log_tail()}"
                 )
+            # let the notifications catch up before stopping: the invariants need a drained outbox
+            meta["outbox_drain"] = integrity.wait_outbox_drained(
+                state_dir, plan.drain_timeout_s, alive=server.alive
+            )
+        if restarter is not None:
+            restarter.stop_started()  # a restarted server: stopped here, the first by `with`
         meta["server_exit_code"] = server.popen.returncode
         meta["status"] = "completed"
     except KeyboardInterrupt:
@@ -430,6 +493,11 @@ def execute(
         meta["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        if restarter is not None:
+            try:
+                restarter.stop()
+            finally:
+                restarter.stop_started()  # whatever happened, nothing it started outlives the run
         meta["ended_at"] = iso(utc_now())
         for sampler in watched:
             meta["telemetry"]["sampler_missed"] = [
@@ -438,6 +506,7 @@ def execute(
             if sampler.error:
                 meta["telemetry"]["sampler_error"] = sampler.error
         _collect(run_dir, meta, state_dir, telemetry_dir, profiler)
+        report = _check_invariants(run_dir, meta, state_dir)
         if (run_dir / "requests.csv").exists():
             write_meta(run_dir, meta)  # the summary reads the final meta
             try:
@@ -453,6 +522,8 @@ def execute(
             top = read_top_frames(run_dir / "profile" / "top_frames.csv")
             if top:
                 echo("\ntop frames per role (py-spy):\n" + format_top_frames(top))
+        if report is not None:
+            echo("\n" + integrity.format_report(report))
         echo(f"\nresults ({meta['status']}): {run_dir}")
     return RunResult(run_dir=run_dir, status=meta["status"], summary=summary)
 
@@ -475,6 +546,30 @@ def _collect(
             shutil.copyfile(lifecycle, run_dir / LIFECYCLE_FILE)
     if profiler is not None:
         meta["profile"] = profiler.finish(_roles_seen(run_dir))
+
+
+def _check_invariants(
+    run_dir: Path, meta: dict[str, Any], state_dir: Path
+) -> dict[str, Any] | None:
+    """After the variant stopped: check the invariants, write invariants.json, judge the run.
+
+    A completed run whose invariants fail becomes `failed-invariants`. Runs that failed for
+    another reason are checked too (when the databases exist) but keep their status.
+    """
+    if not integrity.state_paths(state_dir)["orders"].exists():
+        return None
+    try:
+        report = integrity.check_run(run_dir, state_dir, meta.get("outbox_drain"))
+    except Exception as exc:  # noqa: BLE001 - report, and never call the run clean
+        meta["invariants_error"] = f"{type(exc).__name__}: {exc}"
+        if meta.get("status") == "completed":
+            meta["status"] = FAILED_INVARIANTS
+        return None
+    integrity.write_report(run_dir, report)
+    meta["invariants"] = {"ok": report["ok"], "checks": report["checks"]}
+    if meta.get("status") == "completed" and not report["ok"]:
+        meta["status"] = FAILED_INVARIANTS
+    return report
 
 
 def reproduce_plans() -> list[RunPlan]:

@@ -3,7 +3,8 @@
 `validate_run(run_dir)` returns a list of problems (empty = valid): missing files, wrong CSV
 headers, rows that do not parse, meta.json and summary.json fields that are missing or of the
 wrong type. Notebooks and tests rely on what it checks; `archlab validate RUN...` runs it.
-Runs of schema_version 1 (before the instruments) are checked against the files they had.
+Runs of older schema versions (1: before the instruments, 2: before the ledger and the
+invariant check) are checked against the files they had.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from archlab.faults import FAULT_COLUMNS
 from archlab.gcdata import ROLE_COLUMNS
 from archlab.meta import SCHEMA_VERSION
 from archlab.profiling import LOG, PROFILE_DIR, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
-from archlab.records import RECORD_COLUMNS, RECORD_COLUMNS_V1
+from archlab.records import LEDGER_COLUMNS, RECORD_COLUMNS, RECORD_COLUMNS_V1
 from archlab.sampler import CPU_COLUMNS, PROCESS_COLUMNS
 from variants.telemetry import GC_COLUMNS
 
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 V1_CPU_COLUMNS = CPU_COLUMNS[:5]
 
 # file -> accepted headers (first = current)
@@ -31,6 +33,8 @@ CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
     "processes.csv": (PROCESS_COLUMNS,),
     "gc.csv": (GC_COLUMNS,),
     "roles.csv": (ROLE_COLUMNS,),
+    "ledger.csv": (LEDGER_COLUMNS,),
+    "faults.csv": (FAULT_COLUMNS,),  # optional: only runs with a fault plan have it
 }
 # what a completed run of each schema version holds
 COMPLETED_FILES: dict[int, tuple[str, ...]] = {
@@ -54,7 +58,10 @@ COMPLETED_FILES: dict[int, tuple[str, ...]] = {
         "locust.log",
     ),
 }
-OPTIONAL_FILES = ("lifecycle.jsonl", "state/", "telemetry/", "profile/")
+COMPLETED_FILES[3] = (*COMPLETED_FILES[2], "ledger.csv", "invariants.json")
+# statuses of a run that ran to its end (a failed-invariants run lost or corrupted data)
+COMPLETED_STATUSES = ("completed", "failed-invariants")
+OPTIONAL_FILES = ("lifecycle.jsonl", "faults.csv", "state/", "telemetry/", "profile/")
 
 _NUM = (int, float)
 META_FIELDS: dict[str, Any] = {
@@ -112,6 +119,21 @@ ENDPOINT_FIELDS: dict[str, Any] = {
     "latency_ms": dict,
 }
 LATENCY_KEYS = ("min", "mean", "p50", "p90", "p99", "p99_9", "max")
+INVARIANTS_FIELDS: dict[str, Any] = {
+    "ok": bool,
+    "checks": dict,
+    "counts": dict,
+    "violations": dict,
+    "outbox": dict,
+    "notifications_verified": bool,
+}
+
+
+def _json_object(v: str) -> bool:
+    try:
+        return isinstance(json.loads(v), dict)
+    except ValueError:
+        return False
 
 
 def _float(v: str) -> bool:
@@ -177,6 +199,16 @@ COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
         "uncollectable": _int,
     },
     "roles.csv": {"pid": _int, "role": bool, "declared_at": _float},
+    "ledger.csv": {"time": _float, "idempotency_key": bool, "order_id": _int},
+    "faults.csv": {
+        "id": _int,
+        "kind": bool,
+        "component": bool,
+        "start": _float,
+        "end": lambda v: v == "" or _float(v),  # empty: a crash (no duration)
+        "pids": lambda v: all(p.isdigit() for p in v.split()),
+        "params": _json_object,
+    },
 }
 
 
@@ -251,6 +283,24 @@ def _validate_summary(summary: Any, version: int) -> list[str]:
     return problems
 
 
+def _validate_invariants(path: Path, meta: dict[str, Any]) -> list[str]:
+    try:
+        report = json.loads(path.read_text())
+    except ValueError as exc:
+        return [f"invariants.json does not parse: {exc}"]
+    problems = _check_fields(report, INVARIANTS_FIELDS, "invariants.json")
+    if problems:
+        return problems
+    if report["ok"] != all(report["checks"].values()):
+        problems.append("invariants.json: ok disagrees with its checks")
+    status = meta.get("status")
+    if status == "completed" and not report["ok"]:
+        problems.append("meta.json: status completed but the invariants failed")
+    if status == "failed-invariants" and report["ok"]:
+        problems.append("meta.json: status failed-invariants but the invariants hold")
+    return problems
+
+
 def validate_run(run_dir: Path) -> list[str]:
     """Every problem found in a run directory ([] = it follows the schema)."""
     meta_path = run_dir / "meta.json"
@@ -268,7 +318,7 @@ def validate_run(run_dir: Path) -> list[str]:
         problems += _check_fields(meta, META_FIELDS_V2, "meta.json")
     if meta.get("run_id") != run_dir.name:
         problems.append(f"meta.json: run_id {meta.get('run_id')!r} is not {run_dir.name!r}")
-    completed = meta.get("status") == "completed"
+    completed = meta.get("status") in COMPLETED_STATUSES
     if completed:
         required = list(COMPLETED_FILES[version])
         if version >= 2 and (meta.get("telemetry") or {}).get("gc") is False:
@@ -303,6 +353,9 @@ def validate_run(run_dir: Path) -> list[str]:
                 with top.open(newline="") as fh:
                     if tuple(next(csv.reader(fh), ())) != TOP_COLUMNS:
                         problems.append(f"{PROFILE_DIR}/{TOP_FRAMES}: wrong header")
+    inv_path = run_dir / "invariants.json"
+    if version >= 3 and inv_path.is_file():
+        problems += _validate_invariants(inv_path, meta)
     lifecycle = run_dir / "lifecycle.jsonl"
     if lifecycle.is_file():
         for line, text in enumerate(lifecycle.read_text().splitlines(), start=1):

@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 from hdrh.histogram import HdrHistogram
 
 from archlab.gcdata import read_gc, read_roles, summarize_gc
+from archlab.meta import SCHEMA_VERSION
 from archlab.profiling import PROFILE_DIR, TOP_FRAMES, read_top_frames
 from archlab.records import Record, is_error, read_records
 from archlab.sampler import ROOT_ROLE, UNLABELLED_ROLE
 
-SCHEMA_VERSION = 2
 ALL = "ALL"
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9}
 HDR_LOWEST_US = 1
@@ -550,6 +550,27 @@ def summarize_run(
         notes.append("profiled with py-spy: sampling costs throughput; compare like with like")
     if (meta.get("telemetry") or {}).get("gc") is False:
         notes.append("GC telemetry was switched off for this run (--no-gc-telemetry)")
+    inv_path = run_dir / "invariants.json"
+    if inv_path.exists():
+        try:
+            inv = json.loads(inv_path.read_text())
+            summary["invariants"] = {
+                "ok": inv["ok"],
+                "checks": inv["checks"],
+                "counts": inv["counts"],
+                "notifications_verified": inv.get("notifications_verified", True),
+            }
+        except (ValueError, KeyError, TypeError):
+            notes.append("invariants.json does not parse")
+        else:
+            if not inv["ok"]:
+                failed = [name for name, ok in inv["checks"].items() if not ok]
+                notes.append(f"INVARIANTS VIOLATED: {', '.join(failed)} (see invariants.json)")
+            if not summary["invariants"]["notifications_verified"]:
+                notes.append(
+                    "the outbox had not drained when the variant stopped: unsent notifications "
+                    "were not checked"
+                )
     if summary["load"].get("keeping_up") is False:
         notes.append(
             f"the open loop fell behind its schedule ({summary['load']['scheduled_rps']:.1f} of "

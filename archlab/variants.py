@@ -15,6 +15,7 @@ from pathlib import Path
 from variants.multiprocess import config as mp
 
 SIZES = ("tiny", "small", "full")
+COMPONENTS = ("catalog", "inventory", "orders", "recommendations", "notifications")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ class VariantSpec:
     module: str
     description: str
     knobs: Mapping[str, Knob] = field(default_factory=dict)
+    # component (bounded context) -> the role of the process(es) hosting it, for faults
+    hosts: Mapping[str, str] = field(default_factory=lambda: {c: c for c in COMPONENTS})
+    # the role of the top process when nothing of the variant restarts it: the harness does
+    # (archlab/restart.py), as a process manager would; None: the variant supervises itself
+    restarted_by_harness: str | None = None
+
+    def host_role(self, component: str) -> str:
+        """The role whose processes host `component` (see variants/faults.py)."""
+        try:
+            return self.hosts[component]
+        except KeyError:
+            raise KeyError(
+                f"{self.module} hosts no component {component!r}; known: {', '.join(self.hosts)}"
+            ) from None
 
     def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
         """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""
@@ -79,6 +94,8 @@ VARIANTS: dict[str, VariantSpec] = {
     "monolith": VariantSpec(
         module="variants.monolith",
         description="one process, a thread pool, every bounded context in-process",
+        hosts={c: "monolith" for c in COMPONENTS},
+        restarted_by_harness="monolith-master",
         knobs={
             "threads": Knob(8, "request threads per worker process"),
             "workers": Knob(1, "worker processes (>1 gives the replicated-monolith baseline)"),
@@ -103,6 +120,7 @@ VARIANTS: dict[str, VariantSpec] = {
         module="variants.multiprocess",
         description="a PostgreSQL-style family: postmaster, request backends, one auxiliary "
         "process per stateful context, the catalog in shared memory",
+        hosts={c: "backend" if c == "catalog" else c for c in COMPONENTS},
         knobs={
             "backends": Knob(
                 mp.available_cpus(), "request backend processes (default: the CPUs available)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def test_meta(smoke_run: tuple[Path, str]) -> None:
     run_dir = smoke_run[0]
     meta = json.loads((run_dir / "meta.json").read_text())
     variant = meta["variant"]
-    assert meta["schema_version"] == schema.SCHEMA_VERSION == 2
+    assert meta["schema_version"] == schema.SCHEMA_VERSION == 3
     assert meta["run_id"] == "smoke"
     assert meta["status"] == "completed"
     assert set(meta["knobs"]) == set(VARIANTS[variant].knobs)
@@ -151,6 +152,44 @@ def test_numbers_are_sane(smoke_run: tuple[Path, str]) -> None:
     assert server["rss_peak_bytes"] >= server["pss_peak_bytes"] >= server["uss_peak_bytes"]
     windows = summary["windows"]["rows"]
     assert windows and sum(w["endpoints"][ALL]["count"] for w in windows) == endpoints[ALL]["count"]
+
+
+def test_ledger_and_invariants(smoke_run: tuple[Path, str]) -> None:
+    """Every acknowledged order is in the ledger, and the invariants hold after the run."""
+    run_dir, stdout = smoke_run
+    ledger = _csv_rows(run_dir / "ledger.csv")
+    assert ledger, "no order was acknowledged"
+    created = [r for r in read_records(run_dir / "requests.csv") if r.endpoint == "POST /orders"]
+    assert len(ledger) == sum(r.status == 201 for r in created)
+    assert len({r["idempotency_key"] for r in ledger}) == len(ledger)
+    report = json.loads((run_dir / "invariants.json").read_text())
+    assert report["ok"], report
+    assert all(report["checks"].values())
+    assert report["counts"]["acknowledged"] == len(ledger)
+    assert report["counts"]["stored_orders"] >= len(ledger)
+    assert report["outbox"]["drained"] and report["notifications_verified"]
+    assert report["counts"]["notifications_sent"] == report["counts"]["stored_orders"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["invariants"]["ok"]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["invariants"]["ok"] and meta["outbox_drain"]["drained"]
+    assert "invariants: ok" in stdout
+
+
+def test_schema_3_requires_the_ledger_and_the_invariants(
+    smoke_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "smoke"
+    shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("state"))
+    (run_dir / "ledger.csv").unlink()
+    (run_dir / "invariants.json").unlink()
+    problems = schema.validate_run(run_dir)
+    assert any("ledger.csv" in p for p in problems)
+    assert any("invariants.json" in p for p in problems)
+    for name in ("meta.json", "summary.json"):  # a run written before schema 3
+        data = json.loads((run_dir / name).read_text())
+        (run_dir / name).write_text(json.dumps({**data, "schema_version": 2}))
+    assert schema.validate_run(run_dir) == []
 
 
 def _declared_roles(run_dir: Path) -> dict[int, str]:

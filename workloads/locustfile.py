@@ -8,6 +8,8 @@ web UI, no environment variables). The harness (`archlab run`) sets:
   (a name from `workloads/scenarios.py`, default "steady") is used with its defaults.
 - ARCHLAB_RECORDS: a CSV path; every request is appended to it (see results/README.md). Each
   locust process appends whole lines with one locked write, so `--processes N` is safe.
+- ARCHLAB_LEDGER: a CSV path; every order answered 201 is appended to it (time, idempotency
+  key, order id), buffered and locked like the records, for the invariant check after the run.
 - ARCHLAB_SEED: seeds each user's random choices (the traffic mix, not the timing).
 
 Load shapes: `Shopper` is the closed loop (wait for the answer, think, repeat);
@@ -44,7 +46,7 @@ from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from archlab.records import RECORD_COLUMNS
+from archlab.records import LEDGER_COLUMNS, RECORD_COLUMNS
 from workloads.scenarios import LoadSpec, get_scenario, resolve_load
 
 LOAD = (
@@ -147,6 +149,8 @@ class _ShopUser(FastHttpUser):
                 self.orders.append(int(order_id))
                 del self.orders[:-ORDERS_REMEMBERED]
                 r.success()
+                if _ledger is not None:
+                    _ledger.acknowledged(body["idempotency_key"], int(order_id))
             elif r.status_code == 409 and (data or {}).get("error") == "out_of_stock":
                 r.success()
             elif r.status_code != 0:
@@ -236,8 +240,8 @@ class StepRamp(LoadTestShape):
         return LOAD.steps[step], max(LOAD.spawn_rate, float(LOAD.steps[step]))
 
 
-class Recorder:
-    """Appends every request to a CSV file; buffered (flushed each second) to stay cheap.
+class CsvAppender:
+    """Appends rows to a CSV file; buffered (flushed each second) to stay cheap.
 
     Each flush is one `write` of whole lines to a file opened with O_APPEND, under an exclusive
     `flock`, so several locust processes can share the file without tearing lines. The header
@@ -247,13 +251,13 @@ class Recorder:
     FLUSH_ROWS = 2000
     FLUSH_SECONDS = 1.0
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, header: tuple[str, ...]) -> None:
         self.fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.rows: list[tuple[str, str, str, int, str, str]] = []
+        self.rows: list[tuple[Any, ...]] = []
         self.last_flush = time.monotonic()
         with self._locked():
             if os.fstat(self.fd).st_size == 0:
-                self._write([RECORD_COLUMNS])
+                self._write([header])
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -273,30 +277,8 @@ class Recorder:
             written = os.write(self.fd, data)
             data = data[written:]
 
-    def on_request(
-        self,
-        name: str,
-        response_time: float,
-        response: Any = None,
-        exception: BaseException | None = None,
-        start_time: float | None = None,
-        **_: Any,
-    ) -> None:
-        if start_time is None:  # custom clients may omit it
-            start_time = time.time() - response_time / 1000
-        status = getattr(response, "status_code", 0) or 0
-        error = "" if exception is None else f"{type(exception).__name__}: {exception}"[:300]
-        intended = getattr(_arrival, "intended", None)
-        self.rows.append(
-            (
-                f"{start_time:.6f}",
-                name,
-                f"{response_time:.3f}",
-                status,
-                error,
-                "" if intended is None else f"{intended:.6f}",
-            )
-        )
+    def add(self, row: tuple[Any, ...]) -> None:
+        self.rows.append(row)
         now = time.monotonic()
         if len(self.rows) >= self.FLUSH_ROWS or now - self.last_flush >= self.FLUSH_SECONDS:
             self.flush()
@@ -317,11 +299,66 @@ class Recorder:
             self.fd = None
 
 
+class Recorder(CsvAppender):
+    """Appends every request to requests.csv (ARCHLAB_RECORDS)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, RECORD_COLUMNS)
+
+    def on_request(
+        self,
+        name: str,
+        response_time: float,
+        response: Any = None,
+        exception: BaseException | None = None,
+        start_time: float | None = None,
+        **_: Any,
+    ) -> None:
+        if start_time is None:  # custom clients may omit it
+            start_time = time.time() - response_time / 1000
+        status = getattr(response, "status_code", 0) or 0
+        error = "" if exception is None else f"{type(exception).__name__}: {exception}"[:300]
+        intended = getattr(_arrival, "intended", None)
+        self.add(
+            (
+                f"{start_time:.6f}",
+                name,
+                f"{response_time:.3f}",
+                status,
+                error,
+                "" if intended is None else f"{intended:.6f}",
+            )
+        )
+
+
+class Ledger(CsvAppender):
+    """Every order answered 201: when, its idempotency key, its id (ARCHLAB_LEDGER).
+
+    The invariant check after the run (`workloads/shop/invariants.py`) requires each of them
+    to be stored exactly once under that id.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, LEDGER_COLUMNS)
+
+    def acknowledged(self, key: str, order_id: int) -> None:
+        self.add((f"{time.time():.6f}", key, order_id))
+
+
+_ledger: Ledger | None = None
+
+
 @events.init.add_listener
 def _install_recorder(environment: Environment, **_: Any) -> None:
+    global _ledger
     path = os.environ.get("ARCHLAB_RECORDS")
     if path and not isinstance(environment.runner, MasterRunner):  # workers send, master doesn't
         recorder = Recorder(path)
         environment.events.request.add_listener(recorder.on_request)
         environment.events.test_stop.add_listener(recorder.flush)
         environment.events.quitting.add_listener(recorder.close)
+    ledger_path = os.environ.get("ARCHLAB_LEDGER")
+    if ledger_path and not isinstance(environment.runner, MasterRunner):
+        _ledger = Ledger(ledger_path)
+        environment.events.test_stop.add_listener(_ledger.flush)
+        environment.events.quitting.add_listener(_ledger.close)

@@ -32,6 +32,33 @@ from typing import Any
 TASKS = ("search", "view", "recommend", "order", "read_order")
 LOOPS = ("closed", "open")
 STEADY_MIX = {"search": 3, "view": 5, "recommend": 2, "order": 1, "read_order": 1}
+FAULT_KINDS = ("crash", "leak", "hog", "gc", "slow")  # see variants/faults.py
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One fault of a scenario's plan, injected by the harness (archlab/faults.py).
+
+    `at` and `duration` are fractions of the load's duration, so a plan fits a 10 s test run
+    and a 10 min measurement alike; a crash has no duration. `params` override the kind's
+    defaults (variants/faults.py DEFAULT_PARAMS).
+    """
+
+    kind: str
+    component: str
+    at: float
+    duration: float | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind must be one of {FAULT_KINDS}, got {self.kind!r}")
+        if not 0 <= self.at < 1:
+            raise ValueError(f"fault start {self.at} must be a fraction of the run in [0, 1)")
+        if self.kind == "crash" and self.duration is not None:
+            raise ValueError("a crash has no duration")
+        if self.kind != "crash" and (self.duration is None or not 0 < self.duration <= 1):
+            raise ValueError(f"a {self.kind} fault needs a duration in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,9 @@ class Scenario:
     steps: tuple[int, ...] = ()  # step ramp: users during each step; () = constant `users`
     step_s: float = 10.0
     max_in_flight: int = 100  # open loop: outstanding requests per user, then it waits
+    faults: tuple[FaultSpec, ...] = ()  # the fault plan (archlab/faults.py)
+    # extra variant options (e.g. {"rebuild-interval": "1"}), passed as --name value
+    server_args: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(TASKS)
@@ -72,6 +102,8 @@ class Scenario:
         data["weights"] = dict(self.weights)
         data["wait_time"] = list(self.wait_time)
         data["steps"] = list(self.steps)
+        data["faults"] = [{**asdict(f), "params": dict(f.params)} for f in self.faults]
+        data["server_args"] = dict(self.server_args)
         return data
 
 
@@ -246,6 +278,66 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
+
+_FAULTY = dict(
+    weights=STEADY_MIX, users=20, spawn_rate=10.0, wait_time=(0.05, 0.2)
+)  # steady-like load, a little busier, so every endpoint has requests in every second
+for _scenario in (
+    Scenario(
+        name="gc-pressure",
+        description=(
+            "recommendation model rebuilt every second under load, plus a gc fault (churn + "
+            "full collections) in recommendations for the middle 40% of the run"
+        ),
+        faults=(FaultSpec("gc", "recommendations", at=0.3, duration=0.4),),
+        server_args={"rebuild-interval": "1"},
+        **_FAULTY,  # type: ignore[arg-type]
+    ),
+    Scenario(
+        name="cpu-hog",
+        description="a GIL/CPU hog (80% duty) in recommendations for the middle 40% of the run",
+        faults=(FaultSpec("hog", "recommendations", at=0.3, duration=0.4),),
+        **_FAULTY,  # type: ignore[arg-type]
+    ),
+    Scenario(
+        name="crash-recommendations",
+        description="SIGKILL of the process(es) hosting recommendations at 40% of the run",
+        faults=(FaultSpec("crash", "recommendations", at=0.4),),
+        **_FAULTY,  # type: ignore[arg-type]
+    ),
+    Scenario(
+        name="crash-orders",
+        description="SIGKILL of the process(es) hosting orders at 40% of the run",
+        faults=(FaultSpec("crash", "orders", at=0.4),),
+        **_FAULTY,  # type: ignore[arg-type]
+    ),
+    Scenario(
+        name="leak-recommendations",
+        description=(
+            "recommendations leaks 50 MB/s from 30% of the run until it has kept 200 MB, "
+            "then dies as an OOM kill would (SIGKILL)"
+        ),
+        faults=(
+            FaultSpec(
+                "leak",
+                "recommendations",
+                at=0.3,
+                duration=0.7,
+                params={"rate_mb_s": 50.0, "limit_mb": 200.0},
+            ),
+        ),
+        **_FAULTY,  # type: ignore[arg-type]
+    ),
+    Scenario(
+        name="slow-notifications",
+        description="every call into notifications takes 200 ms more, middle 40% of the run",
+        faults=(
+            FaultSpec("slow", "notifications", at=0.3, duration=0.4, params={"delay_ms": 200}),
+        ),
+        **_FAULTY,  # type: ignore[arg-type]
+    ),
+):
+    SCENARIOS[_scenario.name] = _scenario
 
 
 def get_scenario(name: str) -> Scenario:

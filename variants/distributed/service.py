@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from variants import telemetry
+from variants import faults, telemetry
 from variants.distributed.http import (
     IDEMPOTENT,
     CallPolicy,
@@ -142,7 +143,13 @@ class Hosted:
                 return dict(zip(by_context, states, strict=True))
 
             return create_app(shop, "distributed", health)
-        impl, jobs = build_context(svc.context, opts.state_dir, peers, opts.config)
+        impl, jobs = build_context(
+            svc.context,
+            opts.state_dir,
+            peers,
+            opts.config,
+            lambda impl: faults.install(opts.name, {svc.context: impl})[svc.context],
+        )
         self.closers.append(impl)
         self.jobs = jobs
         for job in jobs:
@@ -167,25 +174,32 @@ class Hosted:
 
 
 def build_context(
-    context: str, state_dir: Path, peers: dict[str, Any], config: ShopConfig
+    context: str,
+    state_dir: Path,
+    peers: dict[str, Any],
+    config: ShopConfig,
+    serve: Callable[[Any], Any] = lambda impl: impl,
 ) -> tuple[Any, list[Periodic]]:
     """The context's real class over its own database, wired to its peers; and its jobs.
 
-    The same wiring as `workloads.shop.local.LocalShop`, one context at a time.
+    The same wiring as `workloads.shop.local.LocalShop`, one context at a time. `serve` wraps
+    the object before anything uses it (the fault controller's wrapper), jobs included.
     """
     path = dataset.state_paths(state_dir)[context]
     if context == "catalog":
-        return open_catalog(path), []
+        return serve(open_catalog(path)), []
     if context == "inventory":
-        return Inventory(path), []
+        return serve(Inventory(path)), []
     if context == "orders":
-        return Orders(path, peers["catalog"], peers["inventory"]), []
+        return serve(Orders(path, peers["catalog"], peers["inventory"])), []
     if context == "recommendations":
-        recs = Recommendations(path, peers["orders"])
+        recs = serve(Recommendations(path, peers["orders"]))
         job = model_rebuilder(recs, config)
         return recs, [job] if job is not None else []
     if context == "notifications":
-        notes = Notifications(path, peers["orders"], sink_latency_s=config.sink_latency_ms / 1000)
+        notes = serve(
+            Notifications(path, peers["orders"], sink_latency_s=config.sink_latency_ms / 1000)
+        )
         return notes, [notification_drainer(notes, config)]
     raise ValueError(f"unknown context {context!r}")
 

@@ -9,16 +9,21 @@ background threads and heap are its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from variants import telemetry
+from variants import faults, telemetry
 from variants.edge.app import create_app
+from variants.lifecycle import LIFECYCLE_FILE
+from variants.lifecycle import record as record_lifecycle
 from workloads.shop.config import ShopConfig
+from workloads.shop.interfaces import Shop
 from workloads.shop.local import LocalShop
 
 log = logging.getLogger("archlab.monolith")
@@ -42,10 +47,12 @@ class MonolithServer(BaseApplication):
             "loglevel": "info",
             "worker_exit": _close_shop,
             "on_starting": _master_telemetry,
+            "child_exit": self._child_exit,
             "control_socket_disable": True,  # one per user by default: parallel servers collide
         }
         self.state_dir = state_dir
         self.config = config
+        self.lifecycle = state_dir / LIFECYCLE_FILE
         super().__init__()
 
     def load_config(self) -> None:
@@ -54,12 +61,30 @@ class MonolithServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
+        started = time.monotonic()
         telemetry.install("monolith")
         shop = LocalShop(self.state_dir, self.config)
+        contexts = {f.name: getattr(shop.shop, f.name) for f in dataclasses.fields(shop.shop)}
+        shop.shop = Shop(**faults.install("monolith", contexts))  # the jobs use it too
         shop.start_jobs()
         _SHOPS[os.getpid()] = shop
         log.info("worker %d ready: %s", os.getpid(), shop.shop.recommendations.stats)
+        record_lifecycle(
+            self.lifecycle,
+            event="ready",
+            role="monolith",
+            pid=os.getpid(),
+            seconds=round(time.monotonic() - started, 3),
+        )
         return create_app(shop.shop, "monolith", shop.health)
+
+    def _child_exit(self, server: Any, worker: Any) -> None:
+        """In the master, after reaping a worker: a death, unless gunicorn itself is stopping."""
+        if server.LISTENERS:
+            # gunicorn restarts the worker itself; its exit status is not passed to this hook.
+            record_lifecycle(
+                self.lifecycle, event="exit", role="monolith", pid=worker.pid, expected=False
+            )
 
 
 _SHOPS: dict[int, LocalShop] = {}

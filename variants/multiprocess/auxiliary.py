@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from variants import faults
 from variants.multiprocess.backend import remote_contexts, socket_path
 from variants.multiprocess.config import DEPENDS_ON, FamilyConfig
 from variants.multiprocess.ipc import IpcServer
@@ -44,23 +45,36 @@ EXIT_QUICKDIE = 2
 
 
 def build_context(
-    role: str, state_dir: Path, catalog: Buffer | None, remote: dict[str, Any], shop: ShopConfig
+    role: str,
+    state_dir: Path,
+    catalog: Buffer | None,
+    remote: dict[str, Any],
+    shop: ShopConfig,
+    serve: Callable[[Any], Any] = lambda impl: impl,
 ) -> tuple[Any, list[Periodic]]:
-    """The domain object this role hosts, and the background jobs it runs."""
+    """The domain object this role hosts, and the background jobs it runs.
+
+    `serve` wraps the object before anything uses it (the fault controller's wrapper), so the
+    background jobs go through it too.
+    """
     paths = state_paths(state_dir)
     if role == "inventory":
-        return Inventory(paths["inventory"]), []
+        return serve(Inventory(paths["inventory"])), []
     if role == "orders":
         if catalog is None:
             raise ValueError("orders needs the catalog segment")
-        return Orders(paths["orders"], SnapshotCatalog(catalog), remote["inventory"]), []
+        return serve(Orders(paths["orders"], SnapshotCatalog(catalog), remote["inventory"])), []
     if role == "recommendations":
-        recs = Recommendations(paths["recommendations"], remote["orders"])
+        recs = serve(Recommendations(paths["recommendations"], remote["orders"]))
         job = model_rebuilder(recs, shop)
         return recs, [job] if job is not None else []
     if role == "notifications":
-        notes = Notifications(
-            paths["notifications"], remote["orders"], sink_latency_s=shop.sink_latency_ms / 1000
+        notes = serve(
+            Notifications(
+                paths["notifications"],
+                remote["orders"],
+                sink_latency_s=shop.sink_latency_ms / 1000,
+            )
         )
         return notes, [notification_drainer(notes, shop)]
     raise ValueError(f"no auxiliary role {role!r}")
@@ -82,7 +96,11 @@ def run(
     # so they wait for sigtimedwait() below instead of hitting any thread's default action.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     remote = remote_contexts(socket_dir, config, DEPENDS_ON[role])
-    context, jobs = build_context(role, state_dir, catalog, remote, shop)
+
+    def serve(impl: Any) -> Any:
+        return faults.install(role, {role: impl})[role]
+
+    context, jobs = build_context(role, state_dir, catalog, remote, shop, serve)
     server = IpcServer(
         socket_path(socket_dir, role), Dispatcher(role, context, Codec("msgpack")).handle
     )

@@ -24,6 +24,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
+from variants import faults
 from variants.edge.app import create_app
 from variants.multiprocess.config import AUXILIARIES, CONNECT_TIMEOUT_S, FamilyConfig
 from variants.multiprocess.ipc import UdsTransport
@@ -112,8 +113,9 @@ def run(
 ) -> int:
     """Serve until told to stop; the exit code."""
     remote = remote_contexts(socket_dir, config, AUXILIARIES)
+    served = faults.install("backend", {"catalog": SnapshotCatalog(catalog)})
     shop = Shop(
-        catalog=SnapshotCatalog(catalog),
+        catalog=served["catalog"],
         inventory=remote["inventory"],
         orders=remote["orders"],
         recommendations=remote["recommendations"],
