@@ -1,9 +1,10 @@
 """The harness as a process manager: restart a variant whose top process dies during the run.
 
-A variant with no supervisor of its own above its top process (the monolith: gunicorn's
-master restarts a dead worker, but nothing restarts the master) is restarted by the harness,
-as systemd (`Restart=always`) or a container runtime would: same command, same state
-directory, so it carries on with its data. The run continues; the downtime and warm-up are
+A variant's top process (the monolith's gunicorn master, the multiprocess postmaster, the
+distributed launcher) restarts what is below it, but nothing restarts it; when it dies the
+harness restarts it (`VariantSpec.restarted_by_harness`), as systemd (`Restart=always`) or
+a container runtime would: same command, same state directory, so it carries on with its
+data. The run continues; the downtime and warm-up are
 measured. Events go to `<state-dir>/lifecycle.jsonl` (role `<variant>-process`): `exit`
 (unexpected), `restart` (the new pid) and `ready` (when /healthz answers again, with
 `downtime_s` since the death).

@@ -104,6 +104,7 @@ VARIANTS: dict[str, VariantSpec] = {
     "distributed": VariantSpec(
         module="variants.distributed",
         description="one HTTP service per bounded context behind an API gateway",
+        restarted_by_harness="launcher",
         knobs={
             "threads": Knob(8, "request threads per service process"),
             "replicas": Knob(
@@ -121,6 +122,7 @@ VARIANTS: dict[str, VariantSpec] = {
         description="a PostgreSQL-style family: postmaster, request backends, one auxiliary "
         "process per stateful context, the catalog in shared memory",
         hosts={c: "backend" if c == "catalog" else c for c in COMPONENTS},
+        restarted_by_harness="postmaster",
         knobs={
             "backends": Knob(
                 mp.available_cpus(), "request backend processes (default: the CPUs available)"
