@@ -26,7 +26,9 @@ DURATION = "12s"
 RECOMMENDATIONS = "/products/{id}/recommendations"
 INDEPENDENT = ("/products/{id}", "/products?q", "POST /orders", "/orders/{id}")
 NEAR_ZERO = 0.02  # error rate an isolated endpoint may show during the fault
-MONOLITH_DOWN = 0.8  # share of requests in flight between the kill and the restart that fail
+MONOLITH_DOWN = 0.5  # share of an endpoint's requests in the kill-to-restart window that fail
+# (the rest straddle the window's edges: sent just before the kill, or answered by the new
+# process between its readiness and the harness logging it ready)
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS), ids=str)
