@@ -30,6 +30,7 @@ import pytest
 from archlab import faults, procs, restart
 from archlab.variants import get_variant
 from variants import telemetry
+from variants.distributed.launcher import healthy
 from workloads.shop import invariants
 from workloads.shop.dataset import state_paths
 from workloads.shop.db import connect
@@ -110,14 +111,7 @@ def _client(n: int, port: int, ledger: Ledger, halt: threading.Event) -> None:
 
 
 def _healthy(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-    try:
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    return healthy(f"http://127.0.0.1:{port}")
 
 
 def _live_roles(roles_dir: Path) -> dict[int, str]:
