@@ -44,10 +44,9 @@ from archlab.records import RECORD_COLUMNS
 from archlab.sampler import ProcessSampler, sampling, sampling_processes
 from archlab.summary import format_table, summarize_run, write_summary
 from archlab.variants import get_variant
+from variants import cli, telemetry
 from variants import faults as fault_control
-from variants import telemetry
 from workloads.scenarios import LoadSpec, get_scenario, resolve_load
-from workloads.shop.config import ShopConfig
 
 LOCUSTFILE = Path(workloads.__file__).resolve().parent / "locustfile.py"
 LOCUST_GRACE_S = 60.0  # locust's start-up and shutdown on top of --run-time
@@ -363,12 +362,10 @@ def execute(
         notes=cpus.notes,
     )
     meta["warmup_s"] = warmup_s
-    shop_config = ShopConfig()
-    if "rebuild-interval" in scenario.server_args:
-        shop_config = msgspec.structs.replace(
-            shop_config, rebuild_interval_s=float(scenario.server_args["rebuild-interval"])
-        )
-    meta["shop_config"] = msgspec.to_builtins(shop_config)  # the domain's knobs, as served
+    server_args = [a for k, v in scenario.server_args.items() for a in (f"--{k}", str(v))]
+    # The domain's knobs as the variant will read them: parsed by the deployers' own parser.
+    served, _ = cli.deployer_parser("", "", "").parse_known_args(server_args)
+    meta["shop_config"] = msgspec.to_builtins(cli.shop_config(served))
     meta["telemetry"] = {
         "gc": plan.gc_telemetry,
         "sample_interval_s": plan.sample_interval_s,
@@ -389,8 +386,7 @@ def execute(
         spec.command(port=port, size=plan.size, seed=plan.seed, state_dir=state_dir, knobs=knobs),
         cpus.sut,
     )
-    for name, value in scenario.server_args.items():
-        cmd += [f"--{name}", str(value)]
+    cmd += server_args
     faults_dir = state_dir / faults.FAULTS_DIR
     server_env = {**os.environ, telemetry.ENV_DIR: str(telemetry_dir)}
     server_env[fault_control.ENV_DIR] = str(faults_dir)

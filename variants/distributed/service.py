@@ -31,7 +31,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from variants import faults, telemetry
+from variants import cli, faults, telemetry
 from variants.distributed.http import (
     IDEMPOTENT,
     CallPolicy,
@@ -387,9 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         peers=dict(args.peer),
         topology_file=args.topology,
-        config=ShopConfig(
-            rebuild_interval_s=args.rebuild_interval, sink_latency_ms=args.sink_latency_ms
-        ),
+        config=cli.shop_config(args),
         lifecycle=args.lifecycle,
         parent_pid=args.parent_pid,
     )

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from variants import cli
 from variants.multiprocess.config import (
     DEFAULT_CALL_TIMEOUTS_MS,
     DEFAULT_POLICIES,
@@ -18,20 +17,15 @@ from variants.multiprocess.config import (
     available_cpus,
 )
 from variants.multiprocess.postmaster import Options, Postmaster
-from workloads.shop import dataset
-from workloads.shop.config import ShopConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    shop = ShopConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m variants.multiprocess",
-        description="The PostgreSQL-style process family: a postmaster, request backends and "
-        "one auxiliary process per stateful context.",
+    p = cli.deployer_parser(
+        "python -m variants.multiprocess",
+        "The PostgreSQL-style process family: a postmaster, request backends and one "
+        "auxiliary process per stateful context.",
+        "the mutable databases, the sockets and lifecycle.jsonl",
     )
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
-    p.add_argument("--size", default="tiny", choices=sorted(dataset.SIZES), help="dataset size")
-    p.add_argument("--seed", type=int, default=1, help="dataset seed (default 1)")
     p.add_argument(
         "--backends",
         type=int,
@@ -47,12 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             help=f"what a crash of {'a backend' if role == 'backend' else 'the ' + role} "
             "process restarts (default %(default)s)",
         )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        help="folder for the mutable databases, the sockets and lifecycle.jsonl (kept across "
-        "restarts; default: a temp folder removed at exit)",
-    )
     p.add_argument(
         "--config",
         type=Path,
@@ -71,8 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--ready-timeout", type=float, default=900.0, help="seconds a child may load")
     p.add_argument("--log-level", default="INFO")
-    p.add_argument("--rebuild-interval", type=float, default=shop.rebuild_interval_s)
-    p.add_argument("--sink-latency-ms", type=float, default=shop.sink_latency_ms)
     return p.parse_args(argv)
 
 
@@ -97,30 +83,24 @@ def family_config(args: argparse.Namespace) -> FamilyConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = family_config(args)
-    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="archlab-multiprocess-"))
-    config_path = args.config or state_dir / "multiprocess.json"
-    config = base.overlaid(config_path)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s [%(process)d] postmaster %(levelname)s %(name)s %(message)s",
-    )
-    options = Options(
-        port=args.port,
-        size=args.size,
-        seed=args.seed,
-        state_dir=state_dir,
-        config=base,
-        shop=ShopConfig(
-            rebuild_interval_s=args.rebuild_interval, sink_latency_ms=args.sink_latency_ms
-        ),
-        config_path=config_path,
-        ready_timeout_s=args.ready_timeout,
-    )
-    try:
+    with cli.state_folder(args.state_dir, "archlab-multiprocess-") as state_dir:
+        config_path = args.config or state_dir / "multiprocess.json"
+        config = base.overlaid(config_path)
+        logging.basicConfig(
+            level=config.log_level,
+            format="%(asctime)s [%(process)d] postmaster %(levelname)s %(name)s %(message)s",
+        )
+        options = Options(
+            port=args.port,
+            size=args.size,
+            seed=args.seed,
+            state_dir=state_dir,
+            config=base,
+            shop=cli.shop_config(args),
+            config_path=config_path,
+            ready_timeout_s=args.ready_timeout,
+        )
         return Postmaster(options).run()
-    finally:
-        if args.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
