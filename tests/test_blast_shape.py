@@ -26,9 +26,10 @@ DURATION = "12s"
 RECOMMENDATIONS = "/products/{id}/recommendations"
 INDEPENDENT = ("/products/{id}", "/products?q", "POST /orders", "/orders/{id}")
 NEAR_ZERO = 0.02  # error rate an isolated endpoint may show during the fault
-MONOLITH_DOWN = 0.5  # share of an endpoint's requests in the kill-to-restart window that fail
-# (the rest straddle the window's edges: sent just before the kill, or answered by the new
-# process between its readiness and the harness logging it ready)
+MONOLITH_DOWN = 0.5  # share of all requests in the kill-to-restart window that fail
+# Per endpoint the window may hold only a few requests, some straddling its edges (sent just
+# before the kill, or queued on the restarted master's socket and answered late by the new
+# worker), so each endpoint is judged by the blast tolerance: errors or a p99 beyond it.
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS), ids=str)
@@ -44,14 +45,15 @@ def crash_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     run_dir = results / "crash"
     assert (run_dir / "meta.json").exists(), out.stdout + out.stderr
     rows, origin = blast.blast_run(run_dir)
-    return variant, run_dir, out, [row.to_dict(origin) for row in rows]
+    return variant, run_dir, out, rows, origin
 
 
 def test_crash_recommendations_shape(crash_run) -> None:
-    variant, run_dir, out, rows = crash_run
+    variant, run_dir, out, rows, origin = crash_run
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["status"] == "completed", out.stdout[-3000:] + out.stderr[-3000:]
-    crashes = [r for r in rows if r["fault"] == "crash" and r["component"] == "recommendations"]
+    hit = [r for r in rows if r.fault.kind == "crash" and r.fault.component == "recommendations"]
+    crashes = [r.to_dict(origin) for r in hit]
     assert crashes, f"no crash of recommendations in {run_dir}/faults.csv"
     table = blast.format_text(crashes)
     by_endpoint = {r["endpoint"]: r for r in crashes}
@@ -59,11 +61,13 @@ def test_crash_recommendations_shape(crash_run) -> None:
     # The window is the component's downtime (kill to restart), which can be short: an
     # endpoint without a request in flight in it says nothing, but some must have had one.
     if variant == "monolith":
-        assert sum(r["during_count"] for r in crashes) > 0, table
-        for endpoint, row in by_endpoint.items():
-            if row["during_count"]:
-                rate = row["during_error_rate"]
-                assert rate >= MONOLITH_DOWN, f"{endpoint} kept working\n{table}"
+        during = sum(r.during.count for r in hit)
+        assert during > 0, table
+        assert sum(r.during.errors for r in hit) / during >= MONOLITH_DOWN, table
+        for row in hit:
+            if row.during.count:
+                kept_working = blast.within(row.during, row.baseline, blast.Tolerance())
+                assert not kept_working, f"{row.endpoint} kept working\n{table}"
     else:
         assert sum(by_endpoint[e]["during_count"] for e in INDEPENDENT) > 0, table
         for endpoint in INDEPENDENT:
