@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from archlab import __version__, blast, compare, gcpause, hopbench, procs, schema
+from archlab import __version__, blast, compare, gcpause, hopbench, procs, reference, schema
+from archlab import reproduce as repro
 from archlab.cpus import parse_cpu_list
 from archlab.profiling import ProfilePlan, parse_window
 from archlab.runner import (
@@ -23,7 +24,6 @@ from archlab.runner import (
     default_results_dir,
     execute,
     parse_duration,
-    reproduce,
 )
 from archlab.summary import format_table, summarize_run, write_summary
 from archlab.variants import SIZES, VARIANTS, all_knobs, get_variant
@@ -216,11 +216,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser(
         "reproduce",
-        help="re-run the reference measurements",
-        description="Run the reference measurements one after another (for now: steady "
-        "scenario, monolith, size small, 60 s) and print where the results are.",
+        help="run the scenario matrix, render every figure, execute every notebook",
+        description="Run the matrix behind every figure over the three variants (latency "
+        "ramps, pinned ramps for the scaling study, fault scenarios, profiled runs, the hop "
+        "micro-benchmark), render every figure (PNG and SVG) into results/figures/ and execute "
+        "every notebook into results/notebooks/. Interrupted, it keeps finished runs: the same "
+        "command resumes.",
+        epilog="profiles: "
+        + "; ".join(f"{p.name}: {p.description}" for p in repro.PROFILES.values()),
     )
-    rep.add_argument("--results-dir", type=Path, default=None, help="as for `archlab run`")
+    rep.add_argument(
+        "--profile",
+        choices=list(repro.PROFILES),
+        default="quick",
+        help="how big and how long (default: quick)",
+    )
+    rep.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the run set folder (default: results/repro/<profile>)",
+    )
+    rep.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: move an existing run set aside instead of resuming it",
+    )
+    rep.add_argument("--figures-dir", type=Path, default=None, help="default: results/figures")
+    rep.add_argument("--notebooks-dir", type=Path, default=None, help="default: results/notebooks")
+    rep.add_argument(
+        "--no-render", action="store_true", help="only run the matrix; no figures or notebooks"
+    )
+
+    fig = sub.add_parser(
+        "figures",
+        help="render every figure (and optionally the notebooks) from a run set",
+        description="Render every figure of a run set as PNG and SVG, without running anything.",
+    )
+    fig.add_argument(
+        "run_set",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="a run set folder (default: the newest under results/repro/, else results/reference)",
+    )
+    fig.add_argument("--out", type=Path, default=None, help="default: results/figures")
+    fig.add_argument(
+        "--notebooks", type=Path, default=None, metavar="DIR", help="also execute the notebooks into DIR"
+    )
+
+    ref = sub.add_parser(
+        "reference",
+        help="make a run set the committed reference (results/reference/)",
+        description="Copy a run set into DEST without databases, gzip its raw records (the "
+        "summaries stay exact), render its figures into DEST/figures and write DEST/README.md.",
+    )
+    ref.add_argument("run_set", type=Path, help="a finished run set, e.g. results/repro/full")
+    ref.add_argument("--dest", type=Path, default=None, help="default: results/reference")
 
     summ = sub.add_parser(
         "summarize",
@@ -378,8 +430,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    results = reproduce(args.results_dir)
-    return 0 if all(r.status == "completed" for r in results) else 1
+    outputs = repro.reproduce(
+        args.profile,
+        args.out,
+        fresh=args.fresh,
+        figures_dir=args.figures_dir,
+        notebooks_dir=args.notebooks_dir,
+        render=not args.no_render,
+    )
+    return 0 if not outputs["failed"] else 1
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from archlab.figures import render_all
+    from archlab.figures.runset import default_runset_path, load_runset, results_root
+    from archlab.notebooks import execute_all
+
+    path = args.run_set or default_runset_path()
+    out = args.out or results_root() / "figures"
+    print(f"figures of {path} -> {out}")
+    written = render_all(load_runset(path), out)
+    if args.notebooks is not None:
+        execute_all(path, args.notebooks)
+    print(f"{len(written)} figures written to {out}")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    dest = reference.make_reference(args.run_set, args.dest)
+    print(f"reference written: {dest}")
+    return 0
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
@@ -473,6 +553,8 @@ COMMANDS = {
     "serve": cmd_serve,
     "run": cmd_run,
     "reproduce": cmd_reproduce,
+    "figures": cmd_figures,
+    "reference": cmd_reference,
     "summarize": cmd_summarize,
     "compare": cmd_compare,
     "validate": cmd_validate,
@@ -491,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; child processes stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (procs.ProcessError, ValueError, KeyError, FileExistsError) as exc:
+    except (procs.ProcessError, ValueError, KeyError, FileExistsError, FileNotFoundError) as exc:
         print(f"archlab: error: {exc}", file=sys.stderr)
         return 1
 

@@ -9,6 +9,8 @@ files written before it (five columns) are still read, with `intended_time` None
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -54,10 +56,17 @@ def is_error(record: Record) -> bool:
     return record.status == 0 or record.status >= 500 or bool(record.error)
 
 
+def _open_text(path: Path) -> io.TextIOBase:
+    """path, or its gzipped copy path.gz (the committed reference keeps raw files gzipped)."""
+    if not path.exists() and path.with_name(path.name + ".gz").exists():
+        return gzip.open(path.with_name(path.name + ".gz"), "rt", newline="")  # type: ignore[return-value]
+    return path.open(newline="")  # type: ignore[return-value]
+
+
 def iter_records(path: Path) -> Iterator[Record]:
-    """Stream records from a requests.csv file (schema 1 or 2)."""
-    torn = _ends_mid_line(path)
-    with path.open(newline="") as fh:
+    """Stream records from a requests.csv file (schema 1 or 2), or its .gz copy."""
+    torn = path.exists() and _ends_mid_line(path)
+    with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:

@@ -566,21 +566,3 @@ def _check_invariants(
     if meta.get("status") == "completed" and not report["ok"]:
         meta["status"] = FAILED_INVARIANTS
     return report
-
-
-def reproduce_plans() -> list[RunPlan]:
-    """The runs behind the published figures (later issues grow this into a matrix)."""
-    return [RunPlan(variant="monolith", scenario="steady", duration_s=60, size="small")]
-
-
-def reproduce(results_dir: Path | None = None, *, echo: Echo = print) -> list[RunResult]:
-    """Run every plan of `reproduce_plans` in turn and list where the results are."""
-    results = []
-    plans = reproduce_plans()
-    for i, plan in enumerate(plans, start=1):
-        echo(f"=== reproduce {i}/{len(plans)}: {plan.variant} / {plan.scenario} / {plan.size}")
-        results.append(execute(plan, results_dir, echo=echo))
-    echo("\nreproduced runs:")
-    for result in results:
-        echo(f"  {result.status:<10} {result.run_dir}")
-    return results

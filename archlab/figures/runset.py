@@ -1,0 +1,215 @@
+"""A run set as the figures read it: the manifest of a reproduction and its runs, lazily loaded.
+
+Figure functions take a `RunSet` and never look at folders themselves, so the notebooks, the
+`reproduce` command and the tests draw the same figures from the same data. Raw files may be
+gzipped (the committed reference keeps `requests.csv.gz`, ...): pandas reads both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from archlab.meta import repo_root
+
+ENV_RUNSET = "ARCHLAB_RUNSET"  # a run set folder; set by `archlab reproduce` for the notebooks
+VARIANT_ORDER = ("monolith", "multiprocess", "distributed")
+VARIANT_COLORS = {"monolith": "#d62728", "multiprocess": "#1f77b4", "distributed": "#2ca02c"}
+ENDPOINT_ORDER = (
+    "/products?q",
+    "/products/{id}",
+    "/products/{id}/recommendations",
+    "POST /orders",
+    "/orders/{id}",
+)
+SETUP_ENDPOINT = "/products (setup)"
+
+
+def _raw(run_dir: Path, name: str) -> Path | None:
+    """run_dir/name, or its gzipped copy; None when neither exists."""
+    for candidate in (run_dir / name, run_dir / f"{name}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+@dataclass
+class Run:
+    """One run folder: meta and summary at once, raw records when asked."""
+
+    tag: str
+    path: Path
+    kinds: tuple[str, ...] = ()
+    cpus: int | None = None  # scaling: CPUs the server was pinned to; None = all, unpinned
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return dict(json.loads((self.path / "meta.json").read_text()))
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        path = self.path / "summary.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    @property
+    def variant(self) -> str:
+        return str(self.meta["variant"])
+
+    @property
+    def scenario(self) -> str:
+        return str(self.meta["scenario"]["name"])
+
+    @property
+    def finished(self) -> bool:
+        return self.meta.get("status") in ("completed", "failed-invariants") and bool(self.summary)
+
+    def file(self, name: str) -> Path | None:
+        return _raw(self.path, name)
+
+    def _csv(self, name: str) -> pd.DataFrame:
+        path = self.file(name)
+        if path is None:
+            return pd.DataFrame()
+        return pd.read_csv(path, on_bad_lines="skip")
+
+    @cached_property
+    def requests(self) -> pd.DataFrame:
+        """requests.csv without the setup fetch, with `t` (s after the first request),
+        `end_time`, `is_error` and `corrected_ms` (latency from the intended start)."""
+        df = self._csv("requests.csv")
+        if df.empty:
+            return df
+        df = df[df["endpoint"] != SETUP_ENDPOINT].copy()
+        df["error"] = df["error"].fillna("")
+        df["is_error"] = (df["status"] == 0) | (df["status"] >= 500) | (df["error"] != "")
+        lag = (df["start_time"] - df.get("intended_time", df["start_time"])).fillna(0.0)
+        df["corrected_ms"] = df["latency_ms"] + lag.clip(lower=0) * 1000
+        df["end_time"] = df["start_time"] + df["latency_ms"] / 1000
+        df["t"] = df["start_time"] - self.origin
+        return df.sort_values("start_time").reset_index(drop=True)
+
+    @cached_property
+    def origin(self) -> float:
+        """Epoch seconds of the run's first request: every figure's time axis starts here."""
+        df = self._csv("requests.csv")
+        return float(df["start_time"].min()) if not df.empty else 0.0
+
+    @cached_property
+    def gc(self) -> pd.DataFrame:
+        df = self._csv("gc.csv")
+        if not df.empty:
+            df["t"] = df["start"] - self.origin
+        return df
+
+    @cached_property
+    def processes(self) -> pd.DataFrame:
+        df = self._csv("processes.csv")
+        if not df.empty:
+            df["t"] = df["time"] - self.origin
+        return df
+
+    @cached_property
+    def faults(self) -> pd.DataFrame:
+        df = self._csv("faults.csv")
+        if not df.empty:
+            df["t_start"] = df["start"] - self.origin
+            df["t_end"] = df["end"] - self.origin
+        return df
+
+    @cached_property
+    def lifecycle(self) -> list[dict[str, Any]]:
+        path = self.file("lifecycle.jsonl")
+        if path is None:
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class RunSet:
+    """A reproduction: its manifest, its runs by tag, the hop benchmark."""
+
+    path: Path
+    manifest: dict[str, Any]
+    runs: dict[str, Run] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> str:
+        return str(self.manifest.get("profile", {}).get("name", "?"))
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        return dict(self.manifest.get("machine") or {})
+
+    def machine_label(self) -> str:
+        """'2 CPUs, AMD EPYC ..., 24 GiB' for plot captions."""
+        m = self.machine
+        cpus = len(m.get("usable_cpus") or []) or m.get("cpu_count_logical") or "?"
+        mem = (m.get("memory_total_bytes") or 0) / 2**30
+        return f"{cpus} CPUs, {m.get('cpu_model', '?')}, {mem:.0f} GiB"
+
+    def of(self, kind: str, variant: str | None = None) -> list[Run]:
+        """Finished runs that serve figures of `kind`, in variant order."""
+        found = [
+            r
+            for r in self.runs.values()
+            if kind in r.kinds and r.finished and (variant is None or r.variant == variant)
+        ]
+        return sorted(found, key=lambda r: (_variant_rank(r.variant), r.cpus or 10**6, r.tag))
+
+    def variants(self) -> list[str]:
+        seen = {r.variant for r in self.runs.values() if r.finished}
+        return [v for v in VARIANT_ORDER if v in seen] + sorted(seen - set(VARIANT_ORDER))
+
+    @cached_property
+    def hop(self) -> dict[str, Any] | None:
+        name = self.manifest.get("hop") or "hop.json"
+        path = self.path / name
+        return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def _variant_rank(variant: str) -> int:
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
+def load_runset(path: Path | str) -> RunSet:
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{path} is not a run set (no manifest.json); see `archlab reproduce`")
+    manifest = dict(json.loads(manifest_path.read_text()))
+    rs = RunSet(path=path, manifest=manifest)
+    for step in manifest.get("steps", []):
+        run_dir = path / step["run"]
+        if (run_dir / "meta.json").exists():
+            rs.runs[step["tag"]] = Run(
+                tag=step["tag"], path=run_dir, kinds=tuple(step["kinds"]), cpus=step.get("cpus")
+            )
+    return rs
+
+
+def results_root() -> Path:
+    return (repo_root() or Path.cwd()) / "results"
+
+
+def default_runset_path() -> Path:
+    """$ARCHLAB_RUNSET, else the newest reproduction with finished runs, else the reference."""
+    if os.environ.get(ENV_RUNSET):
+        return Path(os.environ[ENV_RUNSET])
+    candidates = []
+    for manifest in (results_root() / "repro").glob("*/manifest.json"):
+        data = json.loads(manifest.read_text())
+        if any(s.get("status") not in ("pending", "running", "failed") for s in data["steps"]):
+            candidates.append((manifest.stat().st_mtime, manifest.parent))
+    if candidates:
+        return max(candidates)[1]
+    return results_root() / "reference"
+
+
+def default_runset() -> RunSet:
+    return load_runset(default_runset_path())

@@ -1,0 +1,466 @@
+"""`archlab reproduce`: the scenario matrix behind every figure, resumable, then figures and notebooks.
+
+A *profile* (`test`, `quick`, `full`) decides the dataset size and how long each run lasts; the
+matrix is the same in every profile: per variant a latency ramp (open-loop staircase of arrival
+rates, all CPUs), the same ramp pinned to 1 .. n-1 CPUs (the scaling study; its n-CPU point is
+the latency ramp), the fault scenarios (`gc-pressure` is also the GC-stall run), a profiled run,
+and once the per-hop micro-benchmark.
+
+Everything goes into one *run set* folder (default `results/repro/<profile>/`):
+
+    manifest.json     the profile, the machine, every step with its status and run folder
+    runs/<tag>/       one run per step (results/README.md), named by the step's tag
+    hop.json          `archlab bench hop` output
+
+A step whose run folder already holds a finished run of the same plan is skipped, so an
+interrupted reproduction resumes where it stopped; a half-written run is moved to
+`runs/.partial/` and done again. Figures go to `results/figures/`, executed notebooks to
+`results/notebooks/` (both rendered from the run set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlab import hopbench
+from archlab.machine import machine_info, usable_cpus
+from archlab.meta import iso, repo_root, utc_now
+from archlab.profiling import ProfilePlan
+from archlab.runner import RunPlan, execute
+from archlab.variants import VARIANTS
+from workloads.scenarios import get_scenario
+
+Echo = Callable[[str], None]
+MANIFEST = "manifest.json"
+HOP_FILE = "hop.json"
+FINISHED = ("completed", "failed-invariants")  # a run that ran to its end: data to plot
+RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big and how long. The matrix itself does not change between profiles."""
+
+    name: str
+    description: str
+    size: str
+    ramp_steps: tuple[int, ...]  # arrival streams per step, RAMP_RATE_PER_STREAM req/s each
+    ramp_step_s: float
+    fault_scenarios: tuple[str, ...]
+    fault_s: int
+    gc_s: int  # the gc-pressure run: also the GC-stall figures' data, so a little longer
+    profile_s: int
+    profile_rate: float  # open loop, requests/s, for the profiled run
+    scaling: bool = True  # pinned ramps on 1 .. n-1 CPUs
+    separate_profile_run: bool = True  # False: py-spy rides on the latency ramp (test only)
+    hop_calls: int = 2000
+    expected_overhead_s: float = 12.0  # per run: start-up, model load, drain, summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="test",
+            description="seconds-long runs on the tiny dataset: proves the pipeline, not a result",
+            size="tiny",
+            ramp_steps=(1, 2),
+            ramp_step_s=2.0,
+            fault_scenarios=("gc-pressure",),
+            fault_s=6,
+            gc_s=6,
+            profile_s=4,
+            profile_rate=50.0,
+            separate_profile_run=False,
+            hop_calls=200,
+            expected_overhead_s=5.0,
+        ),
+        Profile(
+            name="quick",
+            description="short runs on the small dataset, three faults: every figure in ~12 min "
+            "on 2 CPUs",
+            size="small",
+            ramp_steps=(1, 2, 4, 6, 8, 10),
+            ramp_step_s=4.0,
+            fault_scenarios=("gc-pressure", "crash-recommendations", "cpu-hog"),
+            fault_s=16,
+            gc_s=20,
+            profile_s=15,
+            profile_rate=100.0,
+            hop_calls=2000,
+        ),
+        Profile(
+            name="full",
+            description="the publication run: longer steps, every fault of the catalogue",
+            size="small",
+            ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
+            ramp_step_s=8.0,
+            fault_scenarios=(
+                "gc-pressure",
+                "crash-recommendations",
+                "crash-orders",
+                "cpu-hog",
+                "leak-recommendations",
+                "slow-notifications",
+            ),
+            fault_s=24,
+            gc_s=40,
+            profile_s=20,
+            profile_rate=100.0,
+            hop_calls=5000,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the matrix. `kinds` say which figures read it."""
+
+    tag: str
+    kinds: tuple[str, ...]
+    plan: RunPlan
+    expected_s: float
+    cpus: int | None = None  # scaling: CPUs the server was pinned to (None = all, unpinned)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two plans the same run (a resumed step must match it)."""
+        p = self.plan
+        return {
+            "variant": p.variant,
+            "scenario": p.scenario,
+            "size": p.size,
+            "seed": p.seed,
+            "duration_s": p.duration_s,
+            "steps": list(p.steps) if p.steps else None,
+            "step_s": p.step_s,
+            "rate": p.rate,
+            "sut_cpus": p.sut_cpus,
+            "pin": p.pin,
+            "profile": p.profile.to_dict() if p.profile else None,
+        }
+
+
+def plan_steps(profile: Profile, cpus: Sequence[int] | None = None) -> list[Step]:
+    """The matrix of `profile` on a machine with `cpus` usable CPUs, in the order it runs."""
+    cpus = list(cpus if cpus is not None else usable_cpus())
+    ramp_s = len(profile.ramp_steps) * profile.ramp_step_s
+    over = profile.expected_overhead_s
+    steps: list[Step] = []
+    for variant in VARIANTS:
+        prof = None if profile.separate_profile_run else ProfilePlan()
+        kinds = ("latency", "scaling") + (() if prof is None else ("profile",))
+        steps.append(
+            Step(
+                tag=f"latency-{variant}",
+                kinds=kinds,
+                plan=RunPlan(
+                    variant=variant,
+                    scenario="ramp",
+                    size=profile.size,
+                    steps=profile.ramp_steps,
+                    step_s=profile.ramp_step_s,
+                    pin=False,
+                    profile=prof,
+                ),
+                expected_s=ramp_s + over,
+            )
+        )
+    if profile.scaling:
+        for n in range(1, len(cpus)):
+            for variant in VARIANTS:
+                steps.append(
+                    Step(
+                        tag=f"scaling-{variant}-{n}cpu",
+                        kinds=("scaling",),
+                        plan=RunPlan(
+                            variant=variant,
+                            scenario="ramp",
+                            size=profile.size,
+                            steps=profile.ramp_steps,
+                            step_s=profile.ramp_step_s,
+                            sut_cpus=cpus[:n],
+                            gen_cpus=cpus[n:],
+                        ),
+                        expected_s=ramp_s + over,
+                        cpus=n,
+                    )
+                )
+    for scenario in profile.fault_scenarios:
+        seconds = profile.gc_s if scenario == "gc-pressure" else profile.fault_s
+        kinds = ("fault", "gc") if scenario == "gc-pressure" else ("fault",)
+        for variant in VARIANTS:
+            steps.append(
+                Step(
+                    tag=f"{scenario}-{variant}",
+                    kinds=kinds,
+                    plan=RunPlan(
+                        variant=variant,
+                        scenario=scenario,
+                        size=profile.size,
+                        duration_s=seconds,
+                        pin=False,
+                    ),
+                    expected_s=seconds + over,
+                )
+            )
+    if profile.separate_profile_run:
+        for variant in VARIANTS:
+            steps.append(
+                Step(
+                    tag=f"profile-{variant}",
+                    kinds=("profile",),
+                    plan=RunPlan(
+                        variant=variant,
+                        scenario="open",
+                        size=profile.size,
+                        duration_s=profile.profile_s,
+                        rate=profile.profile_rate,
+                        pin=False,
+                        profile=ProfilePlan(),
+                    ),
+                    expected_s=profile.profile_s + over,
+                )
+            )
+    return [
+        Step(s.tag, s.kinds, _with_run_id(s.plan, s.tag), s.expected_s, s.cpus) for s in steps
+    ]
+
+
+def _with_run_id(plan: RunPlan, tag: str) -> RunPlan:
+    return RunPlan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "run_id": tag})
+
+
+def default_out(profile: str) -> Path:
+    root = repo_root() or Path.cwd()
+    return root / "results" / "repro" / profile
+
+
+@dataclass
+class Progress:
+    """Elapsed time and an estimate of what is left, corrected by how long steps really took."""
+
+    expected: list[float]
+    started: float = field(default_factory=time.monotonic)
+    done_expected: float = 0.0
+    done_actual: float = 0.0
+
+    def finish(self, expected_s: float, actual_s: float) -> None:
+        self.done_expected += expected_s
+        self.done_actual += actual_s
+
+    def left_s(self, remaining: Sequence[float]) -> float:
+        ratio = self.done_actual / self.done_expected if self.done_expected > 0 else 1.0
+        return sum(remaining) * max(ratio, 0.5)
+
+    def line(self, i: int, n: int, tag: str, remaining: Sequence[float]) -> str:
+        elapsed = time.monotonic() - self.started
+        return (
+            f"=== [{i}/{n}] {tag}   elapsed {_mmss(elapsed)}, "
+            f"about {_mmss(self.left_s(remaining))} left"
+        )
+
+
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def finished_run(run_dir: Path, step: Step, previous: dict[str, Any] | None) -> bool:
+    """True when run_dir holds a finished run of exactly this step's plan."""
+    meta = _read_json(run_dir / "meta.json")
+    if meta is None or meta.get("status") not in FINISHED:
+        return False
+    if not (run_dir / "summary.json").exists():
+        return False
+    return previous is None or previous.get("plan") == step.fingerprint()
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Move a half-written run out of the way (kept for a post-mortem, never plotted)."""
+    partial = run_dir.parent / ".partial"
+    partial.mkdir(exist_ok=True)
+    for n in range(1, 1000):
+        target = partial / f"{run_dir.name}-{n}"
+        if not target.exists():
+            run_dir.rename(target)
+            return target
+    raise FileExistsError(f"too many partial runs of {run_dir.name}")
+
+
+def reproduce(
+    profile_name: str = "quick",
+    out: Path | None = None,
+    *,
+    fresh: bool = False,
+    figures_dir: Path | None = None,
+    notebooks_dir: Path | None = None,
+    render: bool = True,
+    echo: Echo = print,
+) -> dict[str, Any]:
+    """Run the matrix (resuming), the hop benchmark, then render figures and notebooks."""
+    try:
+        profile = PROFILES[profile_name]
+    except KeyError:
+        raise KeyError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}") from None
+    out = out or default_out(profile.name)
+    root = repo_root() or Path.cwd()
+    figures_dir = figures_dir or root / "results" / "figures"
+    notebooks_dir = notebooks_dir or root / "results" / "notebooks"
+    if fresh and out.exists():
+        aside = out.with_name(f"{out.name}-{utc_now():%Y%m%d-%H%M%S}")
+        out.rename(aside)
+        echo(f"previous run set moved to {aside}")
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    steps = plan_steps(profile)
+    old = _read_json(out / MANIFEST) or {}
+    old_steps = {s["tag"]: s for s in old.get("steps", [])}
+    manifest: dict[str, Any] = {
+        "profile": profile.to_dict(),
+        "machine": machine_info(),
+        "started_at": old.get("started_at") or iso(utc_now()),
+        "resumed_at": iso(utc_now()) if old else None,
+        "finished_at": None,
+        "complete": False,
+        "hop": None,
+        "steps": [
+            {
+                "tag": s.tag,
+                "kinds": list(s.kinds),
+                "variant": s.plan.variant,
+                "scenario": s.plan.scenario,
+                "cpus": s.cpus,
+                "plan": s.fingerprint(),
+                "run": f"runs/{s.tag}",
+                "status": "pending",
+                "seconds": None,
+            }
+            for s in steps
+        ],
+    }
+    entries = {e["tag"]: e for e in manifest["steps"]}
+    hop_path = out / HOP_FILE
+    hop_done = hop_path.exists()
+    todo = [s for s in steps if not finished_run(runs_dir / s.tag, s, old_steps.get(s.tag))]
+    for s in steps:
+        if s not in todo:
+            entries[s.tag].update(status="done (kept)", seconds=old_steps.get(s.tag, {}).get("seconds"))
+    total_expected = [s.expected_s for s in todo] + ([] if hop_done else [20.0])
+    echo(
+        f"reproduce --profile {profile.name}: {len(steps)} runs ({len(steps) - len(todo)} already "
+        f"done) on {len(usable_cpus())} CPUs, size {profile.size}, about "
+        f"{_mmss(sum(total_expected) + 60)} -> {out}"
+    )
+    _write_json(out / MANIFEST, manifest)
+    progress = Progress(expected=total_expected)
+    try:
+        for i, step in enumerate(todo, start=1):
+            remaining = [s.expected_s for s in todo[i - 1 :]] + ([] if hop_done else [20.0])
+            echo(progress.line(i, len(todo), step.tag, remaining))
+            run_dir = runs_dir / step.tag
+            if run_dir.exists():
+                echo(f"  an unfinished earlier attempt moved to {_set_aside(run_dir)}")
+            entries[step.tag]["status"] = "running"
+            _write_json(out / MANIFEST, manifest)
+            t0 = time.monotonic()
+            try:
+                result = execute(step.plan, runs_dir, echo=_indent(echo))
+                status = result.status
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failed run must not stop the matrix
+                status = "failed"
+                echo(f"  run failed: {type(exc).__name__}: {exc}")
+            seconds = time.monotonic() - t0
+            progress.finish(step.expected_s, seconds)
+            entries[step.tag].update(status=status, seconds=round(seconds, 1))
+            _write_json(out / MANIFEST, manifest)
+        if not hop_done:
+            echo("=== per-hop micro-benchmark (archlab bench hop)")
+            report = hopbench.measure(n=profile.hop_calls, warmup=min(500, profile.hop_calls // 4), size=profile.size)
+            _write_json(hop_path, report)
+            echo(hopbench.format_table(report))
+        manifest["hop"] = HOP_FILE
+    except KeyboardInterrupt:
+        manifest["interrupted_at"] = iso(utc_now())
+        _write_json(out / MANIFEST, manifest)
+        echo(f"\ninterrupted: finished runs are kept; run the same command again to resume ({out})")
+        raise
+    failed = [e["tag"] for e in manifest["steps"] if e["status"] not in FINISHED + ("done (kept)",)]
+    manifest["complete"] = not failed
+    manifest["failed"] = failed
+    manifest["finished_at"] = iso(utc_now())
+    _write_json(out / MANIFEST, manifest)
+    outputs: dict[str, Any] = {"run_set": str(out), "failed": failed}
+    if render:
+        outputs.update(render_outputs(out, figures_dir, notebooks_dir, echo=echo))
+    echo(f"\nrun set:   {out}  ({len(steps) - len(failed)}/{len(steps)} runs usable)")
+    if failed:
+        echo(f"failed:    {', '.join(failed)} (rerun the same command to retry them)")
+    echo(f"took {_mmss(time.monotonic() - progress.started)}")
+    return outputs
+
+
+def render_outputs(
+    run_set: Path, figures_dir: Path, notebooks_dir: Path, *, echo: Echo = print
+) -> dict[str, Any]:
+    """Every figure (PNG + SVG) and every notebook, executed, from one run set."""
+    from archlab import notebooks
+    from archlab.figures import render_all
+    from archlab.figures.runset import load_runset
+
+    echo(f"=== figures -> {figures_dir}")
+    rs = load_runset(run_set)
+    figures = render_all(rs, figures_dir, echo=_indent(echo))
+    echo(f"=== notebooks -> {notebooks_dir}")
+    executed = notebooks.execute_all(run_set, notebooks_dir, echo=_indent(echo))
+    echo(f"\nfigures:   {figures_dir}  ({len(figures)} figures, PNG and SVG)")
+    echo(f"notebooks: {notebooks_dir}  ({len(executed)} executed)")
+    return {"figures": [str(p) for p in figures], "notebooks": [str(p) for p in executed]}
+
+
+def _indent(echo: Echo) -> Echo:
+    return lambda text: echo("\n".join("  " + line for line in text.splitlines()))
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):  # type: ignore[no-untyped-def]
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def copy_clean(src: Path, dst: Path) -> None:
+    """Copy a run set without its databases (used for the committed reference)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("state", ".partial", "*.tmp"))
