@@ -11,13 +11,9 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless unless a notebook chose its own backend first
-
-from matplotlib.figure import Figure  # noqa: E402
-
-from archlab.figures.runset import RunSet  # noqa: E402
+from archlab.figures.runset import RunSet
 
 FigureFn = Callable[[RunSet], Figure | None]
 # notebook -> module; each module has FIGURES (name -> function) and reading(run_set) -> str
@@ -45,8 +41,6 @@ def render_all(
     rs: RunSet, out_dir: Path, *, echo: Callable[[str], None] = print
 ) -> list[Path]:
     """Render every figure as PNG and SVG into out_dir; returns the PNG paths."""
-    import matplotlib.pyplot as plt
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, fn in figure_functions().items():
@@ -56,7 +50,6 @@ def render_all(
             continue
         for ext in ("png", "svg"):
             fig.savefig(out_dir / f"{name}.{ext}", dpi=110, bbox_inches="tight")
-        plt.close(fig)
         written.append(out_dir / f"{name}.png")
         echo(f"{name}.png / .svg")
     return written

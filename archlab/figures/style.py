@@ -1,16 +1,26 @@
-"""The look shared by every figure: variant colours, the caption naming the run set and machine."""
+"""The look shared by every figure: variant colours, the caption naming the run set and machine.
+
+Figures are built as bare `matplotlib.figure.Figure` objects, not through pyplot: nothing is
+kept in a global registry (rendering many is leak-free) and a notebook shows each one exactly
+once, as the value of its cell.
+"""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from typing import Any
+
 from matplotlib.figure import Figure
 
 from archlab.figures.runset import VARIANT_COLORS, RunSet
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0, **kw):  # type: ignore[no-untyped-def]
+def new_figure(
+    ncols: int = 1, nrows: int = 1, *, width: float = 6.0, height: float = 4.0, **kw: Any
+) -> tuple[Figure, Any]:
     """A figure and its axes (squeezed like plt.subplots)."""
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kw)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, **kw)
+    return fig, axes
 
 
 def color(variant: str) -> str:
@@ -22,5 +32,5 @@ def caption(fig: Figure, rs: RunSet, extra: str = "") -> Figure:
     text = f"run set '{rs.profile}' ({rs.path.name}); {rs.machine_label()}"
     if extra:
         text += f"; {extra}"
-    fig.text(0.01, -0.02, text, fontsize=7, color="#555555", ha="left", va="top")
+    fig.supxlabel(text, fontsize=7, color="#555555", x=0.01, ha="left")
     return fig
