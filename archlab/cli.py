@@ -262,7 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fig.add_argument("--out", type=Path, default=None, help="default: results/figures")
     fig.add_argument(
-        "--notebooks", type=Path, default=None, metavar="DIR", help="also execute the notebooks into DIR"
+        "--notebooks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also execute the notebooks into DIR",
     )
 
     ref = sub.add_parser(

@@ -1,4 +1,4 @@
-"""`archlab reproduce`: the scenario matrix behind every figure, resumable, then figures and notebooks.
+"""`archlab reproduce`: the scenario matrix behind every figure (resumable), then the figures.
 
 A *profile* (`test`, `quick`, `full`) decides the dataset size and how long each run lasts; the
 matrix is the same in every profile: per variant a latency ramp (open-loop staircase of arrival
@@ -20,10 +20,7 @@ interrupted reproduction resumes where it stopped; a half-written run is moved t
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -233,9 +230,7 @@ def plan_steps(profile: Profile, cpus: Sequence[int] | None = None) -> list[Step
                     expected_s=profile.profile_s + over,
                 )
             )
-    return [
-        Step(s.tag, s.kinds, _with_run_id(s.plan, s.tag), s.expected_s, s.cpus) for s in steps
-    ]
+    return [Step(s.tag, s.kinds, _with_run_id(s.plan, s.tag), s.expected_s, s.cpus) for s in steps]
 
 
 def _with_run_id(plan: RunPlan, tag: str) -> RunPlan:
@@ -369,7 +364,9 @@ def reproduce(
     todo = [s for s in steps if not finished_run(runs_dir / s.tag, s, old_steps.get(s.tag))]
     for s in steps:
         if s not in todo:
-            entries[s.tag].update(status="done (kept)", seconds=old_steps.get(s.tag, {}).get("seconds"))
+            entries[s.tag].update(
+                status="done (kept)", seconds=old_steps.get(s.tag, {}).get("seconds")
+            )
     total_expected = [s.expected_s for s in todo] + ([] if hop_done else [20.0])
     echo(
         f"reproduce --profile {profile.name}: {len(steps)} runs ({len(steps) - len(todo)} already "
@@ -402,7 +399,9 @@ def reproduce(
             _write_json(out / MANIFEST, manifest)
         if not hop_done:
             echo("=== per-hop micro-benchmark (archlab bench hop)")
-            report = hopbench.measure(n=profile.hop_calls, warmup=min(500, profile.hop_calls // 4), size=profile.size)
+            report = hopbench.measure(
+                n=profile.hop_calls, warmup=min(500, profile.hop_calls // 4), size=profile.size
+            )
             _write_json(hop_path, report)
             echo(hopbench.format_table(report))
         manifest["hop"] = HOP_FILE
@@ -446,21 +445,3 @@ def render_outputs(
 
 def _indent(echo: Echo) -> Echo:
     return lambda text: echo("\n".join("  " + line for line in text.splitlines()))
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str):  # type: ignore[no-untyped-def]
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-def copy_clean(src: Path, dst: Path) -> None:
-    """Copy a run set without its databases (used for the committed reference)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("state", ".partial", "*.tmp"))

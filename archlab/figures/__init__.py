@@ -37,9 +37,7 @@ def figure_functions() -> dict[str, FigureFn]:
     return found
 
 
-def render_all(
-    rs: RunSet, out_dir: Path, *, echo: Callable[[str], None] = print
-) -> list[Path]:
+def render_all(rs: RunSet, out_dir: Path, *, echo: Callable[[str], None] = print) -> list[Path]:
     """Render every figure as PNG and SVG into out_dir; returns the PNG paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

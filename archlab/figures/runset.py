@@ -181,7 +181,9 @@ def load_runset(path: Path | str) -> RunSet:
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
-        raise FileNotFoundError(f"{path} is not a run set (no manifest.json); see `archlab reproduce`")
+        raise FileNotFoundError(
+            f"{path} is not a run set (no manifest.json); see `archlab reproduce`"
+        )
     manifest = dict(json.loads(manifest_path.read_text()))
     rs = RunSet(path=path, manifest=manifest)
     for step in manifest.get("steps", []):

@@ -2,7 +2,7 @@
 
 Figures are built as bare `matplotlib.figure.Figure` objects, not through pyplot: nothing is
 kept in a global registry (rendering many is leak-free) and a notebook shows each one exactly
-once, as the value of its cell.
+once, as the value of its cell (with `%matplotlib inline`, which registers the PNG display).
 """
 
 from __future__ import annotations

@@ -1,0 +1,285 @@
+"""Notebook 03: does a fault in one component stay in it? The blast radius of each variant.
+
+Reads the `fault` runs of the run set: one fault scenario per run (a crash, a CPU hog, a leak,
+GC pressure, a slow sink) in one component, under the same load for every variant. The
+numbers are `archlab.blast` (baseline, during, recovery and tolerance are defined there):
+
+- `blast_heatmap`: per variant, fault scenario x endpoint, the error rate during the fault and
+  the p99 during / baseline.
+- `recovery_timelines`: per fault scenario, each variant's error rate and p99 in 1 s buckets
+  aligned on the fault's start; the latest endpoint recovery marked.
+- `invariants_table`: did the shop stay correct (every run, not just fault runs)?
+
+An endpoint is **targeted** when the faulty component serves it directly (TARGETED); the
+others are the ones isolation should protect.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from archlab import blast
+from archlab.figures.runset import ENDPOINT_ORDER, Run, RunSet
+from archlab.figures.style import caption, color, new_figure
+
+# endpoints a component answers itself; a fault there may fail them by design
+TARGETED = {
+    "catalog": ("/products?q", "/products/{id}"),
+    "recommendations": ("/products/{id}/recommendations",),
+    "orders": ("POST /orders", "/orders/{id}"),
+    "inventory": ("POST /orders",),
+    "notifications": (),
+    "gateway": ENDPOINT_ORDER,
+}
+TOL = blast.Tolerance()
+BUCKET_S = 1.0
+BEFORE_S = 10.0  # timelines start this long before the fault
+
+
+@lru_cache(maxsize=8)
+def _matrix(paths: tuple[str, ...]) -> pd.DataFrame:
+    from pathlib import Path
+
+    return pd.DataFrame(blast.matrix([Path(p) for p in paths], TOL))
+
+
+def blast_table(rs: RunSet) -> pd.DataFrame:
+    """blast.matrix over the fault runs, plus `p99_ratio`, `targeted` and `within`."""
+    runs = rs.of("fault")
+    if not runs:
+        return pd.DataFrame()
+    df = _matrix(tuple(str(r.path) for r in runs)).copy()
+    if df.empty:
+        return df
+    df["p99_ratio"] = df["during_p99_ms"] / df["baseline_p99_ms"]
+    df["targeted"] = [
+        ep in TARGETED.get(comp, ())
+        for ep, comp in zip(df["endpoint"], df["component"], strict=True)
+    ]
+    base_err = df["baseline_error_rate"].fillna(0.0)
+    limit = np.maximum(
+        TOL.p99_factor * df["baseline_p99_ms"], df["baseline_p99_ms"] + TOL.p99_slack_ms
+    )
+    err_ok = df["during_error_rate"].fillna(0.0) <= base_err + TOL.error_pp + 1e-12
+    p99_ok = (
+        df["during_p99_ms"].isna() | df["baseline_p99_ms"].isna() | (df["during_p99_ms"] <= limit)
+    )
+    df["within"] = err_ok & p99_ok
+    return df
+
+
+def _order(values: Any, order: tuple[str, ...]) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in order if v in seen] + sorted(set(seen) - set(order))
+
+
+def fig_blast_heatmap(rs: RunSet) -> Figure | None:
+    df = blast_table(rs)
+    if df.empty:
+        return None
+    variants = _order(df["variant"], tuple(rs.variants()))
+    scenarios = sorted(df["scenario"].unique())
+    endpoints = _order(df["endpoint"], ENDPOINT_ORDER)
+    short = [e.replace("/products", "/p").replace("recommendations", "recs") for e in endpoints]
+    fig, axes = new_figure(
+        len(variants), 2, width=3.6, height=0.5 * len(scenarios) + 1.6, squeeze=False
+    )
+    # one cell per scenario x endpoint: worst over the scenario's runs and faults
+    agg = df.groupby(["variant", "scenario", "endpoint"]).agg(
+        err=("during_error_rate", "max"), ratio=("p99_ratio", "max"), targeted=("targeted", "any")
+    )
+    ratio_max = max(2.0, float(np.nanmax(agg["ratio"].to_numpy(dtype=float), initial=2.0)))
+    for col, variant in enumerate(variants):
+        grid = agg.loc[variant] if variant in agg.index.get_level_values(0) else agg.iloc[:0]
+        err = np.full((len(scenarios), len(endpoints)), np.nan)
+        ratio = np.full_like(err, np.nan)
+        targeted = np.zeros_like(err, dtype=bool)
+        for (scenario, endpoint), row in grid.iterrows():
+            i, j = scenarios.index(scenario), endpoints.index(endpoint)
+            err[i, j], ratio[i, j], targeted[i, j] = row["err"], row["ratio"], row["targeted"]
+        for r, (values, title, kw, fmt) in enumerate(
+            (
+                (100 * err, "error % during", {"cmap": "Reds", "vmin": 0, "vmax": 100}, "{:.0f}"),
+                (
+                    ratio,
+                    "p99 during / baseline",
+                    {"cmap": "Oranges", "norm": LogNorm(1.0, ratio_max)},
+                    "{:.1f}",
+                ),
+            )
+        ):
+            ax = axes[r, col]
+            shown = np.clip(values, 1.0, None) if r == 1 else values
+            im = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", **kw)
+            for i in range(len(scenarios)):
+                for j in range(len(endpoints)):
+                    v = values[i, j]
+                    text = "-" if math.isnan(v) else fmt.format(v)
+                    if targeted[i, j]:
+                        text += "*"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            ax.set_xticks(range(len(endpoints)), short if r == 1 else [], rotation=40, ha="right")
+            ax.set_yticks(range(len(scenarios)), scenarios if col == 0 else [])
+            ax.set_title(f"{variant}: {title}", fontsize=9, color=color(variant))
+            if col == len(variants) - 1:
+                fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8)
+    fig.suptitle("Blast radius: what each fault did to every endpoint (* = the faulty component's)")
+    return caption(fig, rs, "worst over a scenario's faults; during = archlab.blast window")
+
+
+def _timeline(run: Run, fault_start: float) -> pd.DataFrame:
+    """Error rate and p99 (corrected) per 1 s bucket, t = 0 at the fault's start."""
+    req = run.requests
+    if req.empty:
+        return pd.DataFrame()
+    rel = req["start_time"] - fault_start
+    b = np.floor(rel / BUCKET_S) * BUCKET_S
+    g = pd.DataFrame({"b": b, "err": req["is_error"], "ms": req["corrected_ms"]}).groupby("b")
+    out = pd.DataFrame({"error_rate": g["err"].mean(), "p99_ms": g["ms"].quantile(0.99)})
+    return out[out.index >= -BEFORE_S]
+
+
+def fig_recovery_timelines(rs: RunSet) -> Figure | None:
+    runs = [r for r in rs.of("fault") if not r.faults.empty]
+    if not runs:
+        return None
+    table = blast_table(rs)
+    scenarios = sorted({r.scenario for r in runs})
+    fig, axes = new_figure(2, len(scenarios), width=5.5, height=2.4, squeeze=False)
+    for i, scenario in enumerate(scenarios):
+        ax_e, ax_p = axes[i, 0], axes[i, 1]
+        for run in (r for r in runs if r.scenario == scenario):
+            fault = run.faults.sort_values("start").iloc[0]
+            tl = _timeline(run, float(fault["start"]))
+            if tl.empty:
+                continue
+            c = color(run.variant)
+            ax_e.plot(tl.index, 100 * tl["error_rate"], color=c, label=run.variant, lw=1.2)
+            ax_p.plot(tl.index, tl["p99_ms"], color=c, label=run.variant, lw=1.2)
+            end = fault.get("end")
+            if end is not None and not pd.isna(end):
+                for ax in (ax_e, ax_p):
+                    ax.axvspan(0, float(end) - float(fault["start"]), color=c, alpha=0.06)
+            rows = table[table["run_id"] == run.meta.get("run_id", run.path.name)]
+            rows = rows[rows["fault_start_s"] == rows["fault_start_s"].min()]
+            rec = rows["recovery_s"]
+            if not rows.empty and rec.notna().all():
+                for ax in (ax_e, ax_p):
+                    ax.axvline(float(rec.max()), color=c, ls="--", lw=0.9)
+        for ax in (ax_e, ax_p):
+            ax.axvline(0, color="black", lw=1)
+            ax.grid(alpha=0.3)
+        ax_e.set_ylabel(f"{scenario}\nerror %", fontsize=9)
+        ax_p.set_ylabel("p99 ms (corrected)", fontsize=9)
+        ax_p.set_yscale("log")
+        ax_e.set_ylim(-2, max(10.0, ax_e.get_ylim()[1]))
+        if i == 0:
+            ax_e.legend(fontsize=8)
+            ax_e.set_title("error rate per 1 s bucket")
+            ax_p.set_title("p99 per 1 s bucket")
+        if i == len(scenarios) - 1:
+            ax_e.set_xlabel("s after the fault's start")
+            ax_p.set_xlabel("s after the fault's start")
+    fig.suptitle("Recovery: fault at 0 (black), recovered (dashed: last endpoint back)")
+    return caption(fig, rs, "shaded: the fault's duration (none for a crash); all endpoints")
+
+
+FIGURES = {
+    "blast_heatmap": fig_blast_heatmap,
+    "recovery_timelines": fig_recovery_timelines,
+}
+
+
+def _invariants(run: Run) -> dict[str, Any] | None:
+    path = run.file("invariants.json")
+    if path is not None:
+        return dict(json.loads(path.read_text()))
+    return run.summary.get("invariants") or None
+
+
+def invariants_table(rs: RunSet) -> pd.DataFrame:
+    """Per finished run: did every invariant hold, and the counts behind it."""
+    rows = []
+    for run in sorted(rs.runs.values(), key=lambda r: (r.scenario, r.tag)):
+        inv = _invariants(run) if run.finished else None
+        if inv is None:
+            continue
+        counts = inv.get("counts", {})
+        rows.append(
+            {
+                "run": run.tag,
+                "variant": run.variant,
+                "scenario": run.scenario,
+                "ok": bool(inv.get("ok")),
+                "acknowledged": counts.get("acknowledged"),
+                "stored": counts.get("stored_orders"),
+                "notifications_sent": counts.get("notifications_sent"),
+                "outbox_pending": counts.get("outbox_pending"),
+                "failed_checks": ", ".join(k for k, v in inv.get("checks", {}).items() if not v),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reading(rs: RunSet) -> str:
+    """Per fault scenario: who kept the other endpoints within tolerance, worst error rate and
+    recovery per variant; then the invariants."""
+    df = blast_table(rs)
+    lines: list[str] = []
+    if df.empty:
+        lines.append("No fault runs in this run set.")
+    for scenario, sdf in df.groupby("scenario") if not df.empty else []:
+        faults = ", ".join(sorted(set(sdf["fault"] + ":" + sdf["component"])))
+        kept, parts = [], []
+        for variant in _order(sdf["variant"], tuple(rs.variants())):
+            v = sdf[sdf["variant"] == variant]
+            others = v[~v["targeted"]]
+            if len(others) and others["within"].all():
+                kept.append(variant)
+            worst = v.loc[v["during_error_rate"].fillna(0).idxmax()]
+            err = worst["during_error_rate"] or 0.0
+            errors = f"worst error {100 * err:.1f}% ({worst['endpoint']})" if err else "no errors"
+            rec = v["recovery_s"]
+            recovery = (
+                "not every endpoint back within the records"
+                if rec.isna().any()
+                else f"every endpoint back after {rec.max():.0f} s"
+            )
+            parts.append(
+                f"{variant}: {errors}, p99 up to {v['p99_ratio'].max():.1f}x baseline, "
+                f"{others['within'].sum()}/{len(others)} other endpoints within tolerance, "
+                f"{recovery}"
+            )
+        who = ", ".join(kept) if kept else "no variant"
+        lines.append(
+            f"**{scenario}** ({faults}): {who} kept every other endpoint within tolerance. "
+            + "; ".join(parts)
+            + "."
+        )
+    inv = invariants_table(rs)
+    if inv.empty:
+        lines.append("No invariants were checked in this run set.")
+    else:
+        held = int(inv["ok"].sum())
+        text = f"Invariants held in {held} of {len(inv)} runs"
+        bad = inv[~inv["ok"]]
+        if not bad.empty:
+            text += ": failed in " + "; ".join(
+                f"{r.run} ({r.failed_checks})" for r in bad.itertuples()
+            )
+        pending = inv["outbox_pending"].fillna(0).sum()
+        lines.append(text + f". Outbox events left pending after the drain: {pending:.0f}.")
+    lines.append(
+        f"Tolerance: error rate <= baseline + {100 * TOL.error_pp:.0f} pp and p99 <= "
+        f"max({TOL.p99_factor:g}x baseline, baseline + {TOL.p99_slack_ms:.0f} ms); recovery = "
+        f"{TOL.consecutive} consecutive {TOL.bucket_s:g} s buckets within it (archlab.blast)."
+    )
+    return "\n\n".join(lines)
