@@ -86,7 +86,7 @@ class Run:
         if df.empty:
             return df
         df = df[df["endpoint"] != SETUP_ENDPOINT].copy()
-        df["error"] = df["error"].fillna("")
+        df["error"] = df["error"].astype("string").fillna("")
         df["is_error"] = (df["status"] == 0) | (df["status"] >= 500) | (df["error"] != "")
         lag = (df["start_time"] - df.get("intended_time", df["start_time"])).fillna(0.0)
         df["corrected_ms"] = df["latency_ms"] + lag.clip(lower=0) * 1000
