@@ -568,6 +568,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `archlab` console script."""
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up at once through a pipe
     # Ctrl-C works even when started with SIGINT ignored (e.g. as a background job of a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):

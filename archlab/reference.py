@@ -11,6 +11,7 @@ import gzip
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from archlab.figures.runset import results_root
 
@@ -48,5 +49,33 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
         for name in COMPRESS:
             if (run / name).exists():
                 gzip_file(run / name)
-    render_all(load_runset(dest), dest / "figures")
+    figures = render_all(load_runset(dest), dest / "figures")
+    (dest / "README.md").write_text(describe(manifest, [p.name for p in figures]))
     return dest
+
+
+def describe(manifest: dict[str, Any], figures: list[str]) -> str:
+    """README.md of the reference: what ran, where, when, and how to redo it."""
+    m = manifest.get("machine") or {}
+    profile = manifest["profile"]
+    lines = [
+        "# results/reference",
+        "",
+        f"A `{profile['name']}` reproduction (`archlab reproduce --profile {profile['name']}`), "
+        'slimmed by `archlab reference` (see results/README.md, "Run sets").',
+        "",
+        f"- machine: {len(m.get('usable_cpus') or [])} usable CPUs ({m.get('cpu_model')}), "
+        f"{(m.get('memory_total_bytes') or 0) / 2**30:.0f} GiB, {m.get('os')}, "
+        f"Python {m.get('python_version')}",
+        f"- ran: {manifest.get('started_at')} to {manifest.get('finished_at')}",
+        f"- dataset: `{profile['size']}`; ramp steps {profile['ramp_steps']} streams x "
+        f"{profile['ramp_step_s']:g} s; fault runs {profile['fault_s']} s "
+        f"({', '.join(profile['fault_scenarios'])})",
+        f"- runs: {len(manifest['steps'])} (`manifest.json` lists each with its plan and status)",
+        "",
+        "Figures (`figures/`, drawn from these runs by `archlab figures results/reference`):",
+        "",
+        *[f"- `{name}`" for name in figures],
+        "",
+    ]
+    return "\n".join(lines)
