@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import json
 import os
 import re
@@ -215,6 +216,10 @@ class Profiler:
 
 
 def load_speedscope(path: Path) -> dict[str, Any]:
+    """A speedscope file, or its gzipped copy (`.gz`, as the committed reference keeps it)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt") as fh:
+            return dict(json.load(fh))
     return dict(json.loads(path.read_text()))
 
 

@@ -396,7 +396,9 @@ def reading(rs: RunSet) -> str:
             "the smallest-host rounding is the fixed price of isolation."
         )
     lines.append(
-        "Caveats: capacity is scaled linearly from the measured cores (optimistic beyond them); "
+        "Caveats: capacity is scaled linearly from the measured cores (optimistic beyond them; "
+        "a GIL-bound monolith reaches more cores only as replicas, `--workers N`, each with its "
+        "own copy of the heap, which the held-at-peak memory does not count); "
         "memory is held at the measured PSS peak, not grown with cores; on a machine where the "
         "load generator shared the CPUs the per-core capacity is understated."
     )
