@@ -24,6 +24,8 @@ from typing import Any
 
 import psutil
 
+from variants import ports
+
 _BLOCK_WHILE_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
@@ -57,10 +59,9 @@ class Proc:
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range, so a
+    server the harness restarts (the monolith) can always bind it again (variants/ports.py)."""
+    return ports.free_port()
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

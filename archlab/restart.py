@@ -53,6 +53,7 @@ class Restarter(threading.Thread):
         self.on_restart = on_restart
         self.restarts = 0
         self.errors: list[str] = []
+        self.ready = True  # False from a death until the restarted process answers its health
         self._halt = threading.Event()
 
     def alive(self) -> bool:
@@ -64,6 +65,7 @@ class Restarter(threading.Thread):
             if code is None:
                 continue
             died = time.time()
+            self.ready = False
             record(
                 self.lifecycle,
                 event="exit",
@@ -91,6 +93,7 @@ class Restarter(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - recorded; the next poll sees it dead
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
+            self.ready = True
             record(
                 self.lifecycle,
                 event="ready",

@@ -190,7 +190,7 @@ def test_sigkill_anything_loses_nothing(variant: str, tmp_path: Path) -> None:
                 len(kills) >= TARGET_KILLS and time.monotonic() - t0 >= LOAD_MIN_S
             ):
                 time.sleep(KILL_EVERY_S)
-                if not restarter.alive() or not _healthy(port):
+                if not (restarter.alive() and restarter.ready and _healthy(port)):
                     continue  # recovering: the next kill waits until it answers again
                 candidates = [
                     (pid, role)

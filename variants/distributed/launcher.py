@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from variants.distributed.netns import NetnsUnavailable, Network
 from variants.distributed.topology import Service, Topology
 from variants.lifecycle import LIFECYCLE_FILE
 from variants.lifecycle import record as record_lifecycle
+from variants.ports import free_port
 from workloads.shop.config import ShopConfig
 
 log = logging.getLogger("archlab.distributed")
@@ -54,12 +54,6 @@ START_TRIES = 3  # tries to bring a service up during the initial start (a port 
 
 class LaunchError(RuntimeError):
     """A service could not be started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
