@@ -38,6 +38,7 @@ def execute(path: Path, run_set: Path, out_path: Path) -> Path:
             nb,
             timeout=CELL_TIMEOUT_S,
             kernel_name="python3",
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
             resources={"metadata": {"path": str(path.parent)}},
         ).execute()
     finally:
