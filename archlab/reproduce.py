@@ -153,88 +153,43 @@ def plan_steps(profile: Profile, cpus: Sequence[int] | None = None) -> list[Step
     """The matrix of `profile` on a machine with `cpus` usable CPUs, in the order it runs."""
     cpus = list(cpus if cpus is not None else usable_cpus())
     ramp_s = len(profile.ramp_steps) * profile.ramp_step_s
-    over = profile.expected_overhead_s
     steps: list[Step] = []
+
+    def add(
+        tag: str, kinds: tuple[str, ...], seconds: float, n: int | None = None, **plan: Any
+    ) -> None:
+        run = RunPlan(size=profile.size, run_id=tag, **plan)
+        steps.append(Step(tag, kinds, run, seconds + profile.expected_overhead_s, n))
+
+    ramp = {"scenario": "ramp", "steps": profile.ramp_steps, "step_s": profile.ramp_step_s}
+    along = not profile.separate_profile_run  # py-spy rides on the latency ramp
     for variant in VARIANTS:
-        prof = None if profile.separate_profile_run else ProfilePlan()
-        kinds = ("latency", "scaling") + (() if prof is None else ("profile",))
-        steps.append(
-            Step(
-                tag=f"latency-{variant}",
-                kinds=kinds,
-                plan=RunPlan(
-                    variant=variant,
-                    scenario="ramp",
-                    size=profile.size,
-                    steps=profile.ramp_steps,
-                    step_s=profile.ramp_step_s,
-                    pin=False,
-                    profile=prof,
-                ),
-                expected_s=ramp_s + over,
-            )
-        )
+        kinds = ("latency", "scaling", "profile") if along else ("latency", "scaling")
+        prof = ProfilePlan() if along else None
+        add(f"latency-{variant}", kinds, ramp_s, variant=variant, pin=False, profile=prof, **ramp)
     if profile.scaling:
         for n in range(1, len(cpus)):
             for variant in VARIANTS:
-                steps.append(
-                    Step(
-                        tag=f"scaling-{variant}-{n}cpu",
-                        kinds=("scaling",),
-                        plan=RunPlan(
-                            variant=variant,
-                            scenario="ramp",
-                            size=profile.size,
-                            steps=profile.ramp_steps,
-                            step_s=profile.ramp_step_s,
-                            sut_cpus=cpus[:n],
-                            gen_cpus=cpus[n:],
-                        ),
-                        expected_s=ramp_s + over,
-                        cpus=n,
-                    )
-                )
+                add(
+                    f"scaling-{variant}-{n}cpu", ("scaling",), ramp_s, n,
+                    variant=variant, sut_cpus=cpus[:n], gen_cpus=cpus[n:], **ramp,
+                )  # fmt: skip
     for scenario in profile.fault_scenarios:
-        seconds = profile.gc_s if scenario == "gc-pressure" else profile.fault_s
-        kinds = ("fault", "gc") if scenario == "gc-pressure" else ("fault",)
+        gc = scenario == "gc-pressure"
+        seconds = profile.gc_s if gc else profile.fault_s
         for variant in VARIANTS:
-            steps.append(
-                Step(
-                    tag=f"{scenario}-{variant}",
-                    kinds=kinds,
-                    plan=RunPlan(
-                        variant=variant,
-                        scenario=scenario,
-                        size=profile.size,
-                        duration_s=seconds,
-                        pin=False,
-                    ),
-                    expected_s=seconds + over,
-                )
-            )
+            add(
+                f"{scenario}-{variant}", ("fault", "gc") if gc else ("fault",), seconds,
+                variant=variant, scenario=scenario, duration_s=seconds, pin=False,
+            )  # fmt: skip
     if profile.separate_profile_run:
         for variant in VARIANTS:
-            steps.append(
-                Step(
-                    tag=f"profile-{variant}",
-                    kinds=("profile",),
-                    plan=RunPlan(
-                        variant=variant,
-                        scenario="open",
-                        size=profile.size,
-                        duration_s=profile.profile_s,
-                        rate=profile.profile_rate,
-                        pin=False,
-                        profile=ProfilePlan(),
-                    ),
-                    expected_s=profile.profile_s + over,
-                )
-            )
-    return [Step(s.tag, s.kinds, _with_run_id(s.plan, s.tag), s.expected_s, s.cpus) for s in steps]
-
-
-def _with_run_id(plan: RunPlan, tag: str) -> RunPlan:
-    return RunPlan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "run_id": tag})
+            add(
+                f"profile-{variant}", ("profile",), profile.profile_s,
+                variant=variant, scenario="open", duration_s=profile.profile_s,
+                rate=profile.profile_rate, pin=False, profile=ProfilePlan(),
+            )  # fmt: skip
+    return steps
 
 
 def default_out(profile: str) -> Path:
