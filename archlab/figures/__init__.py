@@ -39,6 +39,9 @@ def figure_functions() -> dict[str, FigureFn]:
 
 def render_all(rs: RunSet, out_dir: Path, *, echo: Callable[[str], None] = print) -> list[Path]:
     """Render every figure as PNG and SVG into out_dir; returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.rcParams["svg.hashsalt"] = "archlab"  # same figure, same SVG: no churn in git
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, fn in figure_functions().items():
@@ -47,7 +50,8 @@ def render_all(rs: RunSet, out_dir: Path, *, echo: Callable[[str], None] = print
             echo(f"{name}: no data in this run set, skipped")
             continue
         for ext in ("png", "svg"):
-            fig.savefig(out_dir / f"{name}.{ext}", dpi=110, bbox_inches="tight")
+            meta = {"Date": None} if ext == "svg" else {}
+            fig.savefig(out_dir / f"{name}.{ext}", dpi=110, bbox_inches="tight", metadata=meta)
         written.append(out_dir / f"{name}.png")
         echo(f"{name}.png / .svg")
     return written

@@ -132,7 +132,12 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
             if col == len(variants) - 1:
                 fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8)
     fig.suptitle("Blast radius: what each fault did to every endpoint (* = the faulty component's)")
-    return caption(fig, rs, "worst over a scenario's faults; during = archlab.blast window")
+    return caption(
+        fig,
+        rs,
+        "worst over a scenario's faults; during = archlab.blast window; baseline = the same run "
+        "before its fault (gc-pressure's already includes the every-second model rebuilds)",
+    )
 
 
 def _timeline(run: Run, fault_start: float) -> pd.DataFrame:
