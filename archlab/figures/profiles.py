@@ -378,6 +378,9 @@ def reading(rs: RunSet) -> str:
         )
     lines.append(
         "GC comes from gc.csv, not from the samples; a profile of a few seconds at a low rate "
-        "has few samples per role, so small shares are noisy."
+        "has few samples per role, so small shares are noisy. msgspec encodes and decodes in C, "
+        "which py-spy (Python frames only) charges to the calling Python function: a "
+        "serialization share near 0 means it is too cheap to be sampled, and the hop benchmark "
+        "(notebook 01, '+ msgpack codec' vs 'in-process') measures it directly."
     )
     return "\n".join(lines)
