@@ -199,7 +199,7 @@ class Launcher:
             elif self.network is not None:
                 child = Child(svc, addresses[name], self.topology.deployment.port, workers)
             else:
-                child = Child(svc, "127.0.0.1", free_port(), workers)
+                child = Child(svc, "127.0.0.1", free_port(exclude=[self.port]), workers)
             self.children[name] = child
 
     def _command(self, child: Child) -> list[str]:
@@ -253,7 +253,7 @@ class Launcher:
                         raise LaunchError(f"{name} exited {tries[name]} times while starting")
                     tries[name] += 1
                     if self.network is None and not child.service.is_gateway:
-                        child.port = free_port()  # the port may have been taken meanwhile
+                        child.port = free_port(exclude=[self.port])  # taken meanwhile?
                     self._spawn(child, "start", url=child.url, attempt=tries[name])
                 elif healthy(child.url):
                     log.info("launcher: %s healthy at %s", name, child.url)
