@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab.figures.runset import ENDPOINT_ORDER, VARIANT_ORDER, Run, RunSet
+from archlab.figures.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, VARIANT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 
 KIND = "gc"
@@ -32,13 +32,6 @@ MIN_PAUSE_MS = 1.0
 FULL_GENERATION = 2
 ENGINE_COMPONENT = "recommendations"
 # bounded contexts each endpoint calls on its way (variants/edge/app.py, Orders.place)
-ENDPOINT_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "/products?q": ("catalog",),
-    "/products/{id}": ("catalog", "inventory"),
-    "/products/{id}/recommendations": ("catalog", "recommendations"),
-    "POST /orders": ("orders", "catalog", "inventory"),
-    "/orders/{id}": ("orders",),
-}
 # the role that parses every HTTP request of a variant
 FRONT_ROLE = {"monolith": "monolith", "multiprocess": "backend", "distributed": "gateway"}
 ENDPOINT_COLORS = dict(

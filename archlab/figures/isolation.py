@@ -10,8 +10,8 @@ numbers are `archlab.blast` (baseline, during, recovery and tolerance are define
   aligned on the fault's start; the latest endpoint recovery marked.
 - `invariants_table`: did the shop stay correct (every run, not just fault runs)?
 
-An endpoint is **targeted** when the faulty component serves it directly (TARGETED); the
-others are the ones isolation should protect.
+An endpoint is **targeted** when the faulty component is one of the contexts it calls
+(`runset.ENDPOINT_COMPONENTS`); the others are the ones isolation should protect.
 """
 
 from __future__ import annotations
@@ -27,18 +27,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from archlab import blast
-from archlab.figures.runset import ENDPOINT_ORDER, Run, RunSet
+from archlab.figures.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 
 # endpoints a component answers itself; a fault there may fail them by design
-TARGETED = {
-    "catalog": ("/products?q", "/products/{id}"),
-    "recommendations": ("/products/{id}/recommendations",),
-    "orders": ("POST /orders", "/orders/{id}"),
-    "inventory": ("POST /orders",),
-    "notifications": (),
-    "gateway": ENDPOINT_ORDER,
-}
 TOL = blast.Tolerance()
 BUCKET_S = 1.0
 BEFORE_S = 10.0  # timelines start this long before the fault
@@ -61,7 +53,7 @@ def blast_table(rs: RunSet) -> pd.DataFrame:
         return df
     df["p99_ratio"] = df["during_p99_ms"] / df["baseline_p99_ms"]
     df["targeted"] = [
-        ep in TARGETED.get(comp, ())
+        comp == "gateway" or comp in ENDPOINT_COMPONENTS.get(ep, ())
         for ep, comp in zip(df["endpoint"], df["component"], strict=True)
     ]
     base_err = df["baseline_error_rate"].fillna(0.0)

@@ -29,6 +29,15 @@ ENDPOINT_ORDER = (
     "/orders/{id}",
 )
 SETUP_ENDPOINT = "/products (setup)"
+# the contexts each endpoint calls (variants/edge/app.py): a fault or a pause in one of them can
+# reach the endpoint; the gateway, backends and monolith front every endpoint
+ENDPOINT_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "/products?q": ("catalog",),
+    "/products/{id}": ("catalog", "inventory"),
+    "/products/{id}/recommendations": ("catalog", "recommendations"),
+    "POST /orders": ("orders", "catalog", "inventory"),
+    "/orders/{id}": ("orders",),
+}
 
 
 def _raw(run_dir: Path, name: str) -> Path | None:
