@@ -447,7 +447,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_figures(args: argparse.Namespace) -> int:
     from archlab.figures import render_all
-    from archlab.figures.runset import default_runset_path, load_runset, results_root
+    from archlab.figures.runset import default_runset_path, load_runset
+    from archlab.meta import results_root
     from archlab.notebooks import execute_all
 
     path = args.run_set or default_runset_path()

@@ -24,6 +24,11 @@ def repo_root() -> Path | None:
     return root if (root / "pyproject.toml").exists() else None
 
 
+def results_root() -> Path:
+    """results/ of the source checkout when there is one, else ./results."""
+    return (repo_root() or Path.cwd()) / "results"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from archlab.figures.runset import results_root
+from archlab.meta import results_root
 
 COMPRESS = (
     "requests.csv",

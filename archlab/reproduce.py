@@ -29,16 +29,17 @@ from typing import Any
 
 from archlab import hopbench
 from archlab.machine import machine_info, usable_cpus
-from archlab.meta import iso, repo_root, utc_now
+from archlab.meta import iso, results_root, utc_now
 from archlab.profiling import ProfilePlan
 from archlab.runner import RunPlan, execute
+from archlab.schema import COMPLETED_STATUSES, KEPT_STATUS, USABLE_STEP_STATUSES
 from archlab.variants import VARIANTS
 from workloads.scenarios import get_scenario
 
 Echo = Callable[[str], None]
 MANIFEST = "manifest.json"
 HOP_FILE = "hop.json"
-FINISHED = ("completed", "failed-invariants")  # a run that ran to its end: data to plot
+HOP_EXPECTED_S = 20.0  # the hop micro-benchmark, for the time-left estimate
 RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
 
 
@@ -193,15 +194,13 @@ def plan_steps(profile: Profile, cpus: Sequence[int] | None = None) -> list[Step
 
 
 def default_out(profile: str) -> Path:
-    root = repo_root() or Path.cwd()
-    return root / "results" / "repro" / profile
+    return results_root() / "repro" / profile
 
 
 @dataclass
 class Progress:
     """Elapsed time and an estimate of what is left, corrected by how long steps really took."""
 
-    expected: list[float]
     started: float = field(default_factory=time.monotonic)
     done_expected: float = 0.0
     done_actual: float = 0.0
@@ -243,7 +242,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def finished_run(run_dir: Path, step: Step, previous: dict[str, Any] | None) -> bool:
     """True when run_dir holds a finished run of exactly this step's plan."""
     meta = _read_json(run_dir / "meta.json")
-    if meta is None or meta.get("status") not in FINISHED:
+    if meta is None or meta.get("status") not in COMPLETED_STATUSES:
         return False
     if not (run_dir / "summary.json").exists():
         return False
@@ -278,9 +277,8 @@ def reproduce(
     except KeyError:
         raise KeyError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}") from None
     out = out or default_out(profile.name)
-    root = repo_root() or Path.cwd()
-    figures_dir = figures_dir or root / "results" / "figures"
-    notebooks_dir = notebooks_dir or root / "results" / "notebooks"
+    figures_dir = figures_dir or results_root() / "figures"
+    notebooks_dir = notebooks_dir or results_root() / "notebooks"
     if fresh and out.exists():
         aside = out.with_name(f"{out.name}-{utc_now():%Y%m%d-%H%M%S}")
         out.rename(aside)
@@ -316,23 +314,25 @@ def reproduce(
     entries = {e["tag"]: e for e in manifest["steps"]}
     hop_path = out / HOP_FILE
     hop_done = hop_path.exists()
-    todo = [s for s in steps if not finished_run(runs_dir / s.tag, s, old_steps.get(s.tag))]
+    hop_left = [] if hop_done else [HOP_EXPECTED_S]
+    todo = []
     for s in steps:
-        if s not in todo:
-            entries[s.tag].update(
-                status="done (kept)", seconds=old_steps.get(s.tag, {}).get("seconds")
-            )
-    total_expected = [s.expected_s for s in todo] + ([] if hop_done else [20.0])
+        if finished_run(runs_dir / s.tag, s, old_steps.get(s.tag)):
+            seconds = old_steps.get(s.tag, {}).get("seconds")
+            entries[s.tag].update(status=KEPT_STATUS, seconds=seconds)
+        else:
+            todo.append(s)
+    total_expected = [s.expected_s for s in todo] + hop_left
     echo(
         f"reproduce --profile {profile.name}: {len(steps)} runs ({len(steps) - len(todo)} already "
         f"done) on {len(usable_cpus())} CPUs, size {profile.size}, about "
         f"{_mmss(sum(total_expected) + 60)} -> {out}"
     )
     _write_json(out / MANIFEST, manifest)
-    progress = Progress(expected=total_expected)
+    progress = Progress()
     try:
         for i, step in enumerate(todo, start=1):
-            remaining = [s.expected_s for s in todo[i - 1 :]] + ([] if hop_done else [20.0])
+            remaining = [s.expected_s for s in todo[i - 1 :]] + hop_left
             echo(progress.line(i, len(todo), step.tag, remaining))
             run_dir = runs_dir / step.tag
             if run_dir.exists():
@@ -365,7 +365,7 @@ def reproduce(
         _write_json(out / MANIFEST, manifest)
         echo(f"\ninterrupted: finished runs are kept; run the same command again to resume ({out})")
         raise
-    failed = [e["tag"] for e in manifest["steps"] if e["status"] not in FINISHED + ("done (kept)",)]
+    failed = [e["tag"] for e in manifest["steps"] if e["status"] not in USABLE_STEP_STATUSES]
     manifest["complete"] = not failed
     manifest["failed"] = failed
     manifest["finished_at"] = iso(utc_now())

@@ -38,7 +38,7 @@ import workloads
 from archlab import faults, gcdata, integrity, procs, restart
 from archlab.cpus import CpuPlan, format_cpu_list, pin_command, plan_cpus, set_affinity
 from archlab.machine import usable_cpus
-from archlab.meta import iso, new_meta, repo_root, utc_now, write_meta
+from archlab.meta import iso, new_meta, results_root, utc_now, write_meta
 from archlab.profiling import ProfilePlan, Profiler, format_top_frames, read_top_frames
 from archlab.records import RECORD_COLUMNS
 from archlab.sampler import ProcessSampler, sampling, sampling_processes
@@ -103,8 +103,7 @@ class RunResult:
 
 def default_results_dir() -> Path:
     """results/runs of the source checkout when there is one, else ./results/runs."""
-    root = repo_root()
-    return (root if root else Path.cwd()) / "results" / "runs"
+    return results_root() / "runs"
 
 
 def parse_duration(text: str) -> int:

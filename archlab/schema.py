@@ -61,6 +61,9 @@ COMPLETED_FILES: dict[int, tuple[str, ...]] = {
 COMPLETED_FILES[3] = (*COMPLETED_FILES[2], "ledger.csv", "invariants.json")
 # statuses of a run that ran to its end (a failed-invariants run lost or corrupted data)
 COMPLETED_STATUSES = ("completed", "failed-invariants")
+# a run set's manifest step: a finished run that a resumed reproduction kept
+KEPT_STATUS = "done (kept)"
+USABLE_STEP_STATUSES = (*COMPLETED_STATUSES, KEPT_STATUS)  # steps with data to plot
 OPTIONAL_FILES = ("lifecycle.jsonl", "faults.csv", "state/", "telemetry/", "profile/")
 
 _NUM = (int, float)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from archlab import blast
 from archlab.figures.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, VARIANT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 
@@ -44,11 +45,9 @@ NO_PAUSE = "no pause overlapped"
 
 
 def p99(values: pd.Series | np.ndarray) -> float:
-    """Nearest-rank p99 (NaN when empty): the same rank rule as blast.py."""
-    arr = np.sort(np.asarray(values, dtype=float))
-    if arr.size == 0:
-        return math.nan
-    return float(arr[max(0, math.ceil(0.99 * arr.size) - 1)])
+    """blast.py's nearest-rank p99, as a float (NaN when empty) for DataFrame columns."""
+    value = blast.p99(np.asarray(values, dtype=float).tolist())
+    return math.nan if value is None else float(value)
 
 
 def overlap_counts(

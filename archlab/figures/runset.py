@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from archlab.meta import repo_root
+from archlab.meta import results_root
+from archlab.schema import COMPLETED_STATUSES, USABLE_STEP_STATUSES
 
 ENV_RUNSET = "ARCHLAB_RUNSET"  # a run set folder; set by `archlab reproduce` for the notebooks
 VARIANT_ORDER = ("monolith", "multiprocess", "distributed")
@@ -76,7 +77,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return self.meta.get("status") in ("completed", "failed-invariants") and bool(self.summary)
+        return self.meta.get("status") in COMPLETED_STATUSES and bool(self.summary)
 
     def file(self, name: str) -> Path | None:
         return _raw(self.path, name)
@@ -88,10 +89,15 @@ class Run:
         return pd.read_csv(path, on_bad_lines="skip")
 
     @cached_property
+    def _requests_file(self) -> pd.DataFrame:
+        """requests.csv as written, read once for `requests` and `origin`."""
+        return self._csv("requests.csv")
+
+    @cached_property
     def requests(self) -> pd.DataFrame:
         """requests.csv without the setup fetch, with `t` (s after the first request),
         `end_time`, `is_error` and `corrected_ms` (latency from the intended start)."""
-        df = self._csv("requests.csv")
+        df = self._requests_file
         if df.empty:
             return df
         df = df[df["endpoint"] != SETUP_ENDPOINT].copy()
@@ -106,7 +112,7 @@ class Run:
     @cached_property
     def origin(self) -> float:
         """Epoch seconds of the run's first request: every figure's time axis starts here."""
-        df = self._csv("requests.csv")
+        df = self._requests_file
         return float(df["start_time"].min()) if not df.empty else 0.0
 
     @cached_property
@@ -204,10 +210,6 @@ def load_runset(path: Path | str) -> RunSet:
     return rs
 
 
-def results_root() -> Path:
-    return (repo_root() or Path.cwd()) / "results"
-
-
 def default_runset_path() -> Path:
     """$ARCHLAB_RUNSET, else the newest reproduction with finished runs, else the reference."""
     if os.environ.get(ENV_RUNSET):
@@ -215,7 +217,7 @@ def default_runset_path() -> Path:
     candidates = []
     for manifest in (results_root() / "repro").glob("*/manifest.json"):
         data = json.loads(manifest.read_text())
-        if any(s.get("status") not in ("pending", "running", "failed") for s in data["steps"]):
+        if any(s.get("status") in USABLE_STEP_STATUSES for s in data["steps"]):
             candidates.append((manifest.stat().st_mtime, manifest.parent))
     if candidates:
         return max(candidates)[1]
