@@ -14,19 +14,22 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from archlab import __version__, blast, compare, gcpause, hopbench, procs, reference, schema
+from archlab import __version__, reference
 from archlab import reproduce as repro
-from archlab.cpus import parse_cpu_list
-from archlab.profiling import ProfilePlan, parse_window
-from archlab.runner import (
+from archlab.analysis import blast, compare, validate
+from archlab.analysis.summary import format_table, summarize_run, write_summary
+from archlab.bench import gcpause, hop
+from archlab.deployers import SIZES, VARIANTS, all_knobs, get_variant
+from archlab.measure.profiler import ProfilePlan, parse_window
+from archlab.run import procs
+from archlab.run.cpus import parse_cpu_list
+from archlab.run.runner import (
     LOCUSTFILE,
     RunPlan,
     default_results_dir,
     execute,
     parse_duration,
 )
-from archlab.summary import format_table, summarize_run, write_summary
-from archlab.variants import SIZES, VARIANTS, all_knobs, get_variant
 from workloads.scenarios import SCENARIOS
 
 EXIT_INTERRUPTED = 130
@@ -349,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "p99 during the fault against the run's own baseline (after warm-up, before the first "
         "fault), and the time until the endpoint is back within tolerance (error rate <= "
         "baseline + 1 pp, p99 <= max(2 x baseline, baseline + 20 ms), 3 consecutive 1 s "
-        "buckets). Definitions: archlab/blast.py.",
+        "buckets). Definitions: archlab/analysis/blast.py.",
     )
     bl.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
     bl.add_argument("--csv", metavar="FILE", help="also write the matrix as CSV ('-': stdout)")
@@ -446,10 +449,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
+    from archlab.analysis.runset import default_runset_path, load_runset
     from archlab.figures import render_all
-    from archlab.figures.runset import default_runset_path, load_runset
-    from archlab.meta import results_root
-    from archlab.notebooks import execute_all
+    from archlab.figures.notebooks import execute_all
+    from archlab.rundir import results_root
 
     path = args.run_set or default_runset_path()
     out = args.out or results_root() / "figures"
@@ -506,7 +509,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for run_dir in args.runs:
-        problems = schema.validate_run(run_dir)
+        problems = validate.validate_run(run_dir)
         if problems:
             bad += 1
             print(f"{run_dir}: {len(problems)} problem(s)")
@@ -525,8 +528,8 @@ def cmd_gc_pause(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     print(f"timing {args.calls} calls per hop ...", file=sys.stderr)
-    report = hopbench.measure(n=args.calls, warmup=args.warmup)
-    print(json.dumps(report, indent=2) if args.json else hopbench.format_table(report))
+    report = hop.measure(n=args.calls, warmup=args.warmup)
+    print(json.dumps(report, indent=2) if args.json else hop.format_table(report))
     return 0
 
 

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from archlab.meta import results_root
+from archlab.rundir import results_root
 
 COMPRESS = (
     "requests.csv",
@@ -35,8 +35,8 @@ def gzip_file(path: Path) -> Path:
 
 def make_reference(src: Path, dest: Path | None = None) -> Path:
     """Copy run set `src` to `dest` (default results/reference), slimmed, with figures."""
+    from archlab.analysis.runset import load_runset
     from archlab.figures import render_all
-    from archlab.figures.runset import load_runset
 
     dest = dest or results_root() / "reference"
     manifest = json.loads((src / "manifest.json").read_text())

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab import hopbench
+from archlab.analysis.validate import COMPLETED_STATUSES, KEPT_STATUS, USABLE_STEP_STATUSES
+from archlab.bench import hop
+from archlab.deployers import VARIANTS
 from archlab.machine import machine_info, usable_cpus
-from archlab.meta import iso, results_root, utc_now
-from archlab.profiling import ProfilePlan
-from archlab.runner import RunPlan, execute
-from archlab.schema import COMPLETED_STATUSES, KEPT_STATUS, USABLE_STEP_STATUSES
-from archlab.variants import VARIANTS
+from archlab.measure.profiler import ProfilePlan
+from archlab.run.runner import RunPlan, execute
+from archlab.rundir import iso, results_root, utc_now
 from workloads.scenarios import get_scenario
 
 Echo = Callable[[str], None]
@@ -354,11 +354,11 @@ def reproduce(
             _write_json(out / MANIFEST, manifest)
         if not hop_done:
             echo("=== per-hop micro-benchmark (archlab bench hop)")
-            report = hopbench.measure(
+            report = hop.measure(
                 n=profile.hop_calls, warmup=min(500, profile.hop_calls // 4), size=profile.size
             )
             _write_json(hop_path, report)
-            echo(hopbench.format_table(report))
+            echo(hop.format_table(report))
         manifest["hop"] = HOP_FILE
     except KeyboardInterrupt:
         manifest["interrupted_at"] = iso(utc_now())
@@ -384,9 +384,8 @@ def render_outputs(
     run_set: Path, figures_dir: Path, notebooks_dir: Path, *, echo: Echo = print
 ) -> dict[str, Any]:
     """Every figure (PNG + SVG) and every notebook, executed, from one run set."""
-    from archlab import notebooks
-    from archlab.figures import render_all
-    from archlab.figures.runset import load_runset
+    from archlab.analysis.runset import load_runset
+    from archlab.figures import notebooks, render_all
 
     echo(f"=== figures -> {figures_dir}")
     rs = load_runset(run_set)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from archlab import procs
-from archlab.variants import VARIANTS, get_variant
+from archlab.deployers import VARIANTS, get_variant
+from archlab.run import procs
 
 READY_TIMEOUT_S = 120.0
 

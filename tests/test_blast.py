@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from archlab import blast, cli
-from archlab.records import RECORD_COLUMNS, Record
+from archlab import cli
+from archlab.analysis import blast
+from archlab.analysis.records import RECORD_COLUMNS, Record
 
 T0 = 1_800_000_000.0
 RATE = 20  # requests per second per endpoint

@@ -1,8 +1,9 @@
 """The blast radius of a crashed recommendations component has the shape each design promises.
 
 For every variant, `crash-recommendations` at `tiny` size; the blast radius is computed from
-the run's own records (archlab/blast.py). The monolith hosts everything in one process, so every
-endpoint fails from the kill until the restart; multiprocess and distributed isolate the
+the run's own records (archlab/analysis/blast.py). The monolith hosts everything in one
+process, so every endpoint fails from the kill until the restart; multiprocess and distributed
+isolate the
 recommendations, so the endpoints that do not need them keep an error rate near zero. If a
 measurement one day shows otherwise, this test fails: the claim is what is tested.
 """
@@ -15,8 +16,8 @@ import sys
 
 import pytest
 
-from archlab import blast
-from archlab.variants import VARIANTS
+from archlab.analysis import blast
+from archlab.deployers import VARIANTS
 from workloads.scenarios import SCENARIOS
 
 SCENARIO = "crash-recommendations"

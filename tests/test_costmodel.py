@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from archlab import costmodel as cm
-from archlab.figures.ramp import SLO_P99_MS
+from archlab.analysis import costmodel as cm
+from archlab.analysis.ramp import SLO_P99_MS
 
 PRICES = cm.Prices(
     vcpu_hour=0.03,

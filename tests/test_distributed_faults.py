@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from archlab import procs
-from archlab.variants import get_variant
+from archlab.deployers import get_variant
+from archlab.run import procs
 
 READY_S = 60.0
 

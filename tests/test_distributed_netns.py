@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from archlab import procs
+from archlab.run import procs
 from variants.distributed import netns
 
 

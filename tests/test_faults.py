@@ -1,6 +1,6 @@
 """Fault injection: the control protocol, each fault kind taking effect, crash in every variant.
 
-The run tests are short `tiny` runs through the real harness (`archlab.runner.execute`), so
+The run tests are short `tiny` runs through the real harness (`archlab.run.runner.execute`), so
 the faults go through the same path as `archlab run --scenario ...`: the scheduler, the fault
 files and signals, the per-process controller. Every process is stopped by the runner.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from archlab import faults as harness
-from archlab.runner import RunPlan, execute
-from archlab.schema import validate_run
-from archlab.variants import VARIANTS
+from archlab.analysis.validate import validate_run
+from archlab.deployers import VARIANTS
+from archlab.run import fault_schedule as harness
+from archlab.run.runner import RunPlan, execute
 from variants import faults
 from workloads import scenarios
 from workloads.scenarios import FaultSpec, Scenario

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from archlab import hopbench
+from archlab.bench import hop
 
 
 def test_every_hop_is_measured_and_remote_hops_cost_more() -> None:
-    report = hopbench.measure(n=200, warmup=20)
+    report = hop.measure(n=200, warmup=20)
     for call, hops in report["results"].items():
         assert set(hops) == {
             "in-process",
@@ -18,4 +18,4 @@ def test_every_hop_is_measured_and_remote_hops_cost_more() -> None:
             assert 0 < stats["p50_us"] <= stats["p99_us"]
         assert hops["IPC (Unix socket, msgpack)"]["p50_us"] > hops["in-process"]["p50_us"]
         assert hops["HTTP (loopback TCP, JSON)"]["p50_us"] > hops["in-process"]["p50_us"]
-    assert "catalog.get" in hopbench.format_table(report)
+    assert "catalog.get" in hop.format_table(report)

@@ -1,4 +1,4 @@
-"""The instruments: open-loop correction, ramps, telemetry, samplers, profiles, CPUs, schema.
+"""The instruments: open-loop correction, ramps, telemetry, samplers, profiles, CPUs, validate.
 
 The live tests drive the real locustfile against a test double (an HTTP server in this test
 process, loopback only) rather than a variant, so the server's behaviour is known exactly: the
@@ -22,15 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from archlab import gcdata, procs, schema
-from archlab.compare import compare_rows, format_csv, format_markdown, format_text, headers
-from archlab.cpus import format_cpu_list, parse_cpu_list, plan_cpus
-from archlab.profiling import ProfilePlan, Profiler, parse_window, top_frames
-from archlab.records import RECORD_COLUMNS, Record, read_records
-from archlab.runner import locust_command, locust_env, start_records
-from archlab.sampler import ROOT_ROLE, UNLABELLED_ROLE, ProcessSampler
-from archlab.summary import ALL, load_stats, summarize, summarize_processes
-from archlab.summary import ProcSample as PS
+from archlab.analysis import validate
+from archlab.analysis.compare import compare_rows, format_csv, format_markdown, format_text, headers
+from archlab.analysis.records import RECORD_COLUMNS, Record, read_records
+from archlab.analysis.summary import ALL, load_stats, summarize, summarize_processes
+from archlab.analysis.summary import ProcSample as PS
+from archlab.measure import gcdata
+from archlab.measure.profiler import ProfilePlan, Profiler, parse_window, top_frames
+from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ProcessSampler
+from archlab.run import procs
+from archlab.run.cpus import format_cpu_list, parse_cpu_list, plan_cpus
+from archlab.run.runner import locust_command, locust_env, start_records
 from variants import telemetry
 from workloads.scenarios import SCENARIOS, LoadSpec, get_scenario, resolve_load
 
@@ -514,7 +516,7 @@ def test_pin_wrapper_sets_the_affinity() -> None:
     cpu = min(os.sched_getaffinity(0))
     code = "import os; print(sorted(os.sched_getaffinity(0)))"
     out = subprocess.run(
-        [sys.executable, "-m", "archlab.pin", str(cpu), "--", sys.executable, "-c", code],
+        [sys.executable, "-m", "archlab.run.pin", str(cpu), "--", sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=30,
@@ -568,17 +570,17 @@ def test_compare_table_formats(tmp_path: Path) -> None:
 def test_schema_validator_finds_problems(tmp_path: Path) -> None:
     run = tmp_path / "r1"
     run.mkdir()
-    assert schema.validate_run(run) == [f"{run}: no meta.json"]
+    assert validate.validate_run(run) == [f"{run}: no meta.json"]
     (run / "meta.json").write_text(
         json.dumps({"schema_version": 2, "run_id": "r1", "status": "completed"})
     )
-    problems = schema.validate_run(run)
+    problems = validate.validate_run(run)
     assert any("missing field 'variant'" in p for p in problems)
     assert any("missing processes.csv" in p for p in problems)
     (run / "gc.csv").write_text("pid,role\n")
     (run / "requests.csv").write_text(",".join(RECORD_COLUMNS) + "\n1.0,/a,-2,200,,\n")
-    problems = schema.validate_run(run)
+    problems = validate.validate_run(run)
     assert any(p.startswith("gc.csv: header") for p in problems)
     assert any("requests.csv:2: bad latency_ms" in p for p in problems)
     (run / "meta.json").write_text(json.dumps({"schema_version": 9, "run_id": "r1"}))
-    assert "schema_version 9" in schema.validate_run(run)[0]
+    assert "schema_version 9" in validate.validate_run(run)[0]

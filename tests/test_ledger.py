@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from archlab import integrity, runner, schema
+from archlab.analysis import validate
+from archlab.measure import integrity
+from archlab.run import runner
 from workloads.shop import dataset
 from workloads.shop.contracts import OrderItem, PlaceOrder
 from workloads.shop.local import LocalShop
@@ -51,7 +53,7 @@ def test_the_ledger_round_trips(tmp_path: Path) -> None:
     acknowledged, conflicting = integrity.read_ledger(path)
     assert acknowledged == {"a": 1, "b": 2, "c": 3}
     assert conflicting == ["c"]
-    assert schema.validate_csv(path.parent / "ledger.csv") != []  # the torn row is reported
+    assert validate.validate_csv(path.parent / "ledger.csv") != []  # the torn row is reported
 
 
 def test_a_clean_run_passes_and_a_lost_order_fails_the_run(shop_state, tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from archlab import reproduce as repro
+from archlab.analysis.runset import load_runset
 from archlab.figures import figure_functions
-from archlab.figures.runset import load_runset
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -5,7 +5,7 @@ process of the variant about every 0.7 s, chosen by role among *all* its process
 included, a few times). What the variant supervises restarts itself (gunicorn masters restart
 workers, the postmaster its backends and auxiliaries, the launcher its services); when the top
 process dies, the harness restarts the whole command from the same state directory and port,
-as `archlab.restart.Restarter` does in a run. Clients behave like real ones: on a connection
+as `archlab.run.restart.Restarter` does in a run. Clients behave like real ones: on a connection
 error, timeout or 5xx they retry with the same idempotency key until answered or a bounded time
 passes; every 201 (and every 200, an idempotent replay) goes into the test's own ledger.
 Afterwards, with the outbox drained, `invariants.check` must find 0 acknowledged orders
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from archlab import faults, procs, restart
-from archlab.variants import get_variant
+from archlab.deployers import get_variant
+from archlab.run import fault_schedule, procs, restart
 from variants import telemetry
 from variants.distributed.launcher import healthy
 from workloads.shop import invariants
@@ -118,7 +118,7 @@ def _live_roles(roles_dir: Path) -> dict[int, str]:
     found: dict[int, str] = {}
     with contextlib.suppress(FileNotFoundError):
         for entry in roles_dir.iterdir():
-            if entry.name.isdigit() and faults.alive(int(entry.name)):
+            if entry.name.isdigit() and fault_schedule.alive(int(entry.name)):
                 with contextlib.suppress(OSError):
                     found[int(entry.name)] = entry.read_text().strip()
     return found

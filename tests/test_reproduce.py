@@ -18,10 +18,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from archlab import reproduce as repro
+from archlab.analysis.runset import ENV_RUNSET, default_runset_path, load_runset
+from archlab.analysis.validate import validate_run
 from archlab.figures import figure_functions
-from archlab.figures.runset import ENV_RUNSET, default_runset_path, load_runset
-from archlab.notebooks import notebook_paths
-from archlab.schema import validate_run
+from archlab.figures.notebooks import notebook_paths
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -157,7 +157,7 @@ def test_an_unfinished_run_is_set_aside_and_done_again(
 def test_notebooks_default_to_the_newest_run_set_then_the_reference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from archlab.figures import runset
+    from archlab.analysis import runset
 
     monkeypatch.delenv(ENV_RUNSET, raising=False)
     monkeypatch.setattr(runset, "results_root", lambda: tmp_path)

@@ -1,6 +1,6 @@
 """The harness end to end: a short real run of every variant, interruption, process cleanup.
 
-Each registered variant (archlab.variants.VARIANTS, so a new variant is covered by itself) gets
+Each registered variant (archlab.deployers.VARIANTS, so a new variant is covered by itself) gets
 one short profiled run; the tests check that it wrote every file of the results schema, that
 every role the variant declared has GC records and was seen by the process sampler, and that
 the summary's percentiles agree with an independent computation on the same raw records.
@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from archlab import procs, schema
-from archlab.records import read_records
-from archlab.runner import make_run_dir, parse_duration
-from archlab.sampler import ROOT_ROLE, UNLABELLED_ROLE
-from archlab.summary import ALL, PERCENTILES
-from archlab.variants import VARIANTS
+from archlab.analysis import validate
+from archlab.analysis.records import read_records
+from archlab.analysis.summary import ALL, PERCENTILES
+from archlab.deployers import VARIANTS
+from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
+from archlab.run import procs
+from archlab.run.runner import make_run_dir, parse_duration
 from workloads.scenarios import SCENARIOS, TASKS
 
 ENDPOINTS = {
@@ -85,19 +86,19 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 def test_run_writes_every_file(smoke_run: tuple[Path, str]) -> None:
     run_dir, stdout = smoke_run
-    for name in schema.COMPLETED_FILES[schema.SCHEMA_VERSION]:
+    for name in validate.COMPLETED_FILES[validate.SCHEMA_VERSION]:
         assert (run_dir / name).is_file(), name
     assert (run_dir / "state").is_dir()
     assert not (run_dir / "telemetry").exists()  # merged into gc.csv / roles.csv
     assert "ALL" in stdout and str(run_dir) in stdout
-    assert schema.validate_run(run_dir) == []
+    assert validate.validate_run(run_dir) == []
 
 
 def test_meta(smoke_run: tuple[Path, str]) -> None:
     run_dir = smoke_run[0]
     meta = json.loads((run_dir / "meta.json").read_text())
     variant = meta["variant"]
-    assert meta["schema_version"] == schema.SCHEMA_VERSION == 3
+    assert meta["schema_version"] == validate.SCHEMA_VERSION == 3
     assert meta["run_id"] == "smoke"
     assert meta["status"] == "completed"
     assert set(meta["knobs"]) == set(VARIANTS[variant].knobs)
@@ -183,13 +184,13 @@ def test_schema_3_requires_the_ledger_and_the_invariants(
     shutil.copytree(smoke_run[0], run_dir, ignore=shutil.ignore_patterns("state"))
     (run_dir / "ledger.csv").unlink()
     (run_dir / "invariants.json").unlink()
-    problems = schema.validate_run(run_dir)
+    problems = validate.validate_run(run_dir)
     assert any("ledger.csv" in p for p in problems)
     assert any("invariants.json" in p for p in problems)
     for name in ("meta.json", "summary.json"):  # a run written before schema 3
         data = json.loads((run_dir / name).read_text())
         (run_dir / name).write_text(json.dumps({**data, "schema_version": 2}))
-    assert schema.validate_run(run_dir) == []
+    assert validate.validate_run(run_dir) == []
 
 
 def _declared_roles(run_dir: Path) -> dict[int, str]:

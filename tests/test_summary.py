@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from archlab.records import RECORD_COLUMNS_V1, Record, is_error, read_records
-from archlab.summary import ALL, format_table, latency_stats, summarize, summarize_cpu
+from archlab.analysis.records import RECORD_COLUMNS_V1, Record, is_error, read_records
+from archlab.analysis.summary import ALL, format_table, latency_stats, summarize, summarize_cpu
 
 
 def rec(t: float, latency_ms: float, endpoint: str = "/x", status: int = 200, error: str = ""):
@@ -130,8 +130,8 @@ def test_generator_startup_outside_the_window_is_ignored() -> None:
 
 
 def test_a_schema_1_run_directory_is_still_summarized(tmp_path: Path) -> None:
-    from archlab import schema
-    from archlab.summary import summarize_run
+    from archlab.analysis import validate
+    from archlab.analysis.summary import summarize_run
 
     run = tmp_path / "old"
     run.mkdir()
@@ -146,5 +146,5 @@ def test_a_schema_1_run_directory_is_still_summarized(tmp_path: Path) -> None:
     assert summary["endpoints"][ALL]["count"] == 50 and summary["corrected"] is False
     assert summary["generator"]["samples"] > 0 and "cpu_s" not in summary["generator"]
     assert "server" not in summary and "gc" not in summary
-    assert schema.validate_csv(run / "requests.csv") == []
-    assert schema.validate_csv(run / "generator_cpu.csv") == []
+    assert validate.validate_csv(run / "requests.csv") == []
+    assert validate.validate_csv(run / "generator_cpu.csv") == []

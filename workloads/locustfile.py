@@ -46,7 +46,7 @@ from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from archlab.records import LEDGER_COLUMNS, RECORD_COLUMNS
+from archlab.analysis.records import LEDGER_COLUMNS, RECORD_COLUMNS
 from workloads.scenarios import LoadSpec, get_scenario, resolve_load
 
 LOAD = (

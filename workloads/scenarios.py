@@ -37,7 +37,7 @@ FAULT_KINDS = ("crash", "leak", "hog", "gc", "slow")  # see variants/faults.py
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """One fault of a scenario's plan, injected by the harness (archlab/faults.py).
+    """One fault of a scenario's plan, injected by the harness (archlab/run/fault_schedule.py).
 
     `at` and `duration` are fractions of the load's duration, so a plan fits a 10 s test run
     and a 10 min measurement alike; a crash has no duration. `params` override the kind's
@@ -76,7 +76,7 @@ class Scenario:
     steps: tuple[int, ...] = ()  # step ramp: users during each step; () = constant `users`
     step_s: float = 10.0
     max_in_flight: int = 100  # open loop: outstanding requests per user, then it waits
-    faults: tuple[FaultSpec, ...] = ()  # the fault plan (archlab/faults.py)
+    faults: tuple[FaultSpec, ...] = ()  # the fault plan (archlab/run/fault_schedule.py)
     # extra variant options (e.g. {"rebuild-interval": "1"}), passed as --name value
     server_args: Mapping[str, str] = field(default_factory=dict)
 

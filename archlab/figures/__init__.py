@@ -13,7 +13,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from archlab.figures.runset import RunSet
+from archlab.analysis.runset import RunSet
 
 FigureFn = Callable[[RunSet], Figure | None]
 # notebook -> module; each module has FIGURES (name -> function) and reading(run_set) -> str

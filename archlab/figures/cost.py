@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab import costmodel as cm
-from archlab.figures import ramp
-from archlab.figures.runset import Run, RunSet
+from archlab.analysis import costmodel as cm
+from archlab.analysis import ramp
+from archlab.analysis.runset import Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 
 MIB = 2**20

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab import blast
-from archlab.figures.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, VARIANT_ORDER, Run, RunSet
+from archlab.analysis import blast
+from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, VARIANT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 
 KIND = "gc"
@@ -82,7 +82,7 @@ def engine_roles(variant: str, roles: set[str]) -> set[str]:
     """
     if ENGINE_COMPONENT in roles:
         return {ENGINE_COMPONENT}
-    from archlab.variants import VARIANTS
+    from archlab.deployers import VARIANTS
 
     spec = VARIANTS.get(variant)
     return {spec.host_role(ENGINE_COMPONENT)} if spec else set()
@@ -94,7 +94,7 @@ def path_roles(variant: str, endpoint: str, roles: set[str]) -> set[str]:
     A pause in any of them can hold the request; notifications (drained from an outbox, off the
     request path), masters and launchers are never on it. Unknown variant: every role.
     """
-    from archlab.variants import VARIANTS
+    from archlab.deployers import VARIANTS
 
     spec = VARIANTS.get(variant)
     if spec is None or variant not in FRONT_ROLE:

@@ -2,7 +2,7 @@
 
 Reads the `fault` runs of the run set: one fault scenario per run (a crash, a CPU hog, a leak,
 GC pressure, a slow sink) in one component, under the same load for every variant. The
-numbers are `archlab.blast` (baseline, during, recovery and tolerance are defined there):
+numbers are `archlab.analysis.blast` (baseline, during, recovery and tolerance are defined there):
 
 - `blast_heatmap`: per variant, fault scenario x endpoint, the error rate during the fault and
   the p99 during / baseline.
@@ -26,8 +26,8 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from archlab import blast
-from archlab.figures.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
+from archlab.analysis import blast
+from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 
 # endpoints a component answers itself; a fault there may fail them by design
@@ -127,8 +127,9 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
     return caption(
         fig,
         rs,
-        "worst over a scenario's faults; during = archlab.blast window; baseline = the same run "
-        "before its fault (gc-pressure's already includes the every-second model rebuilds)",
+        "worst over a scenario's faults; during = the fault's window (analysis/blast.py); "
+        "baseline = the same run before its fault (gc-pressure's already includes the every-second "
+        "model rebuilds)",
     )
 
 
@@ -277,6 +278,7 @@ def reading(rs: RunSet) -> str:
     lines.append(
         f"Tolerance: error rate <= baseline + {100 * TOL.error_pp:.0f} pp and p99 <= "
         f"max({TOL.p99_factor:g}x baseline, baseline + {TOL.p99_slack_ms:.0f} ms); recovery = "
-        f"{TOL.consecutive} consecutive {TOL.bucket_s:g} s buckets within it (archlab.blast)."
+        f"{TOL.consecutive} consecutive {TOL.bucket_s:g} s buckets within it "
+        "(archlab.analysis.blast)."
     )
     return "\n\n".join(lines)

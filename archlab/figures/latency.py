@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab.figures import ramp
-from archlab.figures.runset import ENDPOINT_ORDER, RunSet
+from archlab.analysis import ramp
+from archlab.analysis.runset import ENDPOINT_ORDER, RunSet
 from archlab.figures.style import caption, color, new_figure
 
 HOP_ORDER = ("in-process", "+codec", "IPC", "HTTP")

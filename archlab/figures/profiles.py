@@ -30,9 +30,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab.figures.runset import VARIANT_ORDER, Run, RunSet
+from archlab.analysis.runset import VARIANT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
-from archlab.profiling import PROFILE_DIR, SPEEDSCOPE, TOP_FRAMES, _short_file, load_speedscope
+from archlab.measure.profiler import (
+    PROFILE_DIR,
+    SPEEDSCOPE,
+    TOP_FRAMES,
+    _short_file,
+    load_speedscope,
+)
 
 KIND = "profile"
 BUSY = ("domain", "serialization", "transport", "server", "gc", "other")

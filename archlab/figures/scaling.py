@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab.figures import ramp
-from archlab.figures.runset import RunSet
+from archlab.analysis import ramp
+from archlab.analysis.runset import RunSet
 from archlab.figures.style import caption, color, new_figure
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from archlab.figures.runset import VARIANT_COLORS, RunSet
+from archlab.analysis.runset import VARIANT_COLORS, RunSet
 
 
 def new_figure(

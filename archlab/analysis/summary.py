@@ -21,11 +21,11 @@ from typing import Any, NamedTuple
 
 from hdrh.histogram import HdrHistogram
 
-from archlab.gcdata import read_gc, read_roles, summarize_gc
-from archlab.meta import SCHEMA_VERSION
-from archlab.profiling import PROFILE_DIR, TOP_FRAMES, read_top_frames
-from archlab.records import Record, is_error, read_records
-from archlab.sampler import ROOT_ROLE, UNLABELLED_ROLE
+from archlab.analysis.records import Record, is_error, read_records
+from archlab.measure.gcdata import read_gc, read_roles, summarize_gc
+from archlab.measure.profiler import PROFILE_DIR, TOP_FRAMES, read_top_frames
+from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
+from archlab.rundir import SCHEMA_VERSION
 
 ALL = "ALL"
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9}
@@ -211,7 +211,7 @@ def load_stats(records: Sequence[Record], load: dict[str, Any] | None, window_s:
 
 
 def read_cpu_samples(path: Path) -> list[dict[str, Any]]:
-    """Rows of generator_cpu.csv (written by archlab.sampler.TreeSampler)."""
+    """Rows of generator_cpu.csv (written by archlab.measure.sampler.TreeSampler)."""
     with path.open(newline="") as fh:
         rows = []
         for row in csv.DictReader(fh):
@@ -301,7 +301,7 @@ class ProcSample(NamedTuple):
 
 
 def read_process_samples(path: Path) -> list[ProcSample]:
-    """Rows of processes.csv (archlab.sampler.ProcessSampler)."""
+    """Rows of processes.csv (archlab.measure.sampler.ProcessSampler)."""
     out = []
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):

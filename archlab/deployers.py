@@ -45,7 +45,7 @@ class VariantSpec:
     # component (bounded context) -> the role of the process(es) hosting it, for faults
     hosts: Mapping[str, str] = field(default_factory=lambda: {c: c for c in COMPONENTS})
     # the role of the top process when nothing of the variant restarts it: the harness does
-    # (archlab/restart.py), as a process manager would; None: the variant supervises itself
+    # (archlab/run/restart.py), as a process manager would; None: the variant supervises itself
     restarted_by_harness: str | None = None
 
     def host_role(self, component: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from archlab.meta import results_root
-from archlab.schema import COMPLETED_STATUSES, USABLE_STEP_STATUSES
+from archlab.analysis.validate import COMPLETED_STATUSES, USABLE_STEP_STATUSES
+from archlab.rundir import results_root
 
 ENV_RUNSET = "ARCHLAB_RUNSET"  # a run set folder; set by `archlab reproduce` for the notebooks
 VARIANT_ORDER = ("monolith", "multiprocess", "distributed")

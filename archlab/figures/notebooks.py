@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from archlab.figures.runset import ENV_RUNSET
-from archlab.meta import repo_root
+from archlab.analysis.runset import ENV_RUNSET
+from archlab.rundir import repo_root
 
 CELL_TIMEOUT_S = 600
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archlab.meta import repo_root
+from archlab.rundir import repo_root
 
 PRICES_FILE = Path("config") / "prices.toml"
 SECONDS_PER_HOUR = 3600.0
@@ -61,7 +61,7 @@ def prices_path() -> Path:
 
 def load_prices(path: Path | None = None) -> Prices:
     """Read the price table; the SLO defaults to ramp.SLO_P99_MS so both read one number."""
-    from archlab.figures.ramp import SLO_P99_MS
+    from archlab.analysis.ramp import SLO_P99_MS
 
     data: dict[str, Any] = tomllib.loads((path or prices_path()).read_text())
     price, host, slo = data["price"], data.get("host", {}), data.get("slo", {})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archlab import procs
+from archlab.run import procs
 from variants import rpc
 from workloads.shop import dataset
 from workloads.shop.catalog_snapshot import open_catalog
@@ -78,7 +78,7 @@ def measure(n: int = 5000, warmup: int = 500, size: str = "tiny") -> dict[str, A
         )
         sock = state / "catalog.sock"
         port = procs.free_port()
-        ipc_cmd = [sys.executable, "-m", "archlab.hopbench", "--serve-ipc", str(sock), str(state)]
+        ipc_cmd = [sys.executable, "-m", "archlab.bench.hop", "--serve-ipc", str(sock), str(state)]
         http_cmd = [
             sys.executable, "-m", "variants.distributed.service", "catalog",
             "--port", str(port), "--state-dir", str(state), "--size", size,
@@ -125,7 +125,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m archlab.hopbench")
+    parser = argparse.ArgumentParser(prog="python -m archlab.bench.hop")
     parser.add_argument("--serve-ipc", nargs=2, metavar=("SOCKET", "STATE_DIR"), required=True)
     args = parser.parse_args()
     serve_ipc(Path(args.serve_ipc[0]), Path(args.serve_ipc[1]))

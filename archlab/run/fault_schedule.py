@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.variants import VariantSpec
+from archlab.deployers import VariantSpec
 from variants import faults as controller
 from variants.telemetry import ROLES_DIR
 from workloads.scenarios import FaultSpec

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archlab import procs
-from archlab.cpus import pin_command
+from archlab.run import procs
+from archlab.run.cpus import pin_command
 
 PROFILE_DIR = "profile"
 SPEEDSCOPE = "profile.speedscope.json"

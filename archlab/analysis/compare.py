@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from archlab.summary import ALL, summarize_run
+from archlab.analysis.summary import ALL, summarize_run
 
 Row = tuple[str, list[str]]
 

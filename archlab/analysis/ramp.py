@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from archlab.figures.runset import SETUP_ENDPOINT, Run
+from archlab.analysis.runset import SETUP_ENDPOINT, Run
 
 SLO_P99_MS = 100.0
 SLO_MAX_ERROR_RATE = 0.01

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.records import Record, is_error, read_records
+from archlab.analysis.records import Record, is_error, read_records
 
 FAULTS_FILE = "faults.csv"
 LIFECYCLE_FILE = "lifecycle.jsonl"

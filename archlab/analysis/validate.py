@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archlab.faults import FAULT_COLUMNS
-from archlab.gcdata import ROLE_COLUMNS
-from archlab.meta import SCHEMA_VERSION
-from archlab.profiling import LOG, PROFILE_DIR, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
-from archlab.records import LEDGER_COLUMNS, RECORD_COLUMNS, RECORD_COLUMNS_V1
-from archlab.sampler import CPU_COLUMNS, PROCESS_COLUMNS
+from archlab.analysis.records import LEDGER_COLUMNS, RECORD_COLUMNS, RECORD_COLUMNS_V1
+from archlab.measure.gcdata import ROLE_COLUMNS
+from archlab.measure.profiler import LOG, PROFILE_DIR, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
+from archlab.measure.sampler import CPU_COLUMNS, PROCESS_COLUMNS
+from archlab.run.fault_schedule import FAULT_COLUMNS
+from archlab.rundir import SCHEMA_VERSION
 from variants.telemetry import GC_COLUMNS
 
 SUPPORTED_VERSIONS = (1, 2, 3)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archlab.records import LEDGER_COLUMNS
+from archlab.analysis.records import LEDGER_COLUMNS
 from workloads.shop import invariants
 from workloads.shop.dataset import state_paths
 

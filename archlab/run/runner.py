@@ -35,15 +35,16 @@ from typing import Any
 import msgspec
 
 import workloads
-from archlab import faults, gcdata, integrity, procs, restart
-from archlab.cpus import CpuPlan, format_cpu_list, pin_command, plan_cpus, set_affinity
+from archlab.analysis.records import RECORD_COLUMNS
+from archlab.analysis.summary import format_table, summarize_run, write_summary
+from archlab.deployers import get_variant
 from archlab.machine import usable_cpus
-from archlab.meta import iso, new_meta, results_root, utc_now, write_meta
-from archlab.profiling import ProfilePlan, Profiler, format_top_frames, read_top_frames
-from archlab.records import RECORD_COLUMNS
-from archlab.sampler import ProcessSampler, sampling, sampling_processes
-from archlab.summary import format_table, summarize_run, write_summary
-from archlab.variants import get_variant
+from archlab.measure import gcdata, integrity
+from archlab.measure.profiler import ProfilePlan, Profiler, format_top_frames, read_top_frames
+from archlab.measure.sampler import ProcessSampler, sampling, sampling_processes
+from archlab.run import fault_schedule, procs, restart
+from archlab.run.cpus import CpuPlan, format_cpu_list, pin_command, plan_cpus, set_affinity
+from archlab.rundir import iso, new_meta, results_root, utc_now, write_meta
 from variants import cli, telemetry
 from variants import faults as fault_control
 from workloads.scenarios import LoadSpec, get_scenario, resolve_load
@@ -386,7 +387,7 @@ def execute(
         cpus.sut,
     )
     cmd += server_args
-    faults_dir = state_dir / faults.FAULTS_DIR
+    faults_dir = state_dir / fault_schedule.FAULTS_DIR
     server_env = {**os.environ, telemetry.ENV_DIR: str(telemetry_dir)}
     server_env[fault_control.ENV_DIR] = str(faults_dir)
     server_env[telemetry.ENV_SWITCH] = "1" if plan.gc_telemetry else "0"
@@ -438,7 +439,7 @@ def execute(
                 )
                 restarter.start()
             try:
-                with faults.scheduled(
+                with fault_schedule.scheduled(
                     scenario.faults,
                     spec,
                     run_dir=run_dir,

@@ -1,0 +1,1 @@
+"""Micro-benchmarks outside the run matrix: one contract call per hop, one full GC collection."""
