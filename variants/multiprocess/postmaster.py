@@ -20,8 +20,10 @@ is ready before the old one is told to finish), so they pick up the new settings
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
+import mmap
 import os
 import select
 import shutil
@@ -38,7 +40,7 @@ import setproctitle
 
 from variants import lifecycle, telemetry
 from variants.multiprocess import auxiliary, backend, process
-from variants.multiprocess.config import AUXILIARIES, FamilyConfig
+from variants.multiprocess.config import AUXILIARIES, ROLES, FamilyConfig
 from variants.multiprocess.shmem import (
     CATALOG_NAME,
     ControlSegment,
@@ -63,6 +65,123 @@ BACKEND_STOP_S = 20.0
 AUX_STOP_S = 15.0
 QUIT_S = 5.0
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+
+
+class PMState(enum.Enum):
+    """The postmaster's phase, after PostgreSQL's `PMState`; the value is its name as logged."""
+
+    STARTUP = "startup"  # starting the auxiliaries, one at a time
+    RUNNING = "running"
+    RECOVERING = "recovering"  # a crash-and-restart: waiting to rebuild the control segment
+    STOP_BACKENDS = "stopping-backends"
+    STOP_AUXILIARIES = "stopping-auxiliaries"
+    STOP_NOW = "stopping-now"  # SIGQUIT: everything at once
+    DONE = "done"
+
+    @property
+    def stopping(self) -> bool:
+        """A shutdown is under way: no death is a crash, nothing is restarted."""
+        return self in (PMState.STOP_BACKENDS, PMState.STOP_AUXILIARIES, PMState.STOP_NOW)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a child's main function is handed, in the child: only what its kind keeps."""
+
+    role: str
+    number: int
+    slot: int
+    postmaster_pid: int
+    listener: socket.socket | None
+    catalog: mmap.mmap | None
+    control: ControlSegment | None
+    state_dir: Path
+    socket_dir: Path
+    config: FamilyConfig
+    shop: ShopConfig
+    ready: Callable[[], None]
+
+
+def _backend_main(launch: Launch) -> int:
+    assert launch.listener is not None and launch.catalog is not None
+    assert launch.control is not None
+    return backend.run(
+        number=launch.number,
+        slot=launch.slot,
+        postmaster_pid=launch.postmaster_pid,
+        listener=launch.listener,
+        catalog=launch.catalog,
+        control=launch.control,
+        socket_dir=launch.socket_dir,
+        config=launch.config,
+        ready=launch.ready,
+    )
+
+
+def _auxiliary_main(launch: Launch) -> int:
+    return auxiliary.run(
+        role=launch.role,
+        postmaster_pid=launch.postmaster_pid,
+        state_dir=launch.state_dir,
+        socket_dir=launch.socket_dir,
+        catalog=launch.catalog,
+        config=launch.config,
+        shop=launch.shop,
+        ready=launch.ready,
+    )
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """One kind of child, after PostgreSQL's `child_process_kinds[]`: how to start and treat it.
+
+    The postmaster asks these questions of a child's kind, never of its role's name.
+    """
+
+    role: str
+    main: Callable[[Launch], int]
+    """Runs in the child after the fork; its return value is the exit code."""
+    numbered: bool = False
+    """Many, numbered from 1 up to a configured count, each in any free slot that its exit
+    frees (the backends); otherwise one per role in a fixed slot whose state is its health."""
+    accepts_connections: bool = False
+    """Keeps the listening socket and counts its requests in its slot; stopped first."""
+    attaches_control: bool = False
+    """Keeps the writable control segment mapped, so its crash is a crash-and-restart of all
+    such children; the others unmap it right after the fork."""
+    attaches_catalog: bool = False
+    """Keeps the sealed catalog segment mapped."""
+    blocked_signals: frozenset[int] = frozenset()
+    """Taken synchronously by the child (see `process.fork`)."""
+
+    def title(self, number: int) -> str:
+        """Its name in `ps` and in its log lines."""
+        return f"{self.role} {number}" if self.numbered else self.role
+
+
+CHILD_KINDS: dict[str, ChildKind] = {
+    kind.role: kind
+    for kind in (
+        ChildKind(
+            "backend",
+            _backend_main,
+            numbered=True,
+            accepts_connections=True,
+            attaches_control=True,
+            attaches_catalog=True,
+        ),
+        ChildKind("inventory", _auxiliary_main, blocked_signals=auxiliary.HANDLED),
+        ChildKind(
+            "orders",  # the only auxiliary that reads the catalog
+            _auxiliary_main,
+            attaches_catalog=True,
+            blocked_signals=auxiliary.HANDLED,
+        ),
+        ChildKind("recommendations", _auxiliary_main, blocked_signals=auxiliary.HANDLED),
+        ChildKind("notifications", _auxiliary_main, blocked_signals=auxiliary.HANDLED),
+    )
+}
+assert set(CHILD_KINDS) == set(ROLES), "one kind per role in config.ROLES"
 
 
 @dataclass(frozen=True)
@@ -97,6 +216,10 @@ class Child:
     def key(self) -> tuple[str, int]:
         return self.role, self.number
 
+    @property
+    def kind(self) -> ChildKind:
+        return CHILD_KINDS[self.role]
+
 
 @dataclass
 class Recovery:
@@ -114,7 +237,7 @@ class Postmaster:
     pending: dict[tuple[str, int], float] = field(default_factory=dict)
     crashes: dict[tuple[str, int], int] = field(default_factory=dict)
     replace_queue: list[int] = field(default_factory=list)
-    phase: str = "startup"
+    phase: PMState = PMState.STARTUP
     recovery: Recovery | None = None
     exit_code: int = 0
     signals: list[int] = field(default_factory=list)
@@ -160,7 +283,7 @@ class Postmaster:
             self.record("start-failed", error=f"{type(exc).__name__}: {exc}")
             self._cleanup()
             return 1
-        while self.phase != "done":
+        while self.phase is not PMState.DONE:
             self._step()
         self._cleanup()
         self.record("postmaster-exit", exit_code=self.exit_code)
@@ -270,7 +393,7 @@ class Postmaster:
         if b"R" not in data:
             return  # it died before it was ready: _reap() deals with it
         child.ready_at = time.monotonic()
-        if child.role != "backend" and not child.stopping:
+        if not child.kind.numbered and not child.stopping:
             self._shm(lambda c: c.set_state(child.slot, "ok"))
         self.record(
             "ready",
@@ -299,20 +422,24 @@ class Postmaster:
         now = time.monotonic()
         if child.ready_fd is not None:
             os.close(child.ready_fd)
-        expected = child.stopping or self.phase.startswith("stopping")
+        kind = child.kind
+        expected = child.stopping or self.phase.stopping
         policy = self.config.policies[child.role]
         # Decide before touching the segment: one that is to be rebuilt is left alone.
         restart_all = (
-            not expected and code != 0 and policy == "crash-restart-all" and self.phase != "startup"
+            not expected
+            and code != 0
+            and policy == "crash-restart-all"
+            and self.phase is not PMState.STARTUP
         )
         control = self._control()
         served = {}
         if not restart_all and self.recovery is None and child.generation == control.generation:
             if control.recover_lock(child.pid):  # it died holding the lock
                 self.record("lock-recovered", pid=child.pid, role=child.role)
-            state = "free" if child.role == "backend" else "down"
+            state = "free" if kind.numbered else "down"
             requests = self._shm(lambda c: c.release(child.slot, state))
-            if child.role == "backend" and requests is not None:
+            if kind.accepts_connections and requests is not None:
                 served["requests"] = requests
         self.record(
             "exit",
@@ -325,7 +452,7 @@ class Postmaster:
         )
         if expected:
             return
-        if child.role == "backend" and child.number > self.config.backends:
+        if kind.numbered and child.number > self.config.backends:
             return
         if child.ready_at is not None and now - child.ready_at >= STABLE_S:
             self.crashes.pop(child.key, None)
@@ -333,7 +460,7 @@ class Postmaster:
             self._schedule(child.key, 0.0, "clean exit")
             return
         failures = self.crashes[child.key] = self.crashes.get(child.key, 0) + 1
-        if self.phase == "startup" and failures >= STARTUP_ATTEMPTS:
+        if self.phase is PMState.STARTUP and failures >= STARTUP_ATTEMPTS:
             self.record("give-up", role=child.role, failures=failures)
             self._shutdown(f"{child.role} failed {failures} times while starting", exit_code=1)
             return
@@ -359,7 +486,7 @@ class Postmaster:
         they, and `dead` if it is an auxiliary, are started again. Until then nothing
         touches the old segment.
         """
-        attached = [c for c in self.children.values() if c.role == "backend"]
+        attached = [c for c in self.children.values() if c.kind.attaches_control]
         self.record(
             "crash-restart-all",
             **cause,
@@ -370,15 +497,15 @@ class Postmaster:
             child.replaces = None
             self._terminate(child, signal.SIGQUIT, QUIT_S)
         self.replace_queue.clear()
-        restart = [k for k in self.pending if k[0] != "backend"]
-        if dead is not None and dead[0] != "backend" and dead not in restart:
+        restart = [k for k in self.pending if not CHILD_KINDS[k[0]].attaches_control]
+        if dead is not None and not CHILD_KINDS[dead[0]].attaches_control and dead not in restart:
             restart.append(dead)
         self.pending.clear()
         if self.recovery is not None:
             restart += [k for k in self.recovery.restart if k not in restart]
         self.recovery = Recovery(restart, time.monotonic() + delay)
-        if self.phase == "running":
-            self.phase = "recovering"
+        if self.phase is PMState.RUNNING:
+            self.phase = PMState.RECOVERING
 
     def _terminate(self, child: Child, sig: signal.Signals, grace_s: float) -> None:
         """Send `sig`; SIGKILL after `grace_s` if it has not exited by then."""
@@ -403,21 +530,21 @@ class Postmaster:
                 self.record("kill", **self._child_fields(child), reason="not ready in time")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGKILL)
-        if self.phase == "startup":
+        if self.phase is PMState.STARTUP:
             self._advance_startup(now)
-        elif self.phase == "recovering":
+        elif self.phase is PMState.RECOVERING:
             self._advance_recovery(now)  # nothing starts before the segment is rebuilt
-        elif self.phase == "running":
-            self._start_due(now, backends=True)
+        elif self.phase is PMState.RUNNING:
+            self._start_due(now)
             self._advance_replacement()
-        elif self.phase == "stopping-backends":
-            if not any(c.role == "backend" for c in self.children.values()):
-                self.phase = "stopping-auxiliaries"
+        elif self.phase is PMState.STOP_BACKENDS:
+            if not any(c.kind.accepts_connections for c in self.children.values()):
+                self.phase = PMState.STOP_AUXILIARIES
                 self._advance_stop_aux()
-        elif self.phase == "stopping-auxiliaries":
+        elif self.phase is PMState.STOP_AUXILIARIES:
             self._advance_stop_aux()
-        elif self.phase == "stopping-now" and not self.children:
-            self.phase = "done"
+        elif self.phase is PMState.STOP_NOW and not self.children:
+            self.phase = PMState.DONE
 
     def _advance_startup(self, now: float) -> None:
         for role in AUXILIARIES:
@@ -433,15 +560,16 @@ class Postmaster:
         listener = self._listener()
         listener.listen(2048)
         self.record("listening", port=self.options.port, backends=self.config.backends)
-        self.phase = "running"
-        self.pending = {k: v for k, v in self.pending.items() if k[0] != "backend"}
+        self.phase = PMState.RUNNING
+        self.pending = {k: v for k, v in self.pending.items() if not CHILD_KINDS[k[0]].numbered}
         for number in range(1, self.config.backends + 1):
             self._spawn("backend", number)
 
     def _advance_recovery(self, now: float) -> None:
         recovery = self.recovery
         assert recovery is not None
-        if any(c.role == "backend" for c in self.children.values()) or now < recovery.not_before:
+        attached = any(c.kind.attaches_control for c in self.children.values())
+        if attached or now < recovery.not_before:
             return
         old = self._control()
         self.control = ControlSegment(SLOTS, generation=old.generation + 1)
@@ -455,22 +583,23 @@ class Postmaster:
                 self.control.claim(role, 0, 0, "down")
         self.record("reinit", generation=self.control.generation)
         self.recovery = None
-        self.phase = "running"
+        self.phase = PMState.RUNNING
         for key in recovery.restart:
             self.pending[key] = now
         for number in range(1, self.config.backends + 1):
             self.pending[("backend", number)] = now
-        self._start_due(now, backends=True)
+        self._start_due(now)
 
-    def _start_due(self, now: float, *, backends: bool) -> None:
+    def _start_due(self, now: float) -> None:
         for key, due in list(self.pending.items()):
             role, number = key
-            if due > now or (role == "backend" and not backends):
+            if due > now:
                 continue
             del self.pending[key]
-            if role == "backend" and number > self.config.backends:
-                continue
-            if role != "backend" and self._aux(role) is not None:
+            if CHILD_KINDS[role].numbered:
+                if number > self.config.backends:
+                    continue
+            elif self._aux(role) is not None:
                 continue
             self._spawn(role, number)
 
@@ -503,7 +632,7 @@ class Postmaster:
             return write(control)
         except LockTimeout as exc:
             self.record("lock-timeout", holder=control.holder(), error=str(exc))
-            if self.phase == "running":
+            if self.phase is PMState.RUNNING:
                 self._crash_restart_all({"reason": "lock-timeout", "holder": control.holder()}, 0.0)
             return None
 
@@ -518,6 +647,7 @@ class Postmaster:
     # -- children --------------------------------------------------------------------------
 
     def _spawn(self, role: str, number: int, replaces: int | None = None) -> Child | None:
+        kind = CHILD_KINDS[role]
         control = self._control()
         slot = self._shm(lambda c: c.claim(role, number, 0))
         if slot is None:  # the segment is being rebuilt: start it afterwards
@@ -526,7 +656,6 @@ class Postmaster:
         ready_r, ready_w = os.pipe()
         inherited = [self.wake_r, self.wake_w, ready_r]
         inherited += [c.ready_fd for c in self.children.values() if c.ready_fd is not None]
-        name = f"backend {number}" if role == "backend" else role
         config = self.config
 
         def ready() -> None:
@@ -539,37 +668,31 @@ class Postmaster:
                     os.close(fd)
             catalog = self.catalog
             assert catalog is not None
-            if role == "backend":
-                return backend.run(
+            listener = self._listener()
+            if not kind.attaches_control:
+                control.close()  # message-only: no writable shared memory in this process
+            if not kind.accepts_connections:
+                listener.close()
+            if not kind.attaches_catalog:
+                catalog.close()
+            return kind.main(
+                Launch(
+                    role=role,
                     number=number,
                     slot=slot,
                     postmaster_pid=os.getppid(),
-                    listener=self._listener(),
-                    catalog=catalog.map,
-                    control=control,
+                    listener=listener if kind.accepts_connections else None,
+                    catalog=catalog.map if kind.attaches_catalog else None,
+                    control=control if kind.attaches_control else None,
+                    state_dir=self.state_dir,
                     socket_dir=self.socket_dir,
                     config=config,
+                    shop=self.options.shop,
                     ready=ready,
                 )
-            control.close()  # message-only: no writable shared memory in this process
-            self._listener().close()
-            if role != "orders":  # the only auxiliary that reads the catalog
-                catalog.close()
-            return auxiliary.run(
-                role=role,
-                postmaster_pid=os.getppid(),
-                state_dir=self.state_dir,
-                socket_dir=self.socket_dir,
-                catalog=catalog.map if role == "orders" else None,
-                config=config,
-                shop=self.options.shop,
-                ready=ready,
             )
 
-        if role == "backend":
-            pid = process.fork("backend", name, body)
-        else:
-            pid = process.fork(role, name, body, block=auxiliary.HANDLED)
+        pid = process.fork(role, kind.title(number), body, block=kind.blocked_signals)
         os.close(ready_w)
         self._shm(lambda c: c.set_pid(slot, pid))
         child = Child(
@@ -597,10 +720,10 @@ class Postmaster:
         old, self.config = self.config, new
         logging.getLogger().setLevel(new.log_level.upper())
         self.record("reload", config=json.loads(new.describe()))
-        if self.phase != "running":
+        if self.phase is not PMState.RUNNING:
             return
         for child in list(self.children.values()):
-            if child.role == "backend" and child.number > new.backends and not child.stopping:
+            if child.kind.numbered and child.number > new.backends and not child.stopping:
                 self._terminate(child, signal.SIGTERM, BACKEND_STOP_S)
         for number in range(old.backends + 1, new.backends + 1):
             self.pending[("backend", number)] = time.monotonic()
@@ -608,11 +731,11 @@ class Postmaster:
         self.replace_queue = [
             c.pid
             for c in self.children.values()
-            if c.role == "backend" and not c.stopping and c.number <= kept
+            if c.kind.numbered and not c.stopping and c.number <= kept
         ]
 
     def _shutdown(self, reason: str, exit_code: int = 0) -> None:
-        if self.phase.startswith("stopping") or self.phase == "done":
+        if self.phase.stopping or self.phase is PMState.DONE:
             return
         self.exit_code = exit_code
         self.record("shutdown", reason=reason)
@@ -622,9 +745,9 @@ class Postmaster:
         if self.listener is not None:
             self.listener.close()  # the backends stop accepting on SIGTERM
         for child in self.children.values():
-            if child.role == "backend":
+            if child.kind.accepts_connections:
                 self._terminate(child, signal.SIGTERM, BACKEND_STOP_S)
-        self.phase = "stopping-backends"
+        self.phase = PMState.STOP_BACKENDS
         self._advance()
 
     def _advance_stop_aux(self) -> None:
@@ -639,7 +762,7 @@ class Postmaster:
                     sig = signal.SIGUSR2 if child.ready_at is not None else signal.SIGKILL
                     self._terminate(child, sig, AUX_STOP_S)
             return
-        self.phase = "done"
+        self.phase = PMState.DONE
 
     def _quit(self) -> None:
         self.record("quit")
@@ -647,7 +770,7 @@ class Postmaster:
         self.pending.clear()
         for child in self.children.values():
             self._terminate(child, signal.SIGQUIT, QUIT_S)
-        self.phase = "stopping-now" if self.children else "done"
+        self.phase = PMState.STOP_NOW if self.children else PMState.DONE
 
     def _cleanup(self) -> None:
         for child in self.children.values():  # only after a failed start
