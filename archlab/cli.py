@@ -11,8 +11,10 @@ import json
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 from archlab import __version__, reference
 from archlab import reproduce as repro
@@ -20,19 +22,17 @@ from archlab.analysis import blast, compare, validate
 from archlab.analysis.summary import format_table, summarize_run, write_summary
 from archlab.bench import gcpause, hop
 from archlab.deployers import SIZES, VARIANTS, all_knobs, get_variant
+from archlab.host import procs
+from archlab.host.cpus import parse_cpu_list
 from archlab.measure.profiler import ProfilePlan, parse_window
-from archlab.run import procs
-from archlab.run.cpus import parse_cpu_list
-from archlab.run.runner import (
-    LOCUSTFILE,
-    RunPlan,
-    default_results_dir,
-    execute,
-    parse_duration,
-)
+from archlab.run.generator import LOCUSTFILE
+from archlab.run.plan import RunPlan, parse_duration
+from archlab.run.runner import execute
+from archlab.rundir import REQUESTS, Status, default_runs_dir, read_meta, results_root, warmup_of
 from workloads.scenarios import SCENARIOS
 
 EXIT_INTERRUPTED = 130
+Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -70,15 +70,7 @@ def _knobs(args: argparse.Namespace) -> dict[str, int | str | None]:
     return {name: getattr(args, name) for name in all_knobs()}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="archlab",
-        description="Compare monolith, multi-process and distributed deployments of one shop "
-        "workload by measurement.",
-    )
-    parser.add_argument("--version", action="version", version=f"archlab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _parse_serve(sub: Subparsers) -> None:
     serve = sub.add_parser(
         "serve",
         help="run a variant in the foreground (for locust's web UI or curl)",
@@ -88,275 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("variant", choices=sorted(VARIANTS), help="which deployment to start")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     _add_variant_options(serve)
-
-    run = sub.add_parser(
-        "run",
-        help="one measured load test; writes results/runs/<run-id>/",
-        description="Start the variant, wait for /healthz, drive locust headless for DURATION, "
-        "stop everything, then write meta.json, requests.csv, processes.csv, gc.csv, roles.csv, "
-        "generator_cpu.csv, server.log, locust.log, summary.json (and profile/ with --profile) "
-        "to RESULTS_DIR/<run-id>/ (see results/README.md).",
-    )
-    run.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="deployment")
-    run.add_argument(
-        "--scenario",
-        default="steady",
-        choices=sorted(SCENARIOS),
-        help="load shape from workloads/scenarios.py (default: %(default)s)",
-    )
-    run.add_argument(
-        "--duration",
-        default=None,
-        help="load duration, e.g. 30s, 2m (default: 30s; a ramp lasts its steps)",
-    )
-    run.add_argument(
-        "--users",
-        type=int,
-        help="concurrent users, or open-loop arrival streams (default: the scenario's)",
-    )
-    run.add_argument("--spawn-rate", type=float, help="users started per second (default: ditto)")
-    load = run.add_argument_group("load shape")
-    load.add_argument(
-        "--rate",
-        type=float,
-        metavar="RPS",
-        help="open loop at RPS requests/s with the scenario's task mix: each request's intended "
-        "start is recorded, latency is reported observed and corrected for coordinated omission",
-    )
-    load.add_argument(
-        "--max-in-flight",
-        type=int,
-        metavar="N",
-        help="open loop: outstanding requests per arrival stream before it waits (default: the "
-        "scenario's)",
-    )
-    load.add_argument(
-        "--steps",
-        metavar="N,N,...",
-        help="step ramp (locust LoadTestShape): users per step, e.g. 1,2,4,8; with an open-loop "
-        "scenario each user is a stream of rate_per_user req/s",
-    )
-    load.add_argument("--step-s", type=float, metavar="S", help="seconds per ramp step")
-    run.add_argument(
-        "--warmup",
-        type=float,
-        metavar="S",
-        help="leave requests sent in the first S seconds out of the summary (default: the spawn "
-        "ramp, users / spawn rate, rounded up; 0 for a ramp); requests.csv still has them",
-    )
-    _add_variant_options(run)
-    gen = run.add_argument_group("generator hygiene")
-    gen.add_argument(
-        "--sut-cpus",
-        metavar="LIST",
-        help="pin the variant to these CPUs, e.g. 0-5 (default: 3/4 of the cores when the "
-        "machine has at least 4 CPUs; else no pinning)",
-    )
-    gen.add_argument(
-        "--gen-cpus",
-        metavar="LIST",
-        help="pin locust, py-spy and the harness to these CPUs (default: the other cores)",
-    )
-    gen.add_argument(
-        "--no-pin", action="store_true", help="share every CPU between variant and generator"
-    )
-    gen.add_argument(
-        "--processes",
-        type=int,
-        metavar="N",
-        help="locust worker processes (default: one per generator CPU when pinned to several)",
-    )
-    ins = run.add_argument_group("instruments")
-    ins.add_argument(
-        "--sample-interval",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="CPU/memory sampling interval of every process (default: %(default)s)",
-    )
-    ins.add_argument(
-        "--window",
-        type=float,
-        metavar="S",
-        help="width of the summary's time windows (default: 10 s, or a ramp's step)",
-    )
-    ins.add_argument(
-        "--no-gc-telemetry",
-        action="store_true",
-        help="do not record GC pauses (ARCHLAB_TELEMETRY=0), e.g. to measure their overhead",
-    )
-    ins.add_argument(
-        "--profile",
-        action="store_true",
-        help="record the variant's whole process tree with py-spy (speedscope + top frames per "
-        "role in <run>/profile/); costs throughput",
-    )
-    ins.add_argument(
-        "--profile-gil", action="store_true", help="with --profile: only threads holding the GIL"
-    )
-    ins.add_argument(
-        "--profile-window",
-        metavar="START:END",
-        help="with --profile: seconds after the load started (default: the whole load)",
-    )
-    ins.add_argument(
-        "--profile-rate", type=int, default=100, metavar="HZ", help="py-spy samples/s (100)"
-    )
-    run.add_argument(
-        "--run-id", help="name of the run directory (default: <UTC time>-<variant>-<scenario>)"
-    )
-    run.add_argument(
-        "--results-dir",
-        type=Path,
-        default=None,
-        help=f"where run directories go (default: {default_results_dir()})",
-    )
-    run.add_argument(
-        "--discard-state",
-        action="store_true",
-        help="delete the variant's databases (<run-dir>/state/) after the run",
-    )
-
-    rep = sub.add_parser(
-        "reproduce",
-        help="run the scenario matrix, render every figure, execute every notebook",
-        description="Run the matrix behind every figure over the three variants (latency "
-        "ramps, pinned ramps for the scaling study, fault scenarios, profiled runs, the hop "
-        "micro-benchmark), render every figure (PNG and SVG) into results/figures/ and execute "
-        "every notebook into results/notebooks/. Interrupted, it keeps finished runs: the same "
-        "command resumes.",
-        epilog="profiles: "
-        + "; ".join(f"{p.name}: {p.description}" for p in repro.PROFILES.values()),
-    )
-    rep.add_argument(
-        "--profile",
-        choices=list(repro.PROFILES),
-        default="quick",
-        help="how big and how long (default: quick)",
-    )
-    rep.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="the run set folder (default: results/repro/<profile>)",
-    )
-    rep.add_argument(
-        "--fresh",
-        action="store_true",
-        help="start over: move an existing run set aside instead of resuming it",
-    )
-    rep.add_argument("--figures-dir", type=Path, default=None, help="default: results/figures")
-    rep.add_argument("--notebooks-dir", type=Path, default=None, help="default: results/notebooks")
-    rep.add_argument(
-        "--no-render", action="store_true", help="only run the matrix; no figures or notebooks"
-    )
-
-    fig = sub.add_parser(
-        "figures",
-        help="render every figure (and optionally the notebooks) from a run set",
-        description="Render every figure of a run set as PNG and SVG, without running anything.",
-    )
-    fig.add_argument(
-        "run_set",
-        type=Path,
-        nargs="?",
-        default=None,
-        help="a run set folder (default: the newest under results/repro/, else results/reference)",
-    )
-    fig.add_argument("--out", type=Path, default=None, help="default: results/figures")
-    fig.add_argument(
-        "--notebooks",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="also execute the notebooks into DIR",
-    )
-
-    ref = sub.add_parser(
-        "reference",
-        help="make a run set the committed reference (results/reference/)",
-        description="Copy a run set into DEST without databases, gzip its raw records (the "
-        "summaries stay exact), render its figures into DEST/figures and write DEST/README.md.",
-    )
-    ref.add_argument("run_set", type=Path, help="a finished run set, e.g. results/repro/full")
-    ref.add_argument("--dest", type=Path, default=None, help="default: results/reference")
-
-    summ = sub.add_parser(
-        "summarize",
-        help="(re)compute summary.json of a run directory and print it",
-        description="Recompute RUN_DIR/summary.json from RUN_DIR/requests.csv (and "
-        "generator_cpu.csv) and print the table.",
-    )
-    summ.add_argument("run_dir", type=Path, help="a results/runs/<run-id> directory")
-    summ.add_argument(
-        "--warmup",
-        type=float,
-        default=None,
-        metavar="S",
-        help="ignore requests sent in the first S seconds (default: the run's, from meta.json)",
-    )
-    summ.add_argument("--json", action="store_true", help="print the JSON instead of a table")
-    summ.add_argument(
-        "--window", type=float, metavar="S", help="width of the time windows (default: the run's)"
-    )
-
-    cmp_ = sub.add_parser(
-        "compare",
-        help="runs side by side: throughput, percentiles, CPU, memory, GC per role",
-        description="Print a table with one column per run: throughput, p50/p99/p99.9 per "
-        "endpoint, errors, CPU-seconds per request, memory, GC pause totals and maxima per role, "
-        "generator state. Reads each run's summary.json (recomputed when missing).",
-    )
-    cmp_.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
-    cmp_.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-': stdout)")
-    cmp_.add_argument(
-        "--markdown", metavar="FILE", help="also write the table as Markdown ('-': stdout)"
-    )
-
-    val = sub.add_parser(
-        "validate",
-        help="check run directories against the results schema",
-        description="Check each RUN_DIR against results/README.md (files, CSV headers and "
-        "rows, meta.json and summary.json fields); exit 1 if any problem is found.",
-    )
-    val.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
-
-    gcp = sub.add_parser(
-        "gc-pause",
-        help="time a full GC collection of the recommendation engine's real heap",
-        description="Load the recommendations context from a dataset as a variant does, then "
-        "time gc.collect() (a full collection) REPEATS times in this process.",
-    )
-    gcp.add_argument(
-        "--size", choices=SIZES, default="small", help="dataset size (default: %(default)s)"
-    )
-    gcp.add_argument("--seed", type=int, default=1, help="dataset seed (default: %(default)s)")
-    gcp.add_argument("--repeats", type=int, default=5, help="collections timed (default: 5)")
-
-    bench = sub.add_parser(
-        "bench",
-        help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP)",
-        description="hop: time the same catalog calls as a method call, through the msgpack "
-        "codec alone, over a Unix socket to another process (the multiprocess variant's IPC) "
-        "and over HTTP to a gunicorn service (the distributed variant's transport).",
-    )
-    bench.add_argument("which", choices=["hop"], help="which micro-benchmark")
-    bench.add_argument("--calls", type=int, default=5000, help="timed calls per hop and call")
-    bench.add_argument("--warmup", type=int, default=500, help="untimed calls first")
-    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    bl = sub.add_parser(
-        "blast",
-        help="blast radius: each fault's effect on every endpoint, and time to recover",
-        description="For each fault of each run (faults.csv) and each endpoint: error rate and "
-        "p99 during the fault against the run's own baseline (after warm-up, before the first "
-        "fault), and the time until the endpoint is back within tolerance (error rate <= "
-        "baseline + 1 pp, p99 <= max(2 x baseline, baseline + 20 ms), 3 consecutive 1 s "
-        "buckets). Definitions: archlab/analysis/blast.py.",
-    )
-    bl.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
-    bl.add_argument("--csv", metavar="FILE", help="also write the matrix as CSV ('-': stdout)")
-    return parser
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -396,6 +119,145 @@ def _steps(text: str | None) -> tuple[int, ...] | None:
         raise ValueError(f"bad --steps {text!r}; use user counts like 1,2,4,8") from None
 
 
+def _parse_run(sub: Subparsers) -> None:
+    run = sub.add_parser(
+        "run",
+        help="one measured load test; writes results/runs/<run-id>/",
+        description="Start the variant, wait for /healthz, drive locust headless for DURATION, "
+        "stop everything, then write meta.json, requests.csv, processes.csv, gc.csv, roles.csv, "
+        "generator_cpu.csv, server.log, locust.log, summary.json (and profile/ with --profile) "
+        "to RESULTS_DIR/<run-id>/ (see results/README.md).",
+    )
+    run.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="deployment")
+    run.add_argument(
+        "--scenario",
+        default="steady",
+        choices=sorted(SCENARIOS),
+        help="load shape from workloads/scenarios.py (default: %(default)s)",
+    )
+    run.add_argument(
+        "--duration",
+        default=None,
+        help="load duration, e.g. 30s, 2m (default: 30s; a ramp lasts its steps)",
+    )
+    run.add_argument(
+        "--users",
+        type=int,
+        help="concurrent users, or open-loop arrival streams (default: the scenario's)",
+    )
+    run.add_argument("--spawn-rate", type=float, help="users started per second (default: ditto)")
+    _add_load_shape_options(run.add_argument_group("load shape"))
+    run.add_argument(
+        "--warmup",
+        type=float,
+        metavar="S",
+        help="leave requests sent in the first S seconds out of the summary (default: the spawn "
+        "ramp, users / spawn rate, rounded up; 0 for a ramp); requests.csv still has them",
+    )
+    _add_variant_options(run)
+    _add_generator_options(run.add_argument_group("generator hygiene"))
+    _add_instrument_options(run.add_argument_group("instruments"))
+    run.add_argument(
+        "--run-id", help="name of the run directory (default: <UTC time>-<variant>-<scenario>)"
+    )
+    run.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help=f"where run directories go (default: {default_runs_dir()})",
+    )
+    run.add_argument(
+        "--discard-state",
+        action="store_true",
+        help="delete the variant's databases (<run-dir>/state/) after the run",
+    )
+
+
+def _add_load_shape_options(load: argparse._ArgumentGroup) -> None:
+    load.add_argument(
+        "--rate",
+        type=float,
+        metavar="RPS",
+        help="open loop at RPS requests/s with the scenario's task mix: each request's intended "
+        "start is recorded, latency is reported observed and corrected for coordinated omission",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="open loop: outstanding requests per arrival stream before it waits (default: the "
+        "scenario's)",
+    )
+    load.add_argument(
+        "--steps",
+        metavar="N,N,...",
+        help="step ramp (locust LoadTestShape): users per step, e.g. 1,2,4,8; with an open-loop "
+        "scenario each user is a stream of rate_per_user req/s",
+    )
+    load.add_argument("--step-s", type=float, metavar="S", help="seconds per ramp step")
+
+
+def _add_generator_options(gen: argparse._ArgumentGroup) -> None:
+    gen.add_argument(
+        "--sut-cpus",
+        metavar="LIST",
+        help="pin the variant to these CPUs, e.g. 0-5 (default: 3/4 of the cores when the "
+        "machine has at least 4 CPUs; else no pinning)",
+    )
+    gen.add_argument(
+        "--gen-cpus",
+        metavar="LIST",
+        help="pin locust, py-spy and the harness to these CPUs (default: the other cores)",
+    )
+    gen.add_argument(
+        "--no-pin", action="store_true", help="share every CPU between variant and generator"
+    )
+    gen.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="locust worker processes (default: one per generator CPU when pinned to several)",
+    )
+
+
+def _add_instrument_options(ins: argparse._ArgumentGroup) -> None:
+    ins.add_argument(
+        "--sample-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="CPU/memory sampling interval of every process (default: %(default)s)",
+    )
+    ins.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="width of the summary's time windows (default: 10 s, or a ramp's step)",
+    )
+    ins.add_argument(
+        "--no-gc-telemetry",
+        action="store_true",
+        help="do not record GC pauses (ARCHLAB_TELEMETRY=0), e.g. to measure their overhead",
+    )
+    ins.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the variant's whole process tree with py-spy (speedscope + top frames per "
+        "role in <run>/profile/); costs throughput",
+    )
+    ins.add_argument(
+        "--profile-gil", action="store_true", help="with --profile: only threads holding the GIL"
+    )
+    ins.add_argument(
+        "--profile-window",
+        metavar="START:END",
+        help="with --profile: seconds after the load started (default: the whole load)",
+    )
+    ins.add_argument(
+        "--profile-rate", type=int, default=100, metavar="HZ", help="py-spy samples/s (100)"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if (args.profile_gil or args.profile_window) and not args.profile:
         raise ValueError("--profile-gil and --profile-window need --profile")
@@ -433,12 +295,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile=profile,
     )
     result = execute(plan, args.results_dir, argv=sys.argv)
-    return 0 if result.status == "completed" else 1
+    return 0 if result.status == Status.COMPLETED else 1
+
+
+def _parse_reproduce(sub: Subparsers) -> None:
+    rep = sub.add_parser(
+        "reproduce",
+        help="run the scenario matrix, render every figure, execute every notebook",
+        description="Run the matrix behind every figure over the three variants (latency "
+        "ramps, pinned ramps for the scaling study, fault scenarios, profiled runs, the hop "
+        "micro-benchmark), render every figure (PNG and SVG) into results/figures/ and execute "
+        "every notebook into results/notebooks/. Interrupted, it keeps finished runs: the same "
+        "command resumes.",
+        epilog="scales: " + "; ".join(f"{s.name}: {s.description}" for s in repro.SCALES.values()),
+    )
+    rep.add_argument(
+        "--scale",
+        "--profile",  # its name until the scales were told apart from py-spy profiles
+        dest="scale",
+        choices=list(repro.SCALES),
+        default="quick",
+        help="how big and how long (default: quick; --profile is its old name)",
+    )
+    rep.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the run set folder (default: results/repro/<scale>)",
+    )
+    rep.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: move an existing run set aside instead of resuming it",
+    )
+    rep.add_argument("--figures-dir", type=Path, default=None, help="default: results/figures")
+    rep.add_argument("--notebooks-dir", type=Path, default=None, help="default: results/notebooks")
+    rep.add_argument(
+        "--no-render", action="store_true", help="only run the matrix; no figures or notebooks"
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     outputs = repro.reproduce(
-        args.profile,
+        args.scale,
         args.out,
         fresh=args.fresh,
         figures_dir=args.figures_dir,
@@ -448,11 +347,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if not outputs["failed"] else 1
 
 
+def _parse_figures(sub: Subparsers) -> None:
+    fig = sub.add_parser(
+        "figures",
+        help="render every figure (and optionally the notebooks) from a run set",
+        description="Render every figure of a run set as PNG and SVG, without running anything.",
+    )
+    fig.add_argument(
+        "run_set",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="a run set folder (default: the newest under results/repro/, else results/reference)",
+    )
+    fig.add_argument("--out", type=Path, default=None, help="default: results/figures")
+    fig.add_argument(
+        "--notebooks",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also execute the notebooks into DIR",
+    )
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from archlab.analysis.runset import default_runset_path, load_runset
     from archlab.figures import render_all
     from archlab.figures.notebooks import execute_all
-    from archlab.rundir import results_root
 
     path = args.run_set or default_runset_path()
     out = args.out or results_root() / "figures"
@@ -464,27 +385,70 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_reference(sub: Subparsers) -> None:
+    ref = sub.add_parser(
+        "reference",
+        help="make a run set the committed reference (results/reference/)",
+        description="Copy a run set into DEST without databases, gzip its raw records (the "
+        "summaries stay exact), render its figures into DEST/figures and write DEST/README.md.",
+    )
+    ref.add_argument("run_set", type=Path, help="a finished run set, e.g. results/repro/full")
+    ref.add_argument("--dest", type=Path, default=None, help="default: results/reference")
+
+
 def cmd_reference(args: argparse.Namespace) -> int:
     dest = reference.make_reference(args.run_set, args.dest)
     print(f"reference written: {dest}")
     return 0
 
 
+def _parse_summarize(sub: Subparsers) -> None:
+    summ = sub.add_parser(
+        "summarize",
+        help="(re)compute summary.json of a run directory and print it",
+        description="Recompute RUN_DIR/summary.json from RUN_DIR/requests.csv (and "
+        "generator_cpu.csv) and print the table.",
+    )
+    summ.add_argument("run_dir", type=Path, help="a results/runs/<run-id> directory")
+    summ.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        metavar="S",
+        help="ignore requests sent in the first S seconds (default: the run's, from meta.json)",
+    )
+    summ.add_argument("--json", action="store_true", help="print the JSON instead of a table")
+    summ.add_argument(
+        "--window", type=float, metavar="S", help="width of the time windows (default: the run's)"
+    )
+
+
 def cmd_summarize(args: argparse.Namespace) -> int:
-    if not (args.run_dir / "requests.csv").exists():
-        print(f"{args.run_dir}/requests.csv not found", file=sys.stderr)
+    if not (args.run_dir / REQUESTS).exists():
+        print(f"{args.run_dir}/{REQUESTS} not found", file=sys.stderr)
         return 2
-    warmup_s = args.warmup
-    if warmup_s is None:
-        meta_path = args.run_dir / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        warmup_s = float(meta.get("warmup_s", 0.0))
+    warmup_s = args.warmup if args.warmup is not None else warmup_of(read_meta(args.run_dir))
     summary = summarize_run(args.run_dir, warmup_s=warmup_s, window_s=args.window)
     path = write_summary(args.run_dir, summary)
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     if not args.json:
         print(f"written: {path}")
     return 0
+
+
+def _parse_compare(sub: Subparsers) -> None:
+    cmp_ = sub.add_parser(
+        "compare",
+        help="runs side by side: throughput, percentiles, CPU, memory, GC per role",
+        description="Print a table with one column per run: throughput, p50/p99/p99.9 per "
+        "endpoint, errors, CPU-seconds per request, memory, GC pause totals and maxima per role, "
+        "generator state. Reads each run's summary.json (recomputed when missing).",
+    )
+    cmp_.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    cmp_.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-': stdout)")
+    cmp_.add_argument(
+        "--markdown", metavar="FILE", help="also write the table as Markdown ('-': stdout)"
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -506,6 +470,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_validate(sub: Subparsers) -> None:
+    val = sub.add_parser(
+        "validate",
+        help="check run directories against the results schema",
+        description="Check each RUN_DIR against results/README.md (files, CSV headers and "
+        "rows, meta.json and summary.json fields); exit 1 if any problem is found.",
+    )
+    val.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for run_dir in args.runs:
@@ -520,10 +494,38 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _parse_gc_pause(sub: Subparsers) -> None:
+    gcp = sub.add_parser(
+        "gc-pause",
+        help="time a full GC collection of the recommendation engine's real heap",
+        description="Load the recommendations context from a dataset as a variant does, then "
+        "time gc.collect() (a full collection) REPEATS times in this process.",
+    )
+    gcp.add_argument(
+        "--size", choices=SIZES, default="small", help="dataset size (default: %(default)s)"
+    )
+    gcp.add_argument("--seed", type=int, default=1, help="dataset seed (default: %(default)s)")
+    gcp.add_argument("--repeats", type=int, default=5, help="collections timed (default: 5)")
+
+
 def cmd_gc_pause(args: argparse.Namespace) -> int:
     print(f"loading the recommendation model at size {args.size} ...", file=sys.stderr)
     print(json.dumps(gcpause.measure(args.size, args.seed, args.repeats), indent=2))
     return 0
+
+
+def _parse_bench(sub: Subparsers) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP)",
+        description="hop: time the same catalog calls as a method call, through the msgpack "
+        "codec alone, over a Unix socket to another process (the multiprocess variant's IPC) "
+        "and over HTTP to a gunicorn service (the distributed variant's transport).",
+    )
+    bench.add_argument("which", choices=["hop"], help="which micro-benchmark")
+    bench.add_argument("--calls", type=int, default=5000, help="timed calls per hop and call")
+    bench.add_argument("--warmup", type=int, default=500, help="untimed calls first")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -533,10 +535,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_blast(sub: Subparsers) -> None:
+    bl = sub.add_parser(
+        "blast",
+        help="blast radius: each fault's effect on every endpoint, and time to recover",
+        description="For each fault of each run (faults.csv) and each endpoint: error rate and "
+        "p99 during the fault against the run's own baseline (after warm-up, before the first "
+        "fault), and the time until the endpoint is back within tolerance (error rate <= "
+        "baseline + 1 pp, p99 <= max(2 x baseline, baseline + 20 ms), 3 consecutive 1 s "
+        "buckets). Definitions: archlab/analysis/blast.py.",
+    )
+    bl.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    bl.add_argument("--csv", metavar="FILE", help="also write the matrix as CSV ('-': stdout)")
+
+
 def cmd_blast(args: argparse.Namespace) -> int:
     for run_dir in args.runs:
-        if not (run_dir / "requests.csv").exists():
-            print(f"{run_dir}/requests.csv not found", file=sys.stderr)
+        if not (run_dir / REQUESTS).exists():
+            print(f"{run_dir}/{REQUESTS} not found", file=sys.stderr)
             return 2
     rows = blast.matrix(args.runs)
     if not rows:
@@ -554,19 +570,39 @@ def cmd_blast(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "bench": cmd_bench,
-    "blast": cmd_blast,
-    "gc-pause": cmd_gc_pause,
-    "serve": cmd_serve,
-    "run": cmd_run,
-    "reproduce": cmd_reproduce,
-    "figures": cmd_figures,
-    "reference": cmd_reference,
-    "summarize": cmd_summarize,
-    "compare": cmd_compare,
-    "validate": cmd_validate,
+class Command(NamedTuple):
+    """A subcommand: its options, and what it does with them (an exit code)."""
+
+    add_parser: Callable[[Subparsers], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command(_parse_serve, cmd_serve),
+    "run": Command(_parse_run, cmd_run),
+    "reproduce": Command(_parse_reproduce, cmd_reproduce),
+    "figures": Command(_parse_figures, cmd_figures),
+    "reference": Command(_parse_reference, cmd_reference),
+    "summarize": Command(_parse_summarize, cmd_summarize),
+    "compare": Command(_parse_compare, cmd_compare),
+    "validate": Command(_parse_validate, cmd_validate),
+    "gc-pause": Command(_parse_gc_pause, cmd_gc_pause),
+    "bench": Command(_parse_bench, cmd_bench),
+    "blast": Command(_parse_blast, cmd_blast),
 }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archlab",
+        description="Compare monolith, multi-process and distributed deployments of one shop "
+        "workload by measurement.",
+    )
+    parser.add_argument("--version", action="version", version=f"archlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        command.add_parser(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
         print("\ninterrupted; child processes stopped", file=sys.stderr)
         return EXIT_INTERRUPTED

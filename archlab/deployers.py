@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from variants.multiprocess import config as mp
+from workloads.shop.dataset import CONTEXTS as COMPONENTS
+from workloads.shop.dataset import SIZES as DATASET_SIZES
 
-SIZES = ("tiny", "small", "full")
-COMPONENTS = ("catalog", "inventory", "orders", "recommendations", "notifications")
+SIZES = tuple(DATASET_SIZES)  # tiny, small, full
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,28 @@ and the manifest are copied unchanged. Readers of raw files accept `name.csv.gz`
 from __future__ import annotations
 
 import gzip
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from archlab.rundir import results_root
-
-COMPRESS = (
-    "requests.csv",
-    "gc.csv",
-    "processes.csv",
-    "ledger.csv",
-    "profile/profile.speedscope.json",
+from archlab.rundir import (
+    GC,
+    LEDGER,
+    MANIFEST,
+    PARTIAL_DIR,
+    PROCESSES,
+    PROFILE_DIR,
+    REQUESTS,
+    RUNS_DIR,
+    SPEEDSCOPE,
+    STATE_DIR,
+    TELEMETRY_DIR,
+    read_json,
+    results_root,
 )
-LEAVE_OUT = ("state", ".partial", "telemetry", "*.tmp")
+
+COMPRESS = (REQUESTS, GC, PROCESSES, LEDGER, f"{PROFILE_DIR}/{SPEEDSCOPE}")
+LEAVE_OUT = (STATE_DIR, PARTIAL_DIR, TELEMETRY_DIR, "*.tmp")
 
 
 def gzip_file(path: Path) -> Path:
@@ -39,13 +46,13 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
     from archlab.figures import render_all
 
     dest = dest or results_root() / "reference"
-    manifest = json.loads((src / "manifest.json").read_text())
+    manifest = read_json(src / MANIFEST) or {}
     if not manifest.get("complete"):
-        raise ValueError(f"{src} is not a complete run set (manifest.json: complete=false)")
+        raise ValueError(f"{src} is not a complete run set ({MANIFEST}: complete=false)")
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*LEAVE_OUT))
-    for run in sorted((dest / "runs").iterdir()):
+    for run in sorted((dest / RUNS_DIR).iterdir()):
         for name in COMPRESS:
             if (run / name).exists():
                 gzip_file(run / name)
@@ -57,20 +64,20 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
 def describe(manifest: dict[str, Any], figures: list[str]) -> str:
     """README.md of the reference: what ran, where, when, and how to redo it."""
     m = manifest.get("machine") or {}
-    profile = manifest["profile"]
+    scale = manifest.get("scale") or manifest["profile"]
     lines = [
         "# results/reference",
         "",
-        f"A `{profile['name']}` reproduction (`archlab reproduce --profile {profile['name']}`), "
+        f"A `{scale['name']}` reproduction (`archlab reproduce --scale {scale['name']}`), "
         'slimmed by `archlab reference` (see results/README.md, "Run sets").',
         "",
         f"- machine: {len(m.get('usable_cpus') or [])} usable CPUs ({m.get('cpu_model')}), "
         f"{(m.get('memory_total_bytes') or 0) / 2**30:.0f} GiB, {m.get('os')}, "
         f"Python {m.get('python_version')}",
         f"- ran: {manifest.get('started_at')} to {manifest.get('finished_at')}",
-        f"- dataset: `{profile['size']}`; ramp steps {profile['ramp_steps']} streams x "
-        f"{profile['ramp_step_s']:g} s; fault runs {profile['fault_s']} s "
-        f"({', '.join(profile['fault_scenarios'])})",
+        f"- dataset: `{scale['size']}`; ramp steps {scale['ramp_steps']} streams x "
+        f"{scale['ramp_step_s']:g} s; fault runs {scale['fault_s']} s "
+        f"({', '.join(scale['fault_scenarios'])})",
         f"- runs: {len(manifest['steps'])} (`manifest.json` lists each with its plan and status)",
         "",
         "Figures (`figures/`, drawn from these runs by `archlab figures results/reference`):",

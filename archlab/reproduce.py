@@ -1,14 +1,14 @@
 """`archlab reproduce`: the scenario matrix behind every figure (resumable), then the figures.
 
-A *profile* (`test`, `quick`, `full`) decides the dataset size and how long each run lasts; the
-matrix is the same in every profile: per variant a latency ramp (open-loop staircase of arrival
+A *scale* (`test`, `quick`, `full`) decides the dataset size and how long each run lasts; the
+matrix is the same at every scale: per variant a latency ramp (open-loop staircase of arrival
 rates, all CPUs), the same ramp pinned to 1 .. n-1 CPUs (the scaling study; its n-CPU point is
 the latency ramp), the fault scenarios (`gc-pressure` is also the GC-stall run), a profiled run,
 and once the per-hop micro-benchmark.
 
-Everything goes into one *run set* folder (default `results/repro/<profile>/`):
+Everything goes into one *run set* folder (default `results/repro/<scale>/`):
 
-    manifest.json     the profile, the machine, every step with its status and run folder
+    manifest.json     the scale, the machine, every step with its status and run folder
     runs/<tag>/       one run per step (results/README.md), named by the step's tag
     hop.json          `archlab bench hop` output
 
@@ -20,32 +20,44 @@ interrupted reproduction resumes where it stopped; a half-written run is moved t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis.validate import COMPLETED_STATUSES, KEPT_STATUS, USABLE_STEP_STATUSES
 from archlab.bench import hop
 from archlab.deployers import VARIANTS
-from archlab.machine import machine_info, usable_cpus
+from archlab.host.machine import machine_info, usable_cpus
 from archlab.measure.profiler import ProfilePlan
-from archlab.run.runner import RunPlan, execute
-from archlab.rundir import iso, results_root, utc_now
+from archlab.run.plan import RunPlan
+from archlab.run.runner import execute
+from archlab.rundir import (
+    COMPLETED_STATUSES,
+    HOP,
+    KEPT_STATUS,
+    MANIFEST,
+    PARTIAL_DIR,
+    RUNS_DIR,
+    SUMMARY,
+    USABLE_STEP_STATUSES,
+    iso,
+    read_json,
+    read_meta,
+    results_root,
+    utc_now,
+    write_json,
+)
 from workloads.scenarios import get_scenario
 
 Echo = Callable[[str], None]
-MANIFEST = "manifest.json"
-HOP_FILE = "hop.json"
 HOP_EXPECTED_S = 20.0  # the hop micro-benchmark, for the time-left estimate
 RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
 
 
 @dataclass(frozen=True)
-class Profile:
-    """How big and how long. The matrix itself does not change between profiles."""
+class Scale:
+    """How big and how long. The matrix itself does not change between scales."""
 
     name: str
     description: str
@@ -66,10 +78,10 @@ class Profile:
         return asdict(self)
 
 
-PROFILES: dict[str, Profile] = {
-    p.name: p
-    for p in (
-        Profile(
+SCALES: dict[str, Scale] = {
+    s.name: s
+    for s in (
+        Scale(
             name="test",
             description="seconds-long runs on the tiny dataset: proves the pipeline, not a result",
             size="tiny",
@@ -84,7 +96,7 @@ PROFILES: dict[str, Profile] = {
             hop_calls=200,
             expected_overhead_s=5.0,
         ),
-        Profile(
+        Scale(
             name="quick",
             description="short runs on the small dataset, three faults: every figure in ~12 min "
             "on 2 CPUs",
@@ -98,7 +110,7 @@ PROFILES: dict[str, Profile] = {
             profile_rate=100.0,
             hop_calls=2000,
         ),
-        Profile(
+        Scale(
             name="full",
             description="the publication run: longer steps, every fault of the catalogue",
             size="small",
@@ -150,51 +162,51 @@ class Step:
         }
 
 
-def plan_steps(profile: Profile, cpus: Sequence[int] | None = None) -> list[Step]:
-    """The matrix of `profile` on a machine with `cpus` usable CPUs, in the order it runs."""
+def plan_steps(scale: Scale, cpus: Sequence[int] | None = None) -> list[Step]:
+    """The matrix of `scale` on a machine with `cpus` usable CPUs, in the order it runs."""
     cpus = list(cpus if cpus is not None else usable_cpus())
-    ramp_s = len(profile.ramp_steps) * profile.ramp_step_s
+    ramp_s = len(scale.ramp_steps) * scale.ramp_step_s
     steps: list[Step] = []
 
     def add(
         tag: str, kinds: tuple[str, ...], seconds: float, n: int | None = None, **plan: Any
     ) -> None:
-        run = RunPlan(size=profile.size, run_id=tag, **plan)
-        steps.append(Step(tag, kinds, run, seconds + profile.expected_overhead_s, n))
+        run = RunPlan(size=scale.size, run_id=tag, **plan)
+        steps.append(Step(tag, kinds, run, seconds + scale.expected_overhead_s, n))
 
-    ramp = {"scenario": "ramp", "steps": profile.ramp_steps, "step_s": profile.ramp_step_s}
-    along = not profile.separate_profile_run  # py-spy rides on the latency ramp
+    ramp = {"scenario": "ramp", "steps": scale.ramp_steps, "step_s": scale.ramp_step_s}
+    along = not scale.separate_profile_run  # py-spy rides on the latency ramp
     for variant in VARIANTS:
         kinds = ("latency", "scaling", "profile") if along else ("latency", "scaling")
         prof = ProfilePlan() if along else None
         add(f"latency-{variant}", kinds, ramp_s, variant=variant, pin=False, profile=prof, **ramp)
-    if profile.scaling:
+    if scale.scaling:
         for n in range(1, len(cpus)):
             for variant in VARIANTS:
                 add(
                     f"scaling-{variant}-{n}cpu", ("scaling",), ramp_s, n,
                     variant=variant, sut_cpus=cpus[:n], gen_cpus=cpus[n:], **ramp,
                 )  # fmt: skip
-    for scenario in profile.fault_scenarios:
+    for scenario in scale.fault_scenarios:
         gc = scenario == "gc-pressure"
-        seconds = profile.gc_s if gc else profile.fault_s
+        seconds = scale.gc_s if gc else scale.fault_s
         for variant in VARIANTS:
             add(
                 f"{scenario}-{variant}", ("fault", "gc") if gc else ("fault",), seconds,
                 variant=variant, scenario=scenario, duration_s=seconds, pin=False,
             )  # fmt: skip
-    if profile.separate_profile_run:
+    if scale.separate_profile_run:
         for variant in VARIANTS:
             add(
-                f"profile-{variant}", ("profile",), profile.profile_s,
-                variant=variant, scenario="open", duration_s=profile.profile_s,
-                rate=profile.profile_rate, pin=False, profile=ProfilePlan(),
+                f"profile-{variant}", ("profile",), scale.profile_s,
+                variant=variant, scenario="open", duration_s=scale.profile_s,
+                rate=scale.profile_rate, pin=False, profile=ProfilePlan(),
             )  # fmt: skip
     return steps
 
 
-def default_out(profile: str) -> Path:
-    return results_root() / "repro" / profile
+def default_out(scale: str) -> Path:
+    return results_root() / "repro" / scale
 
 
 @dataclass
@@ -226,32 +238,18 @@ def _mmss(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
 def finished_run(run_dir: Path, step: Step, previous: dict[str, Any] | None) -> bool:
     """True when run_dir holds a finished run of exactly this step's plan."""
-    meta = _read_json(run_dir / "meta.json")
-    if meta is None or meta.get("status") not in COMPLETED_STATUSES:
+    if read_meta(run_dir).get("status") not in COMPLETED_STATUSES:
         return False
-    if not (run_dir / "summary.json").exists():
+    if not (run_dir / SUMMARY).exists():
         return False
     return previous is None or previous.get("plan") == step.fingerprint()
 
 
 def _set_aside(run_dir: Path) -> Path:
     """Move a half-written run out of the way (kept for a post-mortem, never plotted)."""
-    partial = run_dir.parent / ".partial"
+    partial = run_dir.parent / PARTIAL_DIR
     partial.mkdir(exist_ok=True)
     for n in range(1, 1000):
         target = partial / f"{run_dir.name}-{n}"
@@ -262,7 +260,7 @@ def _set_aside(run_dir: Path) -> Path:
 
 
 def reproduce(
-    profile_name: str = "quick",
+    scale_name: str = "quick",
     out: Path | None = None,
     *,
     fresh: bool = False,
@@ -273,23 +271,23 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run the matrix (resuming), the hop benchmark, then render figures and notebooks."""
     try:
-        profile = PROFILES[profile_name]
+        scale = SCALES[scale_name]
     except KeyError:
-        raise KeyError(f"unknown profile {profile_name!r}; known: {', '.join(PROFILES)}") from None
-    out = out or default_out(profile.name)
+        raise KeyError(f"unknown scale {scale_name!r}; known: {', '.join(SCALES)}") from None
+    out = out or default_out(scale.name)
     figures_dir = figures_dir or results_root() / "figures"
     notebooks_dir = notebooks_dir or results_root() / "notebooks"
     if fresh and out.exists():
         aside = out.with_name(f"{out.name}-{utc_now():%Y%m%d-%H%M%S}")
         out.rename(aside)
         echo(f"previous run set moved to {aside}")
-    runs_dir = out / "runs"
+    runs_dir = out / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
-    steps = plan_steps(profile)
-    old = _read_json(out / MANIFEST) or {}
+    steps = plan_steps(scale)
+    old = read_json(out / MANIFEST) or {}
     old_steps = {s["tag"]: s for s in old.get("steps", [])}
     manifest: dict[str, Any] = {
-        "profile": profile.to_dict(),
+        "scale": scale.to_dict(),
         "machine": machine_info(),
         "started_at": old.get("started_at") or iso(utc_now()),
         "resumed_at": iso(utc_now()) if old else None,
@@ -304,7 +302,7 @@ def reproduce(
                 "scenario": s.plan.scenario,
                 "cpus": s.cpus,
                 "plan": s.fingerprint(),
-                "run": f"runs/{s.tag}",
+                "run": f"{RUNS_DIR}/{s.tag}",
                 "status": "pending",
                 "seconds": None,
             }
@@ -312,7 +310,7 @@ def reproduce(
         ],
     }
     entries = {e["tag"]: e for e in manifest["steps"]}
-    hop_path = out / HOP_FILE
+    hop_path = out / HOP
     hop_done = hop_path.exists()
     hop_left = [] if hop_done else [HOP_EXPECTED_S]
     todo = []
@@ -324,11 +322,11 @@ def reproduce(
             todo.append(s)
     total_expected = [s.expected_s for s in todo] + hop_left
     echo(
-        f"reproduce --profile {profile.name}: {len(steps)} runs ({len(steps) - len(todo)} already "
-        f"done) on {len(usable_cpus())} CPUs, size {profile.size}, about "
+        f"reproduce --scale {scale.name}: {len(steps)} runs ({len(steps) - len(todo)} already "
+        f"done) on {len(usable_cpus())} CPUs, size {scale.size}, about "
         f"{_mmss(sum(total_expected) + 60)} -> {out}"
     )
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     progress = Progress()
     try:
         for i, step in enumerate(todo, start=1):
@@ -338,7 +336,7 @@ def reproduce(
             if run_dir.exists():
                 echo(f"  an unfinished earlier attempt moved to {_set_aside(run_dir)}")
             entries[step.tag]["status"] = "running"
-            _write_json(out / MANIFEST, manifest)
+            write_json(out / MANIFEST, manifest)
             t0 = time.monotonic()
             try:
                 result = execute(step.plan, runs_dir, echo=_indent(echo))
@@ -351,25 +349,25 @@ def reproduce(
             seconds = time.monotonic() - t0
             progress.finish(step.expected_s, seconds)
             entries[step.tag].update(status=status, seconds=round(seconds, 1))
-            _write_json(out / MANIFEST, manifest)
+            write_json(out / MANIFEST, manifest)
         if not hop_done:
             echo("=== per-hop micro-benchmark (archlab bench hop)")
             report = hop.measure(
-                n=profile.hop_calls, warmup=min(500, profile.hop_calls // 4), size=profile.size
+                n=scale.hop_calls, warmup=min(500, scale.hop_calls // 4), size=scale.size
             )
-            _write_json(hop_path, report)
+            write_json(hop_path, report)
             echo(hop.format_table(report))
-        manifest["hop"] = HOP_FILE
+        manifest["hop"] = HOP
     except KeyboardInterrupt:
         manifest["interrupted_at"] = iso(utc_now())
-        _write_json(out / MANIFEST, manifest)
+        write_json(out / MANIFEST, manifest)
         echo(f"\ninterrupted: finished runs are kept; run the same command again to resume ({out})")
         raise
     failed = [e["tag"] for e in manifest["steps"] if e["status"] not in USABLE_STEP_STATUSES]
     manifest["complete"] = not failed
     manifest["failed"] = failed
     manifest["finished_at"] = iso(utc_now())
-    _write_json(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     outputs: dict[str, Any] = {"run_set": str(out), "failed": failed}
     if render:
         outputs.update(render_outputs(out, figures_dir, notebooks_dir, echo=echo))

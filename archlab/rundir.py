@@ -1,21 +1,133 @@
-"""meta.json: everything needed to interpret and repeat a run.
+"""The run directory's format: every file a run writes, every column list, meta.json, the statuses.
 
-Written when a run starts (status "starting") and rewritten as it progresses, so an interrupted
-or failed run still says what it was. Field meanings: results/README.md.
+One owner for all of it: the harness writes a run through these names, every reader (summary,
+blast, compare, run sets, figures, notebooks) reads through them, and `archlab validate`
+(archlab/analysis/validate.py) checks a run against them. Field meanings: results/README.md.
+
+Files the variant writes itself (its lifecycle log, its per-process GC files) keep their names
+in `variants/` (a deployer does not import the harness); this module names them for the harness.
+meta.json is written when a run starts (status "starting") and rewritten as it progresses, so an
+interrupted or failed run still says what it was.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from archlab.machine import git_info, machine_info
+from archlab.host.machine import git_info, machine_info
+from variants import lifecycle, telemetry
 
 SCHEMA_VERSION = 3  # results/README.md documents it; bump with every incompatible change
+SUPPORTED_VERSIONS = (1, 2, 3)
+
+# ---------------------------------------------------------------- files of a run directory
+META = "meta.json"
+SUMMARY = "summary.json"
+REQUESTS = "requests.csv"  # every request, written by the recorder (archlab/measure/recorder.py)
+LEDGER = "ledger.csv"  # every order answered 201, likewise
+GENERATOR_CPU = "generator_cpu.csv"
+PROCESSES = "processes.csv"
+GC = "gc.csv"  # merged from the variant's per-process files in TELEMETRY_DIR
+ROLES = "roles.csv"
+FAULTS = "faults.csv"  # only runs with a fault plan
+INVARIANTS = "invariants.json"
+LIFECYCLE = lifecycle.LIFECYCLE_FILE  # the variant's, copied from its state folder
+SERVER_LOG = "server.log"
+LOCUST_LOG = "locust.log"
+STATE_DIR = "state"  # the variant's databases (removed with --discard-state)
+TELEMETRY_DIR = "telemetry"  # what the variant's processes write while they run
+PROFILE_DIR = "profile"
+SPEEDSCOPE = "profile.speedscope.json"  # in PROFILE_DIR
+TOP_FRAMES = "top_frames.csv"  # in PROFILE_DIR
+PROFILE_LOG = "py-spy.log"  # in PROFILE_DIR
+
+# ---------------------------------------------------------------- columns
+RECORD_COLUMNS = ("start_time", "endpoint", "latency_ms", "status", "error", "intended_time")
+RECORD_COLUMNS_V1 = RECORD_COLUMNS[:5]  # before open-loop load (schema 1)
+LEDGER_COLUMNS = ("time", "idempotency_key", "order_id")
+CPU_COLUMNS = ("time", "pid", "name", "cpu_percent", "rss_bytes", "cpu_user_s", "cpu_system_s")
+CPU_COLUMNS_V1 = CPU_COLUMNS[:5]
+PROCESS_COLUMNS = (
+    "time",
+    "pid",
+    "ppid",
+    "role",
+    "name",
+    "create_time",
+    "cpu_user_s",
+    "cpu_system_s",
+    "cpu_percent",
+    "rss_bytes",
+    "uss_bytes",
+    "pss_bytes",
+    "swap_bytes",
+    "threads",
+    "ctx_voluntary",
+    "ctx_involuntary",
+)
+GC_COLUMNS = telemetry.GC_COLUMNS
+ROLE_COLUMNS = ("pid", "role", "declared_at")
+FAULT_COLUMNS = ("id", "kind", "component", "role", "pids", "start", "end", "params")
+TOP_COLUMNS = (
+    "role",
+    "rank",
+    "function",
+    "file",
+    "self_samples",
+    "self_share",
+    "total_samples",
+    "total_share",
+    "role_samples",
+)
+# file -> accepted headers (first = current)
+CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    REQUESTS: (RECORD_COLUMNS, RECORD_COLUMNS_V1),
+    GENERATOR_CPU: (CPU_COLUMNS, CPU_COLUMNS_V1),
+    PROCESSES: (PROCESS_COLUMNS,),
+    GC: (GC_COLUMNS,),
+    ROLES: (ROLE_COLUMNS,),
+    LEDGER: (LEDGER_COLUMNS,),
+    FAULTS: (FAULT_COLUMNS,),
+}
+# where the recorder (archlab/measure/recorder.py, a locust plugin) writes REQUESTS and LEDGER
+ENV_RECORDS = "ARCHLAB_RECORDS"
+ENV_LEDGER = "ARCHLAB_LEDGER"
+# what a completed run of each schema version holds
+_COMPLETED_V1 = (META, SUMMARY, REQUESTS, GENERATOR_CPU, SERVER_LOG, LOCUST_LOG)
+_COMPLETED_V2 = (*_COMPLETED_V1[:4], PROCESSES, GC, ROLES, SERVER_LOG, LOCUST_LOG)
+COMPLETED_FILES: dict[int, tuple[str, ...]] = {
+    1: _COMPLETED_V1,
+    2: _COMPLETED_V2,
+    3: (*_COMPLETED_V2, LEDGER, INVARIANTS),
+}
+
+
+class Status(StrEnum):
+    """meta.json's "status": where a run is, or how it ended."""
+
+    STARTING = "starting"
+    WAITING = "waiting for /healthz"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED_INVARIANTS = "failed-invariants"  # ran to its end but lost or corrupted data
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+COMPLETED_STATUSES = (Status.COMPLETED, Status.FAILED_INVARIANTS)  # ran to its end
+# a run set's manifest step: a finished run that a resumed reproduction kept
+KEPT_STATUS = "done (kept)"
+USABLE_STEP_STATUSES = (*COMPLETED_STATUSES, KEPT_STATUS)  # steps with data to plot
+
+
+# ---------------------------------------------------------------- where runs live
 
 
 def repo_root() -> Path | None:
@@ -29,12 +141,54 @@ def results_root() -> Path:
     return (repo_root() or Path.cwd()) / "results"
 
 
+def default_runs_dir() -> Path:
+    """results/runs: where `archlab run` puts run directories."""
+    return results_root() / "runs"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 def iso(ts: datetime) -> str:
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_run_dir(results_dir: Path, variant: str, scenario: str, run_id: str | None) -> Path:
+    """Create results_dir/<run-id>; the default id is <UTC time>-<variant>-<scenario>[-N]."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+            raise ValueError(f"run id {run_id!r} may only contain letters, digits, '.', '_', '-'")
+        path = results_dir / run_id
+        path.mkdir()  # an existing run is never overwritten
+        return path
+    base = f"{utc_now():%Y%m%d-%H%M%S}-{variant}-{scenario}"
+    for n in range(1, 1000):
+        path = results_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many runs named {base}")
+
+
+def start_csv(path: Path) -> Path:
+    """Create one of the run's CSV files with its current header, for writers that append."""
+    path.write_text(",".join(CSV_HEADERS[path.name][0]) + "\n")
+    return path
+
+
+def stored(path: Path) -> Path | None:
+    """path, or its gzipped copy path.gz (the committed reference keeps raw files gzipped)."""
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------- meta.json and other JSON files
 
 
 def new_meta(
@@ -62,7 +216,7 @@ def new_meta(
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
-        "status": "starting",
+        "status": Status.STARTING,
         "variant": variant,
         "variant_module": module,
         "knobs": knobs,
@@ -87,14 +241,54 @@ def new_meta(
     }
 
 
-def write_meta(run_dir: Path, meta: dict[str, Any]) -> Path:
-    """Write meta.json atomically (a reader never sees half a file)."""
-    path = run_dir / "meta.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write a JSON file atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     tmp.replace(path)
     return path
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is missing or does not parse."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file (lifecycle.jsonl); a torn or foreign line is skipped."""
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> Path:
+    return write_json(run_dir / META, meta)
+
+
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    return dict(json.loads((run_dir / "meta.json").read_text()))
+    """meta.json of a run; {} when there is none (a run killed before it wrote one)."""
+    return read_json(run_dir / META) or {}
+
+
+def warmup_of(meta: dict[str, Any]) -> float:
+    """The run's warm-up: requests sent before it are left out of every summary."""
+    return float(meta.get("warmup_s") or 0.0)
+
+
+# ---------------------------------------------------------------- a run set (archlab reproduce)
+MANIFEST = "manifest.json"  # the scale, the machine, every step with its status and run folder
+RUNS_DIR = "runs"  # one run directory per step
+PARTIAL_DIR = ".partial"  # in RUNS_DIR: unfinished runs set aside on resume
+HOP = "hop.json"  # `archlab bench hop` output

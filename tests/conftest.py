@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from archlab.deployers import VARIANTS, get_variant
-from archlab.run import procs
+from archlab.host import procs
 
 READY_TIMEOUT_S = 120.0
 

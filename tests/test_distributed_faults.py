@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from archlab.deployers import get_variant
-from archlab.run import procs
+from archlab.host import procs
 
 READY_S = 60.0
 

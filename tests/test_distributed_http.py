@@ -21,8 +21,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import msgspec
 import pytest
 
-from archlab.run import procs
-from archlab.run.procs import free_port
+from archlab.host import procs
+from archlab.host.procs import free_port
 from variants import rpc
 from variants.distributed.http import (
     IDEMPOTENT,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from archlab.run import procs
+from archlab.host import procs
 from variants.distributed import netns
 
 

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from archlab.analysis import blast
 from archlab.analysis.validate import validate_run
 from archlab.deployers import VARIANTS
 from archlab.run import fault_schedule as harness
-from archlab.run.runner import RunPlan, execute
+from archlab.run.plan import RunPlan
+from archlab.run.runner import execute
 from variants import faults
 from workloads import scenarios
 from workloads.scenarios import FaultSpec, Scenario
@@ -180,14 +182,14 @@ def kinds_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _window(run_dir: Path, kind: str) -> tuple[float, float]:
-    row = next(r for r in harness.read_faults(run_dir / "faults.csv") if r["kind"] == kind)
-    assert row["end"] is not None and row["pids"], row
-    return row["start"], row["end"]
+    row = next(f for f in blast.read_faults(run_dir / "faults.csv") if f.kind == kind)
+    assert row.end is not None and row.pids, row
+    return row.start, row.end
 
 
 def test_faults_csv_records_every_fault(kinds_run: Path) -> None:
-    rows = harness.read_faults(kinds_run / "faults.csv")
-    assert [(r["kind"], r["component"], r["role"]) for r in rows] == [
+    rows = blast.read_faults(kinds_run / "faults.csv")
+    assert [(r.kind, r.component, r.role) for r in rows] == [
         ("leak", "inventory", "inventory"),
         ("hog", "orders", "orders"),
         ("gc", "notifications", "notifications"),
@@ -271,18 +273,18 @@ def test_crash_recommendations(variant: str, tmp_path: Path) -> None:
     run = result.run_dir
     assert (run / "requests.csv").exists()
     assert validate_run(run) == []  # faults.csv included
-    (fault,) = harness.read_faults(run / "faults.csv")
+    (fault,) = blast.read_faults(run / "faults.csv")
     role = VARIANTS[variant].host_role("recommendations")
-    assert (fault["kind"], fault["component"], fault["role"]) == ("crash", "recommendations", role)
-    assert fault["pids"] and fault["end"] is None
+    assert (fault.kind, fault.component, fault.role) == ("crash", "recommendations", role)
+    assert fault.pids and fault.end is None
     events = [json.loads(line) for line in (run / "lifecycle.jsonl").read_text().splitlines()]
-    deaths = [e for e in events if e.get("event") == "exit" and e.get("pid") in fault["pids"]]
+    deaths = [e for e in events if e.get("event") == "exit" and e.get("pid") in fault.pids]
     assert deaths and not deaths[0]["expected"]
-    assert deaths[0]["time"] >= fault["start"] - 0.01
+    assert deaths[0]["time"] >= fault.start - 0.01
     # it came back: a process of that role first sampled after the kill
     samples = [r for r in _rows(run / "processes.csv") if r["role"] == role]
-    seen_before = {int(r["pid"]) for r in samples if float(r["time"]) <= fault["start"]}
-    back = {int(r["pid"]) for r in samples} - seen_before - set(fault["pids"])
+    seen_before = {int(r["pid"]) for r in samples if float(r["time"]) <= fault.start}
+    back = {int(r["pid"]) for r in samples} - seen_before - set(fault.pids)
     assert back, f"no new {role} process after the crash"
 
 

@@ -27,12 +27,13 @@ from archlab.analysis.compare import compare_rows, format_csv, format_markdown, 
 from archlab.analysis.records import RECORD_COLUMNS, Record, read_records
 from archlab.analysis.summary import ALL, load_stats, summarize, summarize_processes
 from archlab.analysis.summary import ProcSample as PS
+from archlab.host import procs
+from archlab.host.cpus import format_cpu_list, parse_cpu_list, plan_cpus
 from archlab.measure import gcdata
 from archlab.measure.profiler import ProfilePlan, Profiler, parse_window, top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ProcessSampler
-from archlab.run import procs
-from archlab.run.cpus import format_cpu_list, parse_cpu_list, plan_cpus
-from archlab.run.runner import locust_command, locust_env, start_records
+from archlab.run.generator import locust_command, locust_env
+from archlab.rundir import start_csv
 from variants import telemetry
 from workloads.scenarios import SCENARIOS, LoadSpec, get_scenario, resolve_load
 
@@ -125,7 +126,7 @@ def double() -> Iterator[StallServer]:
 def drive(url: str, load: LoadSpec, duration_s: int, tmp_path: Path) -> list[Record]:
     """Run the real locustfile (headless, its own process group) and return its records."""
     records = tmp_path / "requests.csv"
-    start_records(records)
+    start_csv(records)
     cmd = locust_command(url, load, duration_s)
     log = tmp_path / "locust.log"
     with procs.running(
@@ -516,7 +517,7 @@ def test_pin_wrapper_sets_the_affinity() -> None:
     cpu = min(os.sched_getaffinity(0))
     code = "import os; print(sorted(os.sched_getaffinity(0)))"
     out = subprocess.run(
-        [sys.executable, "-m", "archlab.run.pin", str(cpu), "--", sys.executable, "-c", code],
+        [sys.executable, "-m", "archlab.host.pin", str(cpu), "--", sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=30,

@@ -1,6 +1,7 @@
 """The ledger of acknowledged orders and the harness's invariant verdict, without a server.
 
-The locustfile's writer is exercised by the real runs (tests/test_run_smoke.py).
+The recorder's writer (archlab/measure/recorder.py) is exercised by the real runs
+(tests/test_run_smoke.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from archlab.analysis import validate
 from archlab.measure import integrity
-from archlab.run import runner
+from archlab.rundir import Status, start_csv
 from workloads.shop import dataset
 from workloads.shop.contracts import OrderItem, PlaceOrder
 from workloads.shop.local import LocalShop
@@ -39,8 +40,8 @@ def shop_state(tmp_path: Path) -> tuple[Path, dict[str, int]]:
 
 
 def _write_ledger(path: Path, entries: list[tuple[str, int]]) -> None:
-    """As the locustfile's Ledger writes it (not imported here: locust monkey-patches)."""
-    integrity.start_ledger(path)
+    """As the recorder's Ledger writes it (not imported here: locust monkey-patches)."""
+    start_csv(path)
     with path.open("a") as fh:
         fh.writelines(f"{1.8e9 + i:.6f},{key},{oid}\n" for i, (key, oid) in enumerate(entries))
 
@@ -63,15 +64,15 @@ def test_a_clean_run_passes_and_a_lost_order_fails_the_run(shop_state, tmp_path:
     run_dir.mkdir()
     _write_ledger(run_dir / "ledger.csv", sorted(placed.items()))
     meta = {"status": "completed"}
-    report = runner._check_invariants(run_dir, meta, state)
+    report = integrity.judge_run(run_dir, meta, state)
     assert report is not None and report["ok"] and meta["status"] == "completed"
     assert json.loads((run_dir / "invariants.json").read_text())["ok"]
     assert "invariants: ok" in integrity.format_report(report)
 
     _write_ledger(run_dir / "ledger.csv", [*sorted(placed.items()), ("acked-but-lost", 999)])
-    report = runner._check_invariants(run_dir, meta, state)
+    report = integrity.judge_run(run_dir, meta, state)
     assert report is not None and not report["ok"]
-    assert meta["status"] == runner.FAILED_INVARIANTS == "failed-invariants"
+    assert meta["status"] == Status.FAILED_INVARIANTS == "failed-invariants"
     assert report["violations"]["missing_acknowledged"] == ["acked-but-lost"]
     assert "VIOLATED" in integrity.format_report(report)
     assert meta["invariants"]["checks"]["acknowledged_orders_stored_once"] is False

@@ -1,6 +1,6 @@
 """The process family end to end: titles, crash policies under load, shutdown, orphans, memory.
 
-Every server runs in its own process group through `archlab.run.procs` (always stopped), on
+Every server runs in its own process group through `archlab.host.procs` (always stopped), on
 loopback, with two backends; every wait is bounded.
 """
 
@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from archlab.deployers import get_variant
-from archlab.run import procs
+from archlab.host import procs
 from variants.multiprocess.backend import socket_path
 from variants.multiprocess.ipc import UdsTransport
 from variants.rpc import Codec, make_proxy

@@ -29,10 +29,10 @@ pytestmark = pytest.mark.skipif(
 def test_the_reference_is_a_complete_full_reproduction_with_its_machine() -> None:
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     assert manifest["complete"] is True
-    assert manifest["profile"]["name"] == "full"
+    assert load_runset(REFERENCE).scale == "full"
     assert manifest["machine"]["cpu_model"] and manifest["machine"]["usable_cpus"]
     cpus = manifest["machine"]["usable_cpus"]
-    expected = [s.tag for s in repro.plan_steps(repro.PROFILES["full"], cpus)]
+    expected = [s.tag for s in repro.plan_steps(repro.SCALES["full"], cpus)]
     assert [s["tag"] for s in manifest["steps"]] == expected
     rs = load_runset(REFERENCE)
     assert all(run.finished for run in rs.runs.values())

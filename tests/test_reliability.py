@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from archlab.deployers import get_variant
-from archlab.run import fault_schedule, procs, restart
+from archlab.host import procs
+from archlab.run import fault_schedule, restart
 from variants import telemetry
 from variants.distributed.launcher import healthy
 from workloads.shop import invariants

@@ -36,7 +36,7 @@ def reproduction(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "log": root / "reproduce.log",
     }
     cmd = [
-        sys.executable, "-m", "archlab.cli", "reproduce", "--profile", "test",
+        sys.executable, "-m", "archlab.cli", "reproduce", "--scale", "test",
         "--out", str(paths["out"]), "--figures-dir", str(paths["figures"]),
         "--notebooks-dir", str(paths["notebooks"]),
     ]  # fmt: skip
@@ -50,7 +50,7 @@ def test_every_step_of_the_matrix_ran_and_is_a_valid_run(reproduction: dict[str,
     manifest = json.loads((reproduction["out"] / "manifest.json").read_text())
     assert manifest["complete"] is True and manifest["failed"] == []
     tags = [s["tag"] for s in manifest["steps"]]
-    assert tags == [s.tag for s in repro.plan_steps(repro.PROFILES["test"])]
+    assert tags == [s.tag for s in repro.plan_steps(repro.SCALES["test"])]
     for variant in ("monolith", "multiprocess", "distributed"):
         assert f"latency-{variant}" in tags and f"gc-pressure-{variant}" in tags
     for step in manifest["steps"]:
@@ -172,9 +172,10 @@ def test_notebooks_default_to_the_newest_run_set_then_the_reference(
     assert default_runset_path() == Path("/somewhere")
 
 
-def test_an_unknown_profile_is_a_clear_error() -> None:
+@pytest.mark.parametrize("flag", ["--scale", "--profile"])
+def test_an_unknown_scale_is_a_clear_error_under_either_flag_name(flag: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "archlab.cli", "reproduce", "--profile", "huge"],
+        [sys.executable, "-m", "archlab.cli", "reproduce", flag, "huge"],
         capture_output=True,
         text=True,
         env={**os.environ},

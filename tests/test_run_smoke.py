@@ -26,9 +26,10 @@ from archlab.analysis import validate
 from archlab.analysis.records import read_records
 from archlab.analysis.summary import ALL, PERCENTILES
 from archlab.deployers import VARIANTS
+from archlab.host import procs
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
-from archlab.run import procs
-from archlab.run.runner import make_run_dir, parse_duration
+from archlab.run.plan import parse_duration
+from archlab.rundir import COMPLETED_FILES, SCHEMA_VERSION, make_run_dir
 from workloads.scenarios import SCENARIOS, TASKS
 
 ENDPOINTS = {
@@ -86,7 +87,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 def test_run_writes_every_file(smoke_run: tuple[Path, str]) -> None:
     run_dir, stdout = smoke_run
-    for name in validate.COMPLETED_FILES[validate.SCHEMA_VERSION]:
+    for name in COMPLETED_FILES[SCHEMA_VERSION]:
         assert (run_dir / name).is_file(), name
     assert (run_dir / "state").is_dir()
     assert not (run_dir / "telemetry").exists()  # merged into gc.csv / roles.csv
@@ -98,7 +99,7 @@ def test_meta(smoke_run: tuple[Path, str]) -> None:
     run_dir = smoke_run[0]
     meta = json.loads((run_dir / "meta.json").read_text())
     variant = meta["variant"]
-    assert meta["schema_version"] == validate.SCHEMA_VERSION == 3
+    assert meta["schema_version"] == SCHEMA_VERSION == 3
     assert meta["run_id"] == "smoke"
     assert meta["status"] == "completed"
     assert set(meta["knobs"]) == set(VARIANTS[variant].knobs)

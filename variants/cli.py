@@ -1,8 +1,8 @@
 """The command-line contract every deployer shares with the harness.
 
 `python -m variants.<name> --port P --size S --seed N --state-dir DIR` plus the domain's
-knobs: one definition here, so the three deployers cannot drift apart on what the harness
-passes them.
+knobs (`ShopConfig`, one flag per field): one definition here, parsed by the deployers and
+rendered by the harness, so neither can drift from the other.
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ from pathlib import Path
 from workloads.shop import dataset
 from workloads.shop.config import ShopConfig
 
+# ShopConfig field -> the flag every deployer takes for it
+SHOP_FLAGS = {
+    "rebuild_interval_s": "--rebuild-interval",
+    "sink_latency_ms": "--sink-latency-ms",
+    "drain_interval_s": "--drain-interval",
+    "drain_batch": "--drain-batch",
+}
+assert set(SHOP_FLAGS) == set(ShopConfig.__struct_fields__), "a flag for every ShopConfig field"
+
 
 def deployer_parser(prog: str, description: str, state_help: str) -> argparse.ArgumentParser:
     """A parser with the shared options; the deployer adds its own knobs."""
-    defaults = ShopConfig()
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     p.add_argument("--size", default="tiny", choices=sorted(dataset.SIZES), help="dataset size")
@@ -31,15 +39,32 @@ def deployer_parser(prog: str, description: str, state_help: str) -> argparse.Ar
         help=f"folder for {state_help} (kept across restarts; default: a temp folder removed "
         "at exit)",
     )
-    p.add_argument("--rebuild-interval", type=float, default=defaults.rebuild_interval_s)
-    p.add_argument("--sink-latency-ms", type=float, default=defaults.sink_latency_ms)
+    add_shop_options(p)
     return p
 
 
+def add_shop_options(p: argparse.ArgumentParser) -> None:
+    """One flag per ShopConfig field (a deployer, or a process a deployer starts)."""
+    defaults = ShopConfig()
+    for name, flag in SHOP_FLAGS.items():
+        default = getattr(defaults, name)
+        p.add_argument(
+            flag,
+            dest=name,
+            type=type(default),
+            default=default,
+            help=f"the domain's {name} (ShopConfig; default {default})",
+        )
+
+
 def shop_config(args: argparse.Namespace) -> ShopConfig:
-    return ShopConfig(
-        rebuild_interval_s=args.rebuild_interval, sink_latency_ms=args.sink_latency_ms
-    )
+    """The domain's configuration from a deployer's parsed command line."""
+    return ShopConfig(**{name: getattr(args, name) for name in SHOP_FLAGS})
+
+
+def shop_args(config: ShopConfig) -> list[str]:
+    """The command-line flags that give a deployer `config` (every field, defaults too)."""
+    return [a for name, flag in SHOP_FLAGS.items() for a in (flag, str(getattr(config, name)))]
 
 
 @contextmanager

@@ -48,11 +48,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from workloads.scenarios import FAULT_KINDS
+
 ENV_DIR = "ARCHLAB_FAULTS_DIR"
 ARMED_DIR = "armed"
 SIGNAL = signal.SIGRTMIN + 3
 POLL_S = 1.0
-KINDS = ("crash", "leak", "hog", "gc", "slow")
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "crash": {"mode": "kill"},
     "leak": {"rate_mb_s": 20.0, "limit_mb": 200.0, "on_limit": "kill"},
@@ -60,6 +61,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "gc": {"objects_per_s": 200_000, "collect_every_s": 0.1},
     "slow": {"delay_ms": 100.0},
 }
+assert tuple(DEFAULT_PARAMS) == FAULT_KINDS, "every kind of the catalogue, and no other"
 
 
 def fault_path(folder: Path, component: str) -> Path:

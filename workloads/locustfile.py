@@ -1,16 +1,17 @@
 """Virtual shoppers for locust: search, view products, ask for recommendations, order, re-read.
 
 Works as-is for a person (`locust -f workloads/locustfile.py --host http://127.0.0.1:8000`,
-web UI, no environment variables). The harness (`archlab run`) sets:
+web UI, no environment variables). The harness sets (names: `workloads/scenarios.py`):
 
 - ARCHLAB_LOAD: the resolved load (`workloads.scenarios.LoadSpec` as JSON): closed or open
   loop, task weights, think time, arrival rate, ramp steps. Without it, ARCHLAB_SCENARIO
   (a name from `workloads/scenarios.py`, default "steady") is used with its defaults.
-- ARCHLAB_RECORDS: a CSV path; every request is appended to it (see results/README.md). Each
-  locust process appends whole lines with one locked write, so `--processes N` is safe.
-- ARCHLAB_LEDGER: a CSV path; every order answered 201 is appended to it (time, idempotency
-  key, order id), buffered and locked like the records, for the invariant check after the run.
 - ARCHLAB_SEED: seeds each user's random choices (the traffic mix, not the timing).
+
+This file holds the shoppers only. Whoever records the requests listens to locust's request
+events (the harness loads its recorder beside this file); what they cannot see on the wire the
+shoppers put into each request's `context`: an open-loop arrival's intended start
+(`CONTEXT_INTENDED`) and an acknowledged order's idempotency key and id (`CONTEXT_ACKNOWLEDGED`).
 
 Load shapes: `Shopper` is the closed loop (wait for the answer, think, repeat);
 `OpenLoopShopper` is an arrival stream at a fixed rate that records each request's intended
@@ -23,17 +24,13 @@ Product ids and search words are learned once per process from the first catalog
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import fcntl
-import io
 import logging
 import os
 import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -42,24 +39,30 @@ import gevent
 import gevent.local
 import gevent.pool
 from gevent.lock import Semaphore
-from locust import FastHttpUser, LoadTestShape, between, constant, events, task
-from locust.env import Environment
-from locust.runners import MasterRunner
+from locust import FastHttpUser, LoadTestShape, between, constant, task
 
-from archlab.analysis.records import LEDGER_COLUMNS, RECORD_COLUMNS
-from workloads.scenarios import LoadSpec, get_scenario, resolve_load
+from workloads.scenarios import (
+    CONTEXT_ACKNOWLEDGED,
+    CONTEXT_INTENDED,
+    ENV_LOAD,
+    ENV_SCENARIO,
+    ENV_SEED,
+    LoadSpec,
+    get_scenario,
+    resolve_load,
+)
 
 LOAD = (
-    LoadSpec.from_json(os.environ["ARCHLAB_LOAD"])
-    if os.environ.get("ARCHLAB_LOAD")
-    else resolve_load(get_scenario(os.environ.get("ARCHLAB_SCENARIO", "steady")))
+    LoadSpec.from_json(os.environ[ENV_LOAD])
+    if os.environ.get(ENV_LOAD)
+    else resolve_load(get_scenario(os.environ.get(ENV_SCENARIO, "steady")))
 )
-SEED = os.environ.get("ARCHLAB_SEED")
+SEED = os.environ.get(ENV_SEED)
 CUSTOMERS = int(os.environ.get("ARCHLAB_CUSTOMERS", "1000"))
 CATALOG_PAGE_SIZE = 100
 ORDERS_REMEMBERED = 20
 
-log = logging.getLogger("archlab.locustfile")
+log = logging.getLogger("workloads.locustfile")
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,11 @@ class _ShopUser(FastHttpUser):
         """Place a small order; a 409 out_of_stock is a valid answer, not a failure."""
         ids = self.rng.sample(self.catalog.product_ids, k=min(len(self.catalog.product_ids), 2))
         lines = self.rng.choice((1, 1, 2))
+        key = uuid.uuid4().hex
         body = {
             "customer_id": self.rng.randint(1, CUSTOMERS),
             "items": [{"product_id": pid, "qty": self.rng.randint(1, 2)} for pid in ids[:lines]],
-            "idempotency_key": uuid.uuid4().hex,
+            "idempotency_key": key,
         }
         with self.client.post("/orders", json=body, name="POST /orders", catch_response=True) as r:
             data = _json(r)
@@ -149,8 +153,7 @@ class _ShopUser(FastHttpUser):
                 self.orders.append(int(order_id))
                 del self.orders[:-ORDERS_REMEMBERED]
                 r.success()
-                if _ledger is not None:
-                    _ledger.acknowledged(body["idempotency_key"], int(order_id))
+                r.request_meta["context"][CONTEXT_ACKNOWLEDGED] = (key, int(order_id))
             elif r.status_code == 409 and (data or {}).get("error") == "out_of_stock":
                 r.success()
             elif r.status_code != 0:
@@ -197,6 +200,11 @@ class OpenLoopShopper(_ShopUser):
     wait_time = constant(0)
     concurrency = LOAD.max_in_flight  # connections of this user's client pool
 
+    def context(self) -> dict[str, Any]:
+        """Each request of an arrival carries the arrival's intended start."""
+        intended = getattr(_arrival, "intended", None)
+        return {} if intended is None else {CONTEXT_INTENDED: intended}
+
     @task
     def arrivals(self) -> None:
         rate = LOAD.rate_per_user
@@ -238,127 +246,3 @@ class StepRamp(LoadTestShape):
         if step >= len(LOAD.steps):
             return None
         return LOAD.steps[step], max(LOAD.spawn_rate, float(LOAD.steps[step]))
-
-
-class CsvAppender:
-    """Appends rows to a CSV file; buffered (flushed each second) to stay cheap.
-
-    Each flush is one `write` of whole lines to a file opened with O_APPEND, under an exclusive
-    `flock`, so several locust processes can share the file without tearing lines. The header
-    is written only into an empty file (the harness creates the file with it).
-    """
-
-    FLUSH_ROWS = 2000
-    FLUSH_SECONDS = 1.0
-
-    def __init__(self, path: str, header: tuple[str, ...]) -> None:
-        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.rows: list[tuple[Any, ...]] = []
-        self.last_flush = time.monotonic()
-        with self._locked():
-            if os.fstat(self.fd).st_size == 0:
-                self._write([header])
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        assert self.fd is not None
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-    def _write(self, rows: list[Any]) -> None:
-        buf = io.StringIO()
-        csv.writer(buf).writerows(rows)
-        data = memoryview(buf.getvalue().encode())
-        assert self.fd is not None
-        while data:
-            written = os.write(self.fd, data)
-            data = data[written:]
-
-    def add(self, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
-        now = time.monotonic()
-        if len(self.rows) >= self.FLUSH_ROWS or now - self.last_flush >= self.FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self, **_: Any) -> None:
-        if self.fd is None:
-            return
-        rows, self.rows = self.rows, []
-        if rows:
-            with self._locked():
-                self._write(rows)
-        self.last_flush = time.monotonic()
-
-    def close(self, **_: Any) -> None:
-        self.flush()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-class Recorder(CsvAppender):
-    """Appends every request to requests.csv (ARCHLAB_RECORDS)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path, RECORD_COLUMNS)
-
-    def on_request(
-        self,
-        name: str,
-        response_time: float,
-        response: Any = None,
-        exception: BaseException | None = None,
-        start_time: float | None = None,
-        **_: Any,
-    ) -> None:
-        if start_time is None:  # custom clients may omit it
-            start_time = time.time() - response_time / 1000
-        status = getattr(response, "status_code", 0) or 0
-        error = "" if exception is None else f"{type(exception).__name__}: {exception}"[:300]
-        intended = getattr(_arrival, "intended", None)
-        self.add(
-            (
-                f"{start_time:.6f}",
-                name,
-                f"{response_time:.3f}",
-                status,
-                error,
-                "" if intended is None else f"{intended:.6f}",
-            )
-        )
-
-
-class Ledger(CsvAppender):
-    """Every order answered 201: when, its idempotency key, its id (ARCHLAB_LEDGER).
-
-    The invariant check after the run (`workloads/shop/invariants.py`) requires each of them
-    to be stored exactly once under that id.
-    """
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path, LEDGER_COLUMNS)
-
-    def acknowledged(self, key: str, order_id: int) -> None:
-        self.add((f"{time.time():.6f}", key, order_id))
-
-
-_ledger: Ledger | None = None
-
-
-@events.init.add_listener
-def _install_recorder(environment: Environment, **_: Any) -> None:
-    global _ledger
-    path = os.environ.get("ARCHLAB_RECORDS")
-    if path and not isinstance(environment.runner, MasterRunner):  # workers send, master doesn't
-        recorder = Recorder(path)
-        environment.events.request.add_listener(recorder.on_request)
-        environment.events.test_stop.add_listener(recorder.flush)
-        environment.events.quitting.add_listener(recorder.close)
-    ledger_path = os.environ.get("ARCHLAB_LEDGER")
-    if ledger_path and not isinstance(environment.runner, MasterRunner):
-        _ledger = Ledger(ledger_path)
-        environment.events.test_stop.add_listener(_ledger.flush)
-        environment.events.quitting.add_listener(_ledger.close)

@@ -17,7 +17,8 @@ Load shapes (`loop` and `steps`):
   with the open loop that is a staircase of arrival rates, to find the knee of the latency curve.
 
 The harness resolves a scenario plus command-line overrides into a `LoadSpec` and hands it to
-the locustfile as JSON in `ARCHLAB_LOAD`.
+the locustfile as JSON in `ARCHLAB_LOAD`. A scenario's `shop` is the domain's configuration the
+variant is started with (`ShopConfig`, passed by `variants/cli.py` as command-line flags).
 """
 
 from __future__ import annotations
@@ -28,11 +29,23 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgspec
+
+from workloads.shop.config import ShopConfig
+
 # The shopper's tasks, as named in the locustfile.
 TASKS = ("search", "view", "recommend", "order", "read_order")
 LOOPS = ("closed", "open")
 STEADY_MIX = {"search": 3, "view": 5, "recommend": 2, "order": 1, "read_order": 1}
-FAULT_KINDS = ("crash", "leak", "hog", "gc", "slow")  # see variants/faults.py
+FAULT_KINDS = ("crash", "leak", "hog", "gc", "slow")  # injected by variants/faults.py
+
+# The locustfile's environment (set by the harness; a person running locust by hand needs none).
+ENV_LOAD = "ARCHLAB_LOAD"  # the resolved LoadSpec as JSON
+ENV_SCENARIO = "ARCHLAB_SCENARIO"  # else: a scenario name, with its defaults
+ENV_SEED = "ARCHLAB_SEED"  # seeds each user's random choices (the traffic mix, not the timing)
+# What a shopper adds to a request's locust `context`, for whoever listens to request events.
+CONTEXT_INTENDED = "intended_time"  # open loop: when the schedule wanted it sent (epoch s)
+CONTEXT_ACKNOWLEDGED = "acknowledged"  # an order answered 201: (idempotency key, order id)
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,7 @@ class Scenario:
     step_s: float = 10.0
     max_in_flight: int = 100  # open loop: outstanding requests per user, then it waits
     faults: tuple[FaultSpec, ...] = ()  # the fault plan (archlab/run/fault_schedule.py)
-    # extra variant options (e.g. {"rebuild-interval": "1"}), passed as --name value
-    server_args: Mapping[str, str] = field(default_factory=dict)
+    shop: ShopConfig = field(default_factory=ShopConfig)  # the domain's knobs for the variant
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(TASKS)
@@ -103,7 +115,7 @@ class Scenario:
         data["wait_time"] = list(self.wait_time)
         data["steps"] = list(self.steps)
         data["faults"] = [{**asdict(f), "params": dict(f.params)} for f in self.faults]
-        data["server_args"] = dict(self.server_args)
+        data["shop"] = msgspec.to_builtins(self.shop)
         return data
 
 
@@ -290,7 +302,7 @@ for _scenario in (
             "full collections) in recommendations for the middle 40% of the run"
         ),
         faults=(FaultSpec("gc", "recommendations", at=0.3, duration=0.4),),
-        server_args={"rebuild-interval": "1"},
+        shop=ShopConfig(rebuild_interval_s=1.0),
         **_FAULTY,  # type: ignore[arg-type]
     ),
     Scenario(

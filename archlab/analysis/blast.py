@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 from collections import defaultdict
@@ -45,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.records import Record, is_error, read_records
+from archlab.rundir import FAULTS, LIFECYCLE, REQUESTS, read_jsonl, read_meta, warmup_of
 
-FAULTS_FILE = "faults.csv"
-LIFECYCLE_FILE = "lifecycle.jsonl"
 SETUP_ENDPOINT = "/products (setup)"
 READY_EVENTS = ("ready",)
 RESTART_EVENTS = ("start", "restart")
@@ -351,29 +349,19 @@ def read_faults(path: Path) -> list[Fault]:
 
 
 def read_lifecycle(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and "time" in event:
-            events.append(event)
-    return events
+    """lifecycle.jsonl's timed events (every event a variant or the harness records has one)."""
+    return [event for event in read_jsonl(path) if "time" in event]
 
 
 def blast_run(run_dir: Path, tol: Tolerance | None = None) -> tuple[list[BlastRow], float]:
     """The rows of one run directory and its origin (first request, for relative times)."""
-    meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    records = read_records(run_dir / "requests.csv")
+    meta = read_meta(run_dir)
+    records = read_records(run_dir / REQUESTS)
     rows = blast(
         records,
-        read_faults(run_dir / FAULTS_FILE),
-        warmup_s=float(meta.get("warmup_s") or 0.0),
-        lifecycle=read_lifecycle(run_dir / LIFECYCLE_FILE),
+        read_faults(run_dir / FAULTS),
+        warmup_s=warmup_of(meta),
+        lifecycle=read_lifecycle(run_dir / LIFECYCLE),
         tol=tol,
     )
     scenario = meta.get("scenario")

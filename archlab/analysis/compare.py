@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from archlab.analysis.summary import ALL, summarize_run
+from archlab.rundir import REQUESTS, SUMMARY, read_json, read_meta, warmup_of
 
 Row = tuple[str, list[str]]
 
@@ -25,15 +25,12 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(meta, summary) of a run directory."""
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a run directory")
-    meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"run_id": run_dir.name}
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-    elif (run_dir / "requests.csv").exists():
-        summary = summarize_run(run_dir, warmup_s=float(meta.get("warmup_s") or 0.0))
-    else:
-        raise ValueError(f"{run_dir} has neither summary.json nor requests.csv")
+    meta = read_meta(run_dir) or {"run_id": run_dir.name}
+    summary = read_json(run_dir / SUMMARY)
+    if summary is None:
+        if not (run_dir / REQUESTS).exists():
+            raise ValueError(f"{run_dir} has neither {SUMMARY} nor {REQUESTS}")
+        summary = summarize_run(run_dir, warmup_s=warmup_of(meta))
     return meta, summary
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import pandas as pd
 
 from archlab.analysis.runset import SETUP_ENDPOINT, Run
+from archlab.analysis.summary import KEEPING_UP
 
 SLO_P99_MS = 100.0
 SLO_MAX_ERROR_RATE = 0.01
-KEEPING_UP = 0.95  # achieved / offered: below this the server (or generator) fell behind
 KNEE_FACTOR = 3.0  # the knee: the last step before p99 exceeds 3x the first step's, or the SLO
 
 

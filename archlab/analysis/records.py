@@ -1,9 +1,8 @@
-"""The per-request record format shared by the locustfile (writer) and the summary (reader).
+"""requests.csv read back: one `Record` per request, as the recorder wrote it.
 
-Kept free of heavy imports: the locustfile imports it inside every load-generator process.
-
-Schema 2 added the `intended_time` column (open-loop load: when the request was *scheduled*);
-files written before it (five columns) are still read, with `intended_time` None.
+The columns are archlab/rundir.py's; the writer is archlab/measure/recorder.py. Schema 2 added
+the `intended_time` column (open-loop load: when the request was *scheduled*); files written
+before it (five columns) are still read, with `intended_time` None.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-RECORD_COLUMNS = ("start_time", "endpoint", "latency_ms", "status", "error", "intended_time")
-RECORD_COLUMNS_V1 = RECORD_COLUMNS[:5]
-LEDGER_COLUMNS = ("time", "idempotency_key", "order_id")  # ledger.csv: orders answered 201
+from archlab.rundir import RECORD_COLUMNS, RECORD_COLUMNS_V1, stored
 
 
 class Record(NamedTuple):
@@ -57,9 +54,12 @@ def is_error(record: Record) -> bool:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    """path, or its gzipped copy path.gz (the committed reference keeps raw files gzipped)."""
-    if not path.exists() and path.with_name(path.name + ".gz").exists():
-        return gzip.open(path.with_name(path.name + ".gz"), "rt", newline="")  # type: ignore[return-value]
+    """path, or its gzipped copy (rundir.stored); FileNotFoundError when neither exists."""
+    found = stored(path)
+    if found is None:
+        raise FileNotFoundError(f"{path} not found")
+    if found != path:
+        return gzip.open(found, "rt", newline="")  # type: ignore[return-value]
     return path.open(newline="")  # type: ignore[return-value]
 
 

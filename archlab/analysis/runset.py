@@ -7,7 +7,6 @@ gzipped (the committed reference keeps `requests.csv.gz`, ...): pandas reads bot
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,8 +15,24 @@ from typing import Any
 
 import pandas as pd
 
-from archlab.analysis.validate import COMPLETED_STATUSES, USABLE_STEP_STATUSES
-from archlab.rundir import results_root
+from archlab.rundir import (
+    COMPLETED_STATUSES,
+    FAULTS,
+    GC,
+    HOP,
+    LIFECYCLE,
+    MANIFEST,
+    META,
+    PROCESSES,
+    REQUESTS,
+    SUMMARY,
+    USABLE_STEP_STATUSES,
+    read_json,
+    read_jsonl,
+    read_meta,
+    results_root,
+    stored,
+)
 
 ENV_RUNSET = "ARCHLAB_RUNSET"  # a run set folder; set by `archlab reproduce` for the notebooks
 VARIANT_ORDER = ("monolith", "multiprocess", "distributed")
@@ -41,14 +56,6 @@ ENDPOINT_COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _raw(run_dir: Path, name: str) -> Path | None:
-    """run_dir/name, or its gzipped copy; None when neither exists."""
-    for candidate in (run_dir / name, run_dir / f"{name}.gz"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
 @dataclass
 class Run:
     """One run folder: meta and summary at once, raw records when asked."""
@@ -60,12 +67,11 @@ class Run:
 
     @cached_property
     def meta(self) -> dict[str, Any]:
-        return dict(json.loads((self.path / "meta.json").read_text()))
+        return read_meta(self.path)
 
     @cached_property
     def summary(self) -> dict[str, Any]:
-        path = self.path / "summary.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        return read_json(self.path / SUMMARY) or {}
 
     @property
     def variant(self) -> str:
@@ -80,7 +86,7 @@ class Run:
         return self.meta.get("status") in COMPLETED_STATUSES and bool(self.summary)
 
     def file(self, name: str) -> Path | None:
-        return _raw(self.path, name)
+        return stored(self.path / name)
 
     def _csv(self, name: str) -> pd.DataFrame:
         path = self.file(name)
@@ -91,7 +97,7 @@ class Run:
     @cached_property
     def _requests_file(self) -> pd.DataFrame:
         """requests.csv as written, read once for `requests` and `origin`."""
-        return self._csv("requests.csv")
+        return self._csv(REQUESTS)
 
     @cached_property
     def requests(self) -> pd.DataFrame:
@@ -117,21 +123,21 @@ class Run:
 
     @cached_property
     def gc(self) -> pd.DataFrame:
-        df = self._csv("gc.csv")
+        df = self._csv(GC)
         if not df.empty:
             df["t"] = df["start"] - self.origin
         return df
 
     @cached_property
     def processes(self) -> pd.DataFrame:
-        df = self._csv("processes.csv")
+        df = self._csv(PROCESSES)
         if not df.empty:
             df["t"] = df["time"] - self.origin
         return df
 
     @cached_property
     def faults(self) -> pd.DataFrame:
-        df = self._csv("faults.csv")
+        df = self._csv(FAULTS)
         if not df.empty:
             df["t_start"] = df["start"] - self.origin
             df["t_end"] = df["end"] - self.origin
@@ -139,10 +145,7 @@ class Run:
 
     @cached_property
     def lifecycle(self) -> list[dict[str, Any]]:
-        path = self.file("lifecycle.jsonl")
-        if path is None:
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path / LIFECYCLE)
 
 
 @dataclass
@@ -154,8 +157,10 @@ class RunSet:
     runs: dict[str, Run] = field(default_factory=dict)
 
     @property
-    def profile(self) -> str:
-        return str(self.manifest.get("profile", {}).get("name", "?"))
+    def scale(self) -> str:
+        """test, quick or full (a run set made before the rename says "profile")."""
+        scale = self.manifest.get("scale") or self.manifest.get("profile") or {}
+        return str(scale.get("name", "?"))
 
     @property
     def machine(self) -> dict[str, Any]:
@@ -183,9 +188,7 @@ class RunSet:
 
     @cached_property
     def hop(self) -> dict[str, Any] | None:
-        name = self.manifest.get("hop") or "hop.json"
-        path = self.path / name
-        return dict(json.loads(path.read_text())) if path.exists() else None
+        return read_json(self.path / (self.manifest.get("hop") or HOP))
 
 
 def _variant_rank(variant: str) -> int:
@@ -194,16 +197,13 @@ def _variant_rank(variant: str) -> int:
 
 def load_runset(path: Path | str) -> RunSet:
     path = Path(path)
-    manifest_path = path / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(
-            f"{path} is not a run set (no manifest.json); see `archlab reproduce`"
-        )
-    manifest = dict(json.loads(manifest_path.read_text()))
+    manifest = read_json(path / MANIFEST)
+    if manifest is None:
+        raise FileNotFoundError(f"{path} is not a run set (no {MANIFEST}); see `archlab reproduce`")
     rs = RunSet(path=path, manifest=manifest)
     for step in manifest.get("steps", []):
         run_dir = path / step["run"]
-        if (run_dir / "meta.json").exists():
+        if (run_dir / META).exists():
             rs.runs[step["tag"]] = Run(
                 tag=step["tag"], path=run_dir, kinds=tuple(step["kinds"]), cpus=step.get("cpus")
             )
@@ -215,8 +215,8 @@ def default_runset_path() -> Path:
     if os.environ.get(ENV_RUNSET):
         return Path(os.environ[ENV_RUNSET])
     candidates = []
-    for manifest in (results_root() / "repro").glob("*/manifest.json"):
-        data = json.loads(manifest.read_text())
+    for manifest in (results_root() / "repro").glob(f"*/{MANIFEST}"):
+        data = read_json(manifest) or {"steps": []}
         if any(s.get("status") in USABLE_STEP_STATUSES for s in data["steps"]):
             candidates.append((manifest.stat().st_mtime, manifest.parent))
     if candidates:

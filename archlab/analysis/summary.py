@@ -23,9 +23,22 @@ from hdrh.histogram import HdrHistogram
 
 from archlab.analysis.records import Record, is_error, read_records
 from archlab.measure.gcdata import read_gc, read_roles, summarize_gc
-from archlab.measure.profiler import PROFILE_DIR, TOP_FRAMES, read_top_frames
+from archlab.measure.profiler import read_top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
-from archlab.rundir import SCHEMA_VERSION
+from archlab.rundir import (
+    GC,
+    GENERATOR_CPU,
+    INVARIANTS,
+    PROCESSES,
+    PROFILE_DIR,
+    REQUESTS,
+    ROLES,
+    SCHEMA_VERSION,
+    SUMMARY,
+    TOP_FRAMES,
+    read_meta,
+    write_json,
+)
 
 ALL = "ALL"
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9}
@@ -34,7 +47,7 @@ HDR_HIGHEST_US = 60_000_000  # 60 s; slower requests are clamped (and show in "m
 HDR_DIGITS = 3
 SATURATION_PERCENT = 90.0  # of one CPU, per load-generator process
 SATURATION_SHARE = 0.10  # share of samples above it that flags a run
-KEEPING_UP = 0.95  # an open loop whose sent rate falls below this share of offered is behind
+KEEPING_UP = 0.95  # a rate below this share of the offered rate fell behind (sent or served)
 DEFAULT_WINDOW_S = 10.0
 
 
@@ -203,7 +216,8 @@ def load_stats(records: Sequence[Record], load: dict[str, Any] | None, window_s:
         out["send_lag_ms"] = {k: lag[k] for k in ("p50", "p99", "max")}
         out["scheduled_rps"] = round(len(scheduled) / window_s, 3) if window_s > 0 else 0.0
         offered = out["offered_rps"]
-        out["keeping_up"] = bool(out["scheduled_rps"] >= KEEPING_UP * offered) if offered else None
+        on_schedule = out["scheduled_rps"] >= KEEPING_UP * offered
+        out["on_schedule"] = bool(on_schedule) if offered else None  # the generator kept up
     return out
 
 
@@ -438,23 +452,15 @@ def summarize_processes(
 # --- the whole run -------------------------------------------------------------------------
 
 
-def _meta(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "meta.json"
-    try:
-        return dict(json.loads(path.read_text())) if path.exists() else {}
-    except ValueError:
-        return {}
-
-
 def summarize_run(
     run_dir: Path, warmup_s: float = 0.0, window_s: float | None = None
 ) -> dict[str, Any]:
     """Summary of a run directory from its raw files (those present) and meta.json."""
-    meta = _meta(run_dir)
+    meta = read_meta(run_dir)
     load = meta.get("load")
     if window_s is None:
         window_s = (meta.get("telemetry") or {}).get("window_s")  # the run's --window
-    records = read_records(run_dir / "requests.csv")
+    records = read_records(run_dir / REQUESTS)
     start = min((r.start_time for r in records), default=0.0) + warmup_s if warmup_s else None
     steps: list[dict[str, float]] = []
     if load and load.get("steps"):
@@ -478,9 +484,9 @@ def summarize_run(
     notes: list[str] = list(meta.get("notes", []))
 
     interval = float((meta.get("telemetry") or {}).get("sample_interval_s") or 1.0)
-    cpu_path = run_dir / "generator_cpu.csv"
+    cpu_path = run_dir / GENERATOR_CPU
     gen_samples = read_cpu_samples(cpu_path) if cpu_path.exists() else []
-    proc_path = run_dir / "processes.csv"
+    proc_path = run_dir / PROCESSES
     proc_samples = read_process_samples(proc_path) if proc_path.exists() else []
     _window_cpu(summary["windows"]["rows"], gen_samples, proc_samples, interval)
     if cpu_path.exists():
@@ -527,15 +533,15 @@ def summarize_run(
             f"{len(missed)} process(es) exited before the sampler's first look (roles "
             f"{', '.join(roles_missed)}): their CPU and memory are not in the totals"
         )
-    gc_path = run_dir / "gc.csv"
+    gc_path = run_dir / GC
     if gc_path.exists():
         summary["gc"] = summarize_gc(read_gc(gc_path), start=w_start, end=w_end)
         if not summary["gc"]["roles"] and (meta.get("telemetry") or {}).get("gc", True):
             notes.append(
                 "no GC telemetry: no process of the variant called variants.telemetry.install"
             )
-    if (run_dir / "roles.csv").exists():
-        summary["roles_declared"] = sorted(set(read_roles(run_dir / "roles.csv").values()))
+    if (run_dir / ROLES).exists():
+        summary["roles_declared"] = sorted(set(read_roles(run_dir / ROLES).values()))
     profile = meta.get("profile") or {}
     if profile.get("enabled"):
         summary["profile"] = {
@@ -550,7 +556,7 @@ def summarize_run(
         notes.append("profiled with py-spy: sampling costs throughput; compare like with like")
     if (meta.get("telemetry") or {}).get("gc") is False:
         notes.append("GC telemetry was switched off for this run (--no-gc-telemetry)")
-    inv_path = run_dir / "invariants.json"
+    inv_path = run_dir / INVARIANTS
     if inv_path.exists():
         try:
             inv = json.loads(inv_path.read_text())
@@ -571,7 +577,7 @@ def summarize_run(
                     "the outbox had not drained when the variant stopped: unsent notifications "
                     "were not checked"
                 )
-    if summary["load"].get("keeping_up") is False:
+    if summary["load"].get("on_schedule") is False:
         notes.append(
             f"the open loop fell behind its schedule ({summary['load']['scheduled_rps']:.1f} of "
             f"{summary['load']['offered_rps']:.1f} requests/s sent): see corrected latency"
@@ -601,9 +607,7 @@ def _window_cpu(
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
-    path = run_dir / "summary.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+    return write_json(run_dir / SUMMARY, summary)
 
 
 # --- text ----------------------------------------------------------------------------------
@@ -728,7 +732,6 @@ def format_table(summary: dict[str, Any]) -> str:
 __all__ = [
     "ALL",
     "ROOT_ROLE",
-    "SCHEMA_VERSION",
     "endpoint_stats",
     "format_table",
     "latency_stats",

@@ -1,6 +1,7 @@
-"""The results schema (results/README.md) as code: what a run directory must hold, and a validator.
+"""`archlab validate`: a run directory checked against its format (archlab/rundir.py).
 
-`validate_run(run_dir)` returns a list of problems (empty = valid): missing files, wrong CSV
+The files, headers and statuses are rundir's; what each field and column must hold is said
+here. `validate_run(run_dir)` returns a list of problems (empty = valid): missing files, wrong CSV
 headers, rows that do not parse, meta.json and summary.json fields that are missing or of the
 wrong type. Notebooks and tests rely on what it checks; `archlab validate RUN...` runs it.
 Runs of older schema versions (1: before the instruments, 2: before the ledger and the
@@ -15,56 +16,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis.records import LEDGER_COLUMNS, RECORD_COLUMNS, RECORD_COLUMNS_V1
-from archlab.measure.gcdata import ROLE_COLUMNS
-from archlab.measure.profiler import LOG, PROFILE_DIR, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
-from archlab.measure.sampler import CPU_COLUMNS, PROCESS_COLUMNS
-from archlab.run.fault_schedule import FAULT_COLUMNS
-from archlab.rundir import SCHEMA_VERSION
-from variants.telemetry import GC_COLUMNS
-
-SUPPORTED_VERSIONS = (1, 2, 3)
-V1_CPU_COLUMNS = CPU_COLUMNS[:5]
-
-# file -> accepted headers (first = current)
-CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "requests.csv": (RECORD_COLUMNS, RECORD_COLUMNS_V1),
-    "generator_cpu.csv": (CPU_COLUMNS, V1_CPU_COLUMNS),
-    "processes.csv": (PROCESS_COLUMNS,),
-    "gc.csv": (GC_COLUMNS,),
-    "roles.csv": (ROLE_COLUMNS,),
-    "ledger.csv": (LEDGER_COLUMNS,),
-    "faults.csv": (FAULT_COLUMNS,),  # optional: only runs with a fault plan have it
-}
-# what a completed run of each schema version holds
-COMPLETED_FILES: dict[int, tuple[str, ...]] = {
-    1: (
-        "meta.json",
-        "summary.json",
-        "requests.csv",
-        "generator_cpu.csv",
-        "server.log",
-        "locust.log",
-    ),
-    2: (
-        "meta.json",
-        "summary.json",
-        "requests.csv",
-        "generator_cpu.csv",
-        "processes.csv",
-        "gc.csv",
-        "roles.csv",
-        "server.log",
-        "locust.log",
-    ),
-}
-COMPLETED_FILES[3] = (*COMPLETED_FILES[2], "ledger.csv", "invariants.json")
-# statuses of a run that ran to its end (a failed-invariants run lost or corrupted data)
-COMPLETED_STATUSES = ("completed", "failed-invariants")
-# a run set's manifest step: a finished run that a resumed reproduction kept
-KEPT_STATUS = "done (kept)"
-USABLE_STEP_STATUSES = (*COMPLETED_STATUSES, KEPT_STATUS)  # steps with data to plot
-OPTIONAL_FILES = ("lifecycle.jsonl", "faults.csv", "state/", "telemetry/", "profile/")
+from archlab.rundir import (
+    COMPLETED_FILES,
+    COMPLETED_STATUSES,
+    CSV_HEADERS,
+    FAULTS,
+    GC,
+    GENERATOR_CPU,
+    INVARIANTS,
+    LEDGER,
+    LIFECYCLE,
+    META,
+    PROCESSES,
+    PROFILE_DIR,
+    PROFILE_LOG,
+    REQUESTS,
+    ROLES,
+    SPEEDSCOPE,
+    SUMMARY,
+    SUPPORTED_VERSIONS,
+    TOP_COLUMNS,
+    TOP_FRAMES,
+    Status,
+)
 
 _NUM = (int, float)
 META_FIELDS: dict[str, Any] = {
@@ -161,13 +135,13 @@ def _opt(check: Callable[[str], bool]) -> Callable[[str], bool]:
 
 # per file: column -> check of the text in each row
 COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
-    "requests.csv": {
+    REQUESTS: {
         "start_time": _float,
         "latency_ms": lambda v: _float(v) and float(v) >= 0,
         "status": _int,
         "intended_time": _opt(_float),
     },
-    "generator_cpu.csv": {
+    GENERATOR_CPU: {
         "time": _float,
         "pid": _int,
         "cpu_percent": _float,
@@ -175,7 +149,7 @@ COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
         "cpu_user_s": _opt(_float),
         "cpu_system_s": _opt(_float),
     },
-    "processes.csv": {
+    PROCESSES: {
         "time": _float,
         "pid": _int,
         "ppid": _int,
@@ -192,7 +166,7 @@ COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
         "ctx_voluntary": _int,
         "ctx_involuntary": _int,
     },
-    "gc.csv": {
+    GC: {
         "pid": _int,
         "role": bool,
         "generation": lambda v: v in ("0", "1", "2"),
@@ -201,9 +175,9 @@ COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
         "collected": _int,
         "uncollectable": _int,
     },
-    "roles.csv": {"pid": _int, "role": bool, "declared_at": _float},
-    "ledger.csv": {"time": _float, "idempotency_key": bool, "order_id": _int},
-    "faults.csv": {
+    ROLES: {"pid": _int, "role": bool, "declared_at": _float},
+    LEDGER: {"time": _float, "idempotency_key": bool, "order_id": _int},
+    FAULTS: {
         "id": _int,
         "kind": bool,
         "component": bool,
@@ -240,7 +214,7 @@ def validate_csv(path: Path, name: str | None = None, max_problems: int = 5) -> 
         checks = [(i, col, COLUMN_CHECKS.get(name, {}).get(col)) for i, col in enumerate(header)]
         for line, row in enumerate(reader, start=2):
             if len(row) != len(header):
-                if name == "requests.csv" and not fh.read(1):
+                if name == REQUESTS and not fh.read(1):
                     continue  # a torn last line (the generator was killed) is tolerated
                 problems.append(f"{name}:{line}: {len(row)} fields, expected {len(header)}")
             else:
@@ -254,9 +228,9 @@ def validate_csv(path: Path, name: str | None = None, max_problems: int = 5) -> 
 
 
 def _validate_summary(summary: Any, version: int) -> list[str]:
-    problems = _check_fields(summary, SUMMARY_FIELDS, "summary.json")
+    problems = _check_fields(summary, SUMMARY_FIELDS, SUMMARY)
     if version >= 2:
-        problems += _check_fields(summary, SUMMARY_FIELDS_V2, "summary.json")
+        problems += _check_fields(summary, SUMMARY_FIELDS_V2, SUMMARY)
     if problems:
         return problems
     if summary["schema_version"] != version:
@@ -291,24 +265,24 @@ def _validate_invariants(path: Path, meta: dict[str, Any]) -> list[str]:
         report = json.loads(path.read_text())
     except ValueError as exc:
         return [f"invariants.json does not parse: {exc}"]
-    problems = _check_fields(report, INVARIANTS_FIELDS, "invariants.json")
+    problems = _check_fields(report, INVARIANTS_FIELDS, INVARIANTS)
     if problems:
         return problems
     if report["ok"] != all(report["checks"].values()):
         problems.append("invariants.json: ok disagrees with its checks")
     status = meta.get("status")
-    if status == "completed" and not report["ok"]:
+    if status == Status.COMPLETED and not report["ok"]:
         problems.append("meta.json: status completed but the invariants failed")
-    if status == "failed-invariants" and report["ok"]:
+    if status == Status.FAILED_INVARIANTS and report["ok"]:
         problems.append("meta.json: status failed-invariants but the invariants hold")
     return problems
 
 
 def validate_run(run_dir: Path) -> list[str]:
     """Every problem found in a run directory ([] = it follows the schema)."""
-    meta_path = run_dir / "meta.json"
+    meta_path = run_dir / META
     if not meta_path.exists():
-        return [f"{run_dir}: no meta.json"]
+        return [f"{run_dir}: no {META}"]
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as exc:
@@ -316,16 +290,16 @@ def validate_run(run_dir: Path) -> list[str]:
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if version not in SUPPORTED_VERSIONS:
         return [f"meta.json: schema_version {version!r} is not one of {SUPPORTED_VERSIONS}"]
-    problems = _check_fields(meta, META_FIELDS, "meta.json")
+    problems = _check_fields(meta, META_FIELDS, META)
     if version >= 2:
-        problems += _check_fields(meta, META_FIELDS_V2, "meta.json")
+        problems += _check_fields(meta, META_FIELDS_V2, META)
     if meta.get("run_id") != run_dir.name:
         problems.append(f"meta.json: run_id {meta.get('run_id')!r} is not {run_dir.name!r}")
     completed = meta.get("status") in COMPLETED_STATUSES
     if completed:
         required = list(COMPLETED_FILES[version])
         if version >= 2 and (meta.get("telemetry") or {}).get("gc") is False:
-            required.remove("gc.csv")  # switched off: may still exist, header only
+            required.remove(GC)  # switched off: may still exist, header only
         for name in required:
             if not (run_dir / name).is_file():
                 problems.append(f"missing {name} (required in a completed run)")
@@ -333,7 +307,7 @@ def validate_run(run_dir: Path) -> list[str]:
         path = run_dir / name
         if path.is_file():
             problems += validate_csv(path, name)
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY
     if summary_path.is_file():
         try:
             problems += _validate_summary(json.loads(summary_path.read_text()), version)
@@ -348,7 +322,7 @@ def validate_run(run_dir: Path) -> list[str]:
             problems.append(f"meta.json: profile.status {status} without an error")
         pdir = run_dir / PROFILE_DIR
         if status == "ok":
-            for name in (SPEEDSCOPE, TOP_FRAMES, LOG):
+            for name in (SPEEDSCOPE, TOP_FRAMES, PROFILE_LOG):
                 if not (pdir / name).is_file():
                     problems.append(f"missing {PROFILE_DIR}/{name} (profile.status ok)")
             top = pdir / TOP_FRAMES
@@ -356,19 +330,19 @@ def validate_run(run_dir: Path) -> list[str]:
                 with top.open(newline="") as fh:
                     if tuple(next(csv.reader(fh), ())) != TOP_COLUMNS:
                         problems.append(f"{PROFILE_DIR}/{TOP_FRAMES}: wrong header")
-    inv_path = run_dir / "invariants.json"
+    inv_path = run_dir / INVARIANTS
     if version >= 3 and inv_path.is_file():
         problems += _validate_invariants(inv_path, meta)
-    lifecycle = run_dir / "lifecycle.jsonl"
+    lifecycle = run_dir / LIFECYCLE
     if lifecycle.is_file():
         for line, text in enumerate(lifecycle.read_text().splitlines(), start=1):
             try:
                 if not isinstance(json.loads(text), dict):
                     raise ValueError("not an object")
             except ValueError as exc:
-                problems.append(f"lifecycle.jsonl:{line}: {exc}")
+                problems.append(f"{LIFECYCLE}:{line}: {exc}")
                 break
     return problems
 
 
-__all__ = ["SCHEMA_VERSION", "validate_csv", "validate_run"]
+__all__ = ["validate_csv", "validate_run"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archlab.run import procs
+from archlab.host import procs
 from variants import rpc
 from workloads.shop import dataset
 from workloads.shop.catalog_snapshot import open_catalog

@@ -16,7 +16,6 @@ An endpoint is **targeted** when the faulty component is one of the contexts it 
 
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
 from typing import Any
@@ -29,6 +28,7 @@ from matplotlib.figure import Figure
 from archlab.analysis import blast
 from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
+from archlab.rundir import INVARIANTS, read_json
 
 # endpoints a component answers itself; a fault there may fail them by design
 TOL = blast.Tolerance()
@@ -197,10 +197,7 @@ FIGURES = {
 
 
 def _invariants(run: Run) -> dict[str, Any] | None:
-    path = run.file("invariants.json")
-    if path is not None:
-        return dict(json.loads(path.read_text()))
-    return run.summary.get("invariants") or None
+    return read_json(run.path / INVARIANTS) or run.summary.get("invariants") or None
 
 
 def invariants_table(rs: RunSet) -> pd.DataFrame:

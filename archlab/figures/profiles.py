@@ -32,13 +32,8 @@ from matplotlib.figure import Figure
 
 from archlab.analysis.runset import VARIANT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
-from archlab.measure.profiler import (
-    PROFILE_DIR,
-    SPEEDSCOPE,
-    TOP_FRAMES,
-    _short_file,
-    load_speedscope,
-)
+from archlab.measure.profiler import load_speedscope, short_file
+from archlab.rundir import PROFILE_DIR, ROLES, SPEEDSCOPE
 
 KIND = "profile"
 BUSY = ("domain", "serialization", "transport", "server", "gc", "other")
@@ -120,7 +115,7 @@ def classify_stack(frames: list[tuple[str, str]]) -> str:
 
 def pid_roles(run: Run) -> dict[int, str]:
     """pid -> role from roles.csv, else the last role processes.csv saw."""
-    path = run.file("roles.csv")
+    path = run.file(ROLES)
     if path is not None:
         df = pd.read_csv(path)
         if not df.empty:
@@ -145,7 +140,7 @@ def stack_seconds(run: Run) -> pd.DataFrame:
     keys: list[tuple[str, str] | None] = [
         None
         if not f.get("file") and re.match(r"(process|thread) ", f.get("name", ""))
-        else (f.get("name", "?"), _short_file(f.get("file", "")))
+        else (f.get("name", "?"), short_file(f.get("file", "")))
         for f in frames
     ]
     roles = pid_roles(run)
@@ -260,12 +255,6 @@ def top_functions_table(rs: RunSet, limit: int = 10) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def top_frames_file(run: Run) -> pd.DataFrame:
-    """The harness's own table (profile/top_frames.csv), for cross-checking."""
-    path = run.file(f"{PROFILE_DIR}/{TOP_FRAMES}")
-    return pd.read_csv(path) if path is not None else pd.DataFrame()
 
 
 # ---------------------------------------------------------------- figures

@@ -29,7 +29,7 @@ def color(variant: str) -> str:
 
 def caption(fig: Figure, rs: RunSet, extra: str = "") -> Figure:
     """Name the data under the plot: profile, machine, and anything the reader must know."""
-    text = f"run set '{rs.profile}' ({rs.path.name}); {rs.machine_label()}"
+    text = f"run set '{rs.scale}' ({rs.path.name}); {rs.machine_label()}"
     if extra:
         text += f"; {extra}"
     fig.supxlabel(text, fontsize=7, color="#555555", x=0.01, ha="left")

@@ -16,9 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from variants.telemetry import GC_COLUMNS, ROLES_DIR
-
-ROLE_COLUMNS = ("pid", "role", "declared_at")
+from archlab.rundir import GC, GC_COLUMNS, ROLE_COLUMNS, ROLES
+from variants.telemetry import ROLES_DIR
 
 
 class GcEvent(NamedTuple):
@@ -78,7 +77,7 @@ def collect(telemetry_dir: Path, run_dir: Path, *, keep_raw: bool = False) -> di
     for path in files:
         events.extend(_read_gc_file(path))
     events.sort(key=lambda e: (e.start, e.pid))
-    with (run_dir / "gc.csv").open("w", newline="") as fh:
+    with (run_dir / GC).open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(GC_COLUMNS)
         for e in events:
@@ -105,7 +104,7 @@ def collect(telemetry_dir: Path, run_dir: Path, *, keep_raw: bool = False) -> di
                 except OSError:
                     continue
     roles.sort()
-    with (run_dir / "roles.csv").open("w", newline="") as fh:
+    with (run_dir / ROLES).open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(ROLE_COLUMNS)
         writer.writerows(roles)

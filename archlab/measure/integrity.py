@@ -9,26 +9,18 @@ outbox while the variant still runs, stops the variant, then checks the shop's i
 from __future__ import annotations
 
 import csv
-import json
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis.records import LEDGER_COLUMNS
+from archlab.rundir import INVARIANTS, LEDGER, LEDGER_COLUMNS, Status, write_json
 from workloads.shop import invariants
 from workloads.shop.dataset import state_paths
 
-LEDGER_FILE = "ledger.csv"
-INVARIANTS_FILE = "invariants.json"
 DRAIN_TIMEOUT_S = 15.0
 DRAIN_POLL_S = 0.2
-
-
-def start_ledger(path: Path) -> None:
-    """Create ledger.csv with its header; locust processes append whole lines to it."""
-    path.write_text(",".join(LEDGER_COLUMNS) + "\n")
 
 
 def read_ledger(path: Path) -> tuple[dict[str, int], list[str]]:
@@ -94,7 +86,7 @@ def wait_outbox_drained(
 
 def check_run(run_dir: Path, state_dir: Path, drain: dict[str, Any] | None) -> dict[str, Any]:
     """Check the invariants of a stopped variant's state against the run's ledger."""
-    acknowledged, conflicting = read_ledger(run_dir / LEDGER_FILE)
+    acknowledged, conflicting = read_ledger(run_dir / LEDGER)
     report = invariants.check(state_dir, acknowledged)
     report["checks"]["acknowledged_keys_have_one_id"] = not conflicting
     report["violations"]["acknowledged_with_two_ids"] = conflicting[: invariants.MAX_LISTED]
@@ -106,17 +98,30 @@ def check_run(run_dir: Path, state_dir: Path, drain: dict[str, Any] | None) -> d
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> Path:
-    path = run_dir / INVARIANTS_FILE
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
+    return write_json(run_dir / INVARIANTS, report)
 
 
-def read_report(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / INVARIANTS_FILE
-    try:
-        return dict(json.loads(path.read_text())) if path.exists() else None
-    except ValueError:
+def judge_run(run_dir: Path, meta: dict[str, Any], state_dir: Path) -> dict[str, Any] | None:
+    """After the variant stopped: check the invariants, write invariants.json, judge the run.
+
+    A completed run whose invariants fail becomes `failed-invariants`; so does one whose check
+    could not run (never call a run clean unchecked). Runs that failed for another reason are
+    checked too (when the databases exist) but keep their status. None: nothing to check.
+    """
+    if not state_paths(state_dir)["orders"].exists():
         return None
+    try:
+        report = check_run(run_dir, state_dir, meta.get("outbox_drain"))
+    except Exception as exc:  # noqa: BLE001 - report, and never call the run clean
+        meta["invariants_error"] = f"{type(exc).__name__}: {exc}"
+        if meta.get("status") == Status.COMPLETED:
+            meta["status"] = Status.FAILED_INVARIANTS
+        return None
+    write_report(run_dir, report)
+    meta["invariants"] = {"ok": report["ok"], "checks": report["checks"]}
+    if meta.get("status") == Status.COMPLETED and not report["ok"]:
+        meta["status"] = Status.FAILED_INVARIANTS
+    return report
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -36,24 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archlab.run import procs
-from archlab.run.cpus import pin_command
+from archlab.host import procs
+from archlab.host.cpus import pin_command
+from archlab.rundir import PROFILE_DIR, PROFILE_LOG, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
 
-PROFILE_DIR = "profile"
-SPEEDSCOPE = "profile.speedscope.json"
-TOP_FRAMES = "top_frames.csv"
-LOG = "py-spy.log"
-TOP_COLUMNS = (
-    "role",
-    "rank",
-    "function",
-    "file",
-    "self_samples",
-    "self_share",
-    "total_samples",
-    "total_share",
-    "role_samples",
-)
 _PROFILE_NAME = re.compile(r"Process (\d+) Thread")
 PTRACE_HINT = (
     "py-spy needs ptrace permission on the variant's processes: run as root, grant "
@@ -152,7 +138,7 @@ class Profiler:
             cmd.append("--gil")
         try:
             self.proc = procs.start(
-                pin_command(cmd, self.cpus), name="py-spy", log_path=self.dir / LOG
+                pin_command(cmd, self.cpus), name="py-spy", log_path=self.dir / PROFILE_LOG
             )
         except OSError as exc:
             self.info.update(status="failed", error=f"cannot start py-spy: {exc}")
@@ -188,7 +174,7 @@ class Profiler:
 
     def _check(self, roles: dict[int, str]) -> None:
         out = self.dir / SPEEDSCOPE
-        log = procs.log_tail(self.dir / LOG, 15)
+        log = procs.log_tail(self.dir / PROFILE_LOG, 15)
         if not out.exists() or out.stat().st_size == 0:
             hint = f" ({PTRACE_HINT})" if re.search(r"permission|ptrace", log, re.I) else ""
             said = next((ln for ln in log.splitlines() if ln.startswith("Error")), "")
@@ -223,7 +209,7 @@ def load_speedscope(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
-def _short_file(path: str) -> str:
+def short_file(path: str) -> str:
     """A frame's file relative to site-packages, the stdlib or this checkout."""
     match = re.search(r"/(?:site-packages|lib/python3\.\d+)/(.+)$", path)
     if match:
@@ -247,7 +233,7 @@ def top_frames(
         if not f.get("file") and re.match(r"(process|thread) ", f.get("name", "")):
             keys.append(None)
         else:
-            keys.append((f.get("name", "?"), _short_file(f.get("file", ""))))
+            keys.append((f.get("name", "?"), short_file(f.get("file", ""))))
     self_count: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     total_count: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
     samples: Counter[str] = Counter()

@@ -32,25 +32,8 @@ from typing import Any
 
 import psutil
 
-CPU_COLUMNS = ("time", "pid", "name", "cpu_percent", "rss_bytes", "cpu_user_s", "cpu_system_s")
-PROCESS_COLUMNS = (
-    "time",
-    "pid",
-    "ppid",
-    "role",
-    "name",
-    "create_time",
-    "cpu_user_s",
-    "cpu_system_s",
-    "cpu_percent",
-    "rss_bytes",
-    "uss_bytes",
-    "pss_bytes",
-    "swap_bytes",
-    "threads",
-    "ctx_voluntary",
-    "ctx_involuntary",
-)
+from archlab.rundir import CPU_COLUMNS, PROCESS_COLUMNS
+
 ROOT_ROLE = "root"  # the process the harness started, when it declared no role
 UNLABELLED_ROLE = "unlabelled"  # any other process that declared no role
 _TITLE = re.compile(r"^archlab: ([A-Za-z0-9_.-]+)")

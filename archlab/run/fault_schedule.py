@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from archlab.deployers import VariantSpec
+from archlab.rundir import FAULT_COLUMNS, FAULTS
 from variants import faults as controller
 from variants.telemetry import ROLES_DIR
 from workloads.scenarios import FaultSpec
 
-FAULTS_FILE = "faults.csv"
-FAULT_COLUMNS = ("id", "kind", "component", "role", "pids", "start", "end", "params")
 FAULTS_DIR = "faults"
 
 
@@ -250,4 +249,4 @@ def scheduled(
         yield scheduler
     finally:
         scheduler.stop()
-        scheduler.write(run_dir / FAULTS_FILE)
+        scheduler.write(run_dir / FAULTS)

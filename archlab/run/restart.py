@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from archlab.run import procs
+from archlab.host import procs
 from variants.lifecycle import record
 
 POLL_S = 0.1

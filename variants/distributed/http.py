@@ -52,7 +52,6 @@ IDEMPOTENT: dict[str, frozenset[str]] = {
 
 MAX_RPC_BODY = 4 * 1024 * 1024
 _JSON = "application/json"
-_HEADERS = {"Content-Type": _JSON, "Accept": _JSON}
 
 # Domain error code -> the HTTP status a service answers with. A caller treats any of these
 # (with a JSON ErrorBody) as the service working as designed; only 500 and non-JSON answers

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from variants import cli
 from variants.distributed.netns import NetnsUnavailable, Network
 from variants.distributed.topology import Service, Topology
 from variants.lifecycle import LIFECYCLE_FILE
@@ -210,8 +211,7 @@ class Launcher:
         cmd += ["--threads", str(self.threads), "--workers", str(child.workers)]
         cmd += ["--topology", str(self.topology_file), "--lifecycle", str(self.lifecycle)]
         cmd += ["--parent-pid", str(os.getpid())]
-        cmd += ["--rebuild-interval", str(self.config.rebuild_interval_s)]
-        cmd += ["--sink-latency-ms", str(self.config.sink_latency_ms)]
+        cmd += cli.shop_args(self.config)
         for dep in svc.depends_on:
             cmd += ["--peer", f"{dep}={self.children[dep].url}"]
         if self.network is not None and not svc.is_gateway:

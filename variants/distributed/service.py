@@ -327,7 +327,6 @@ def _peer(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = ShopConfig()
     p = argparse.ArgumentParser(
         prog="python -m variants.distributed.service",
         description="One service of the distributed shop (a bounded context or the gateway).",
@@ -351,8 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--topology", type=Path, default=TOPOLOGY_FILE)
     p.add_argument("--lifecycle", type=Path, help="JSON-lines file for worker deaths")
     p.add_argument("--parent-pid", type=int, help="exit when this process (the launcher) dies")
-    p.add_argument("--rebuild-interval", type=float, default=defaults.rebuild_interval_s)
-    p.add_argument("--sink-latency-ms", type=float, default=defaults.sink_latency_ms)
+    cli.add_shop_options(p)
     p.add_argument(
         "--wait-for",
         action="append",

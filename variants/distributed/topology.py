@@ -16,7 +16,6 @@ from typing import Any
 from workloads.shop.dataset import CONTEXTS, SIZES
 
 TOPOLOGY_FILE = Path(__file__).resolve().parent / "deploy" / "topology.toml"
-GATEWAY = "gateway"
 
 # What each context's class is constructed with (see service.build_context); the gateway
 # serves the whole edge API, so it calls every context.

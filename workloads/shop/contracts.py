@@ -85,11 +85,6 @@ class StockLevel(msgspec.Struct, frozen=True):
     initial: int
 
 
-class Reservation(msgspec.Struct, frozen=True):
-    key: str
-    items: list[OrderItem]
-
-
 class ScoredProduct(msgspec.Struct, frozen=True):
     product_id: int
     score: float

@@ -6,7 +6,7 @@ generator gets a quarter of the cores (at least one), the server the rest, and l
 worker process per generator CPU when it has more than one. Below `MIN_CPUS_TO_PIN` CPUs no
 pinning is worth having: both share every CPU, and the run says so plainly.
 
-Pinning is applied by `archlab.run.pin`, an exec wrapper, so the affinity is set before the child
+Pinning is applied by `archlab.host.pin`, an exec wrapper, so the affinity is set before the child
 starts and every process it forks inherits it.
 """
 
@@ -157,7 +157,7 @@ def pin_command(cmd: list[str], cpus: list[int] | None) -> list[str]:
     """`cmd` wrapped so that it (and all it forks) runs on `cpus`; unchanged when None."""
     if cpus is None:
         return list(cmd)
-    return [sys.executable, "-m", "archlab.run.pin", format_cpu_list(cpus), "--", *cmd]
+    return [sys.executable, "-m", "archlab.host.pin", format_cpu_list(cpus), "--", *cmd]
 
 
 def set_affinity(cpus: list[int] | None) -> list[int] | None:
