@@ -196,7 +196,7 @@ def test_faults_csv_records_every_fault(kinds_run: Path) -> None:
         ("slow", "recommendations", "recommendations"),
     ]
     for r in rows:
-        assert 3 < r["end"] - r["start"] < 9
+        assert r.end is not None and 3 < r.end - r.start < 9
     meta = json.loads((kinds_run / "meta.json").read_text())
     assert len(meta["faults"]) == 4
 

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from archlab.analysis.records import RECORD_COLUMNS_V1, Record, is_error, read_records
-from archlab.analysis.summary import ALL, format_table, latency_stats, summarize, summarize_cpu
+from archlab.analysis.records import Record, is_error, read_records
+from archlab.analysis.summary import (
+    ALL,
+    format_table,
+    latency_stats,
+    load_stats,
+    summarize,
+    summarize_cpu,
+)
+from archlab.rundir import RECORD_COLUMNS_V1
 
 
 def rec(t: float, latency_ms: float, endpoint: str = "/x", status: int = 200, error: str = ""):
@@ -148,3 +156,24 @@ def test_a_schema_1_run_directory_is_still_summarized(tmp_path: Path) -> None:
     assert "server" not in summary and "gc" not in summary
     assert validate.validate_csv(run / "requests.csv") == []
     assert validate.validate_csv(run / "generator_cpu.csv") == []
+
+
+def _scheduled(n: int, lag_s: float) -> list[Record]:
+    """n open-loop requests, one every 0.1 s, each sent lag_s after its intended time."""
+    return [Record(1000 + i * 0.1 + lag_s, "/a", 2.0, 200, "", 1000 + i * 0.1) for i in range(n)]
+
+
+def test_an_open_loop_that_sent_its_schedule_is_on_schedule() -> None:
+    load = {"loop": "open", "offered_rps": 10.0}
+    stats = load_stats(_scheduled(100, 0.001), load, window_s=10.0)
+    assert stats["on_schedule"] is True and stats["send_lag_ms"]["max"] < 2
+
+
+def test_an_open_loop_that_fell_behind_is_not_on_schedule() -> None:
+    load = {"loop": "open", "offered_rps": 20.0}  # twice what was sent
+    assert load_stats(_scheduled(100, 0.0), load, window_s=10.0)["on_schedule"] is False
+
+
+def test_an_open_loop_ramp_has_no_single_schedule_to_keep() -> None:
+    load = {"loop": "open", "offered_rps": None, "steps": [1, 2], "step_s": 5.0}
+    assert load_stats(_scheduled(100, 0.0), load, window_s=10.0)["on_schedule"] is None

@@ -216,8 +216,8 @@ def load_stats(records: Sequence[Record], load: dict[str, Any] | None, window_s:
         out["send_lag_ms"] = {k: lag[k] for k in ("p50", "p99", "max")}
         out["scheduled_rps"] = round(len(scheduled) / window_s, 3) if window_s > 0 else 0.0
         offered = out["offered_rps"]
-        on_schedule = out["scheduled_rps"] >= KEEPING_UP * offered
-        out["on_schedule"] = bool(on_schedule) if offered else None  # the generator kept up
+        # the generator kept up with its schedule (None: no single offered rate, e.g. a ramp)
+        out["on_schedule"] = bool(out["scheduled_rps"] >= KEEPING_UP * offered) if offered else None
     return out
 
 

@@ -127,7 +127,7 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
     return caption(
         fig,
         rs,
-        "worst over a scenario's faults; during = the fault's window (analysis/blast.py); "
+        "worst over a scenario's faults; during = the fault's window; "
         "baseline = the same run before its fault (gc-pressure's already includes the every-second "
         "model rebuilds)",
     )
