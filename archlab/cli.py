@@ -436,6 +436,16 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_table(target: str, text: str) -> None:
+    """A --csv/--markdown table: to stdout after the text table ('-'), else to a file."""
+    if target == "-":
+        print()
+        print(text, end="")
+    else:
+        Path(target).write_text(text)
+        print(f"written: {target}")
+
+
 def _parse_compare(sub: Subparsers) -> None:
     cmp_ = sub.add_parser(
         "compare",
@@ -460,13 +470,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ):
         if not target:
             continue
-        text = render(head, rows)
-        if target == "-":
-            print()
-            print(text, end="")
-        else:
-            Path(target).write_text(text)
-            print(f"written: {target}")
+        _write_table(target, render(head, rows))
     return 0
 
 
@@ -560,13 +564,7 @@ def cmd_blast(args: argparse.Namespace) -> int:
     else:
         print(blast.format_text(rows))
     if args.csv:
-        text = blast.format_csv(rows)
-        if args.csv == "-":
-            print()
-            print(text, end="")
-        else:
-            Path(args.csv).write_text(text)
-            print(f"written: {args.csv}")
+        _write_table(args.csv, blast.format_csv(rows))
     return 0
 
 

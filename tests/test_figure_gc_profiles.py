@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from archlab.figures import gcstalls, profiles
+from archlab.measure.profiler import short_file
 
 
 def _requests(rows: list[tuple[str, float, float, float]]) -> pd.DataFrame:
@@ -100,3 +101,21 @@ def test_classify_stack_rules() -> None:
                    ("EpollSelector.select", "selectors.py")]  # fmt: skip
     assert profiles.classify_stack(accept_loop) == "idle"
     assert profiles.classify_stack([("main", "tool.py")]) == "other"
+
+
+def test_a_frame_is_classified_by_its_project_path_wherever_the_profile_was_recorded() -> None:
+    """The reference was recorded in another clone; its frames must read as this checkout's."""
+    cases = {
+        "/work/main/workloads/shop/db.py": "workloads/shop/db.py",
+        "/home/me/archlab/archlab/run/plan.py": "archlab/run/plan.py",  # a clone named archlab
+        "/srv/x/variants/multiprocess/ipc.py": "variants/multiprocess/ipc.py",
+        "/v/lib/python3.11/site-packages/falcon/app.py": "site-packages/falcon/app.py",
+        "/usr/lib/python3.11/threading.py": "threading.py",
+        "<frozen importlib._bootstrap>": "<frozen importlib._bootstrap>",
+    }
+    assert {path: short_file(path) for path in cases} == cases
+    frames = [
+        ("handle", "/elsewhere/variants/edge/app.py"),
+        ("place", "/elsewhere/workloads/shop/orders.py"),
+    ]
+    assert profiles.classify_stack([(n, short_file(f)) for n, f in frames]) == "domain"

@@ -41,6 +41,7 @@ from archlab.host.cpus import pin_command
 from archlab.rundir import PROFILE_DIR, PROFILE_LOG, SPEEDSCOPE, TOP_COLUMNS, TOP_FRAMES
 
 _PROFILE_NAME = re.compile(r"Process (\d+) Thread")
+_PROJECT_DIR = re.compile(r"/(?=(?:archlab|variants|workloads)/)")  # before a top folder
 PTRACE_HINT = (
     "py-spy needs ptrace permission on the variant's processes: run as root, grant "
     "CAP_SYS_PTRACE (docker run --cap-add SYS_PTRACE), or set kernel.yama.ptrace_scope=0"
@@ -210,12 +211,16 @@ def load_speedscope(path: Path) -> dict[str, Any]:
 
 
 def short_file(path: str) -> str:
-    """A frame's file relative to site-packages, the stdlib or this checkout."""
+    """A frame's file relative to site-packages, the stdlib or the checkout it was recorded in.
+
+    The checkout is found by the project's own top folders, not by where this checkout lives:
+    a profile recorded in another clone (the committed reference) must classify the same.
+    """
     match = re.search(r"/(?:site-packages|lib/python3\.\d+)/(.+)$", path)
     if match:
         return match.group(1)
-    root = str(Path(__file__).resolve().parent.parent) + "/"
-    return path[len(root) :] if path.startswith(root) else path
+    starts = [m.end() for m in _PROJECT_DIR.finditer(path)]
+    return path[starts[-1] :] if starts else path
 
 
 def top_frames(
