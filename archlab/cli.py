@@ -28,7 +28,15 @@ from archlab.measure.profiler import ProfilePlan, parse_window
 from archlab.run.generator import LOCUSTFILE
 from archlab.run.plan import RunPlan, parse_duration
 from archlab.run.runner import execute
-from archlab.rundir import REQUESTS, Status, default_runs_dir, read_meta, results_root, warmup_of
+from archlab.rundir import (
+    REQUESTS,
+    Status,
+    default_runs_dir,
+    read_meta,
+    results_root,
+    stored,
+    warmup_of,
+)
 from workloads.scenarios import SCENARIOS
 
 EXIT_INTERRUPTED = 130
@@ -424,7 +432,7 @@ def _parse_summarize(sub: Subparsers) -> None:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    if not (args.run_dir / REQUESTS).exists():
+    if stored(args.run_dir / REQUESTS) is None:
         print(f"{args.run_dir}/{REQUESTS} not found", file=sys.stderr)
         return 2
     warmup_s = args.warmup if args.warmup is not None else warmup_of(read_meta(args.run_dir))
@@ -555,7 +563,7 @@ def _parse_blast(sub: Subparsers) -> None:
 
 def cmd_blast(args: argparse.Namespace) -> int:
     for run_dir in args.runs:
-        if not (run_dir / REQUESTS).exists():
+        if stored(run_dir / REQUESTS) is None:
             print(f"{run_dir}/{REQUESTS} not found", file=sys.stderr)
             return 2
     rows = blast.matrix(args.runs)

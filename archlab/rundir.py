@@ -12,6 +12,7 @@ interrupted or failed run still says what it was.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from archlab.host.machine import git_info, machine_info
 from variants import lifecycle, telemetry
@@ -186,6 +187,16 @@ def stored(path: Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def open_stored(path: Path) -> TextIO:
+    """A raw file for reading as text, or its gzipped copy; FileNotFoundError when neither."""
+    found = stored(path)
+    if found is None:
+        raise FileNotFoundError(f"{path} not found")
+    if found != path:
+        return gzip.open(found, "rt", newline="")
+    return path.open(newline="")
 
 
 # ---------------------------------------------------------------- meta.json and other JSON files

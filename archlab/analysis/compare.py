@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.summary import ALL, summarize_run
-from archlab.rundir import REQUESTS, SUMMARY, read_json, read_meta, warmup_of
+from archlab.rundir import REQUESTS, SUMMARY, read_json, read_meta, stored, warmup_of
 
 Row = tuple[str, list[str]]
 
@@ -28,7 +28,7 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     meta = read_meta(run_dir) or {"run_id": run_dir.name}
     summary = read_json(run_dir / SUMMARY)
     if summary is None:
-        if not (run_dir / REQUESTS).exists():
+        if stored(run_dir / REQUESTS) is None:
             raise ValueError(f"{run_dir} has neither {SUMMARY} nor {REQUESTS}")
         summary = summarize_run(run_dir, warmup_s=warmup_of(meta))
     return meta, summary

@@ -8,13 +8,11 @@ before it (five columns) are still read, with `intended_time` None.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from archlab.rundir import RECORD_COLUMNS, RECORD_COLUMNS_V1, stored
+from archlab.rundir import RECORD_COLUMNS, RECORD_COLUMNS_V1, open_stored
 
 
 class Record(NamedTuple):
@@ -53,20 +51,10 @@ def is_error(record: Record) -> bool:
     return record.status == 0 or record.status >= 500 or bool(record.error)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """path, or its gzipped copy (rundir.stored); FileNotFoundError when neither exists."""
-    found = stored(path)
-    if found is None:
-        raise FileNotFoundError(f"{path} not found")
-    if found != path:
-        return gzip.open(found, "rt", newline="")  # type: ignore[return-value]
-    return path.open(newline="")  # type: ignore[return-value]
-
-
 def iter_records(path: Path) -> Iterator[Record]:
     """Stream records from a requests.csv file (schema 1 or 2), or its .gz copy."""
     torn = path.exists() and _ends_mid_line(path)
-    with _open_text(path) as fh:
+    with open_stored(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:

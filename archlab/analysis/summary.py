@@ -36,7 +36,9 @@ from archlab.rundir import (
     SCHEMA_VERSION,
     SUMMARY,
     TOP_FRAMES,
+    open_stored,
     read_meta,
+    stored,
     write_json,
 )
 
@@ -226,7 +228,7 @@ def load_stats(records: Sequence[Record], load: dict[str, Any] | None, window_s:
 
 def read_cpu_samples(path: Path) -> list[dict[str, Any]]:
     """Rows of generator_cpu.csv (written by archlab.measure.sampler.TreeSampler)."""
-    with path.open(newline="") as fh:
+    with open_stored(path) as fh:
         rows = []
         for row in csv.DictReader(fh):
             try:
@@ -317,7 +319,7 @@ class ProcSample(NamedTuple):
 def read_process_samples(path: Path) -> list[ProcSample]:
     """Rows of processes.csv (archlab.measure.sampler.ProcessSampler)."""
     out = []
-    with path.open(newline="") as fh:
+    with open_stored(path) as fh:
         for row in csv.DictReader(fh):
             try:
                 out.append(
@@ -485,11 +487,11 @@ def summarize_run(
 
     interval = float((meta.get("telemetry") or {}).get("sample_interval_s") or 1.0)
     cpu_path = run_dir / GENERATOR_CPU
-    gen_samples = read_cpu_samples(cpu_path) if cpu_path.exists() else []
+    gen_samples = read_cpu_samples(cpu_path) if stored(cpu_path) else []
     proc_path = run_dir / PROCESSES
-    proc_samples = read_process_samples(proc_path) if proc_path.exists() else []
+    proc_samples = read_process_samples(proc_path) if stored(proc_path) else []
     _window_cpu(summary["windows"]["rows"], gen_samples, proc_samples, interval)
-    if cpu_path.exists():
+    if stored(cpu_path):
         gen = summarize_cpu(gen_samples, start=w_start, end=w_end, interval_s=interval)
         if "cpu_s" in gen and count:
             gen["cpu_ms_per_request"] = round(1000 * gen["cpu_s"] / count, 4)
@@ -501,7 +503,7 @@ def summarize_run(
                 f"the load generator saturated (a process above {SATURATION_PERCENT:.0f}% of a "
                 "CPU in at least 10% of samples): throughput and latency are unreliable"
             )
-    if proc_path.exists():
+    if stored(proc_path):
         server = summarize_processes(proc_samples, start=w_start, end=w_end, requests=count)
         server["interval_s"] = interval
         summary["server"] = server
@@ -534,7 +536,7 @@ def summarize_run(
             f"{', '.join(roles_missed)}): their CPU and memory are not in the totals"
         )
     gc_path = run_dir / GC
-    if gc_path.exists():
+    if stored(gc_path):
         summary["gc"] = summarize_gc(read_gc(gc_path), start=w_start, end=w_end)
         if not summary["gc"]["roles"] and (meta.get("telemetry") or {}).get("gc", True):
             notes.append(

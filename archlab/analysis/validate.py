@@ -38,6 +38,8 @@ from archlab.rundir import (
     TOP_COLUMNS,
     TOP_FRAMES,
     Status,
+    open_stored,
+    stored,
 )
 
 _NUM = (int, float)
@@ -202,11 +204,11 @@ def _check_fields(data: Any, fields: dict[str, Any], where: str) -> list[str]:
 
 
 def validate_csv(path: Path, name: str | None = None, max_problems: int = 5) -> list[str]:
-    """Header and every row of one of the schema's CSV files."""
+    """Header and every row of one of the schema's CSV files (or of its gzipped copy)."""
     name = name or path.name
     accepted = CSV_HEADERS[name]
     problems: list[str] = []
-    with path.open(newline="") as fh:
+    with open_stored(path) as fh:
         reader = csv.reader(fh)
         header = tuple(next(reader, ()))
         if header not in accepted:
@@ -301,12 +303,11 @@ def validate_run(run_dir: Path) -> list[str]:
         if version >= 2 and (meta.get("telemetry") or {}).get("gc") is False:
             required.remove(GC)  # switched off: may still exist, header only
         for name in required:
-            if not (run_dir / name).is_file():
+            if stored(run_dir / name) is None:
                 problems.append(f"missing {name} (required in a completed run)")
     for name in CSV_HEADERS:
-        path = run_dir / name
-        if path.is_file():
-            problems += validate_csv(path, name)
+        if stored(run_dir / name) is not None:
+            problems += validate_csv(run_dir / name, name)
     summary_path = run_dir / SUMMARY
     if summary_path.is_file():
         try:
@@ -323,11 +324,11 @@ def validate_run(run_dir: Path) -> list[str]:
         pdir = run_dir / PROFILE_DIR
         if status == "ok":
             for name in (SPEEDSCOPE, TOP_FRAMES, PROFILE_LOG):
-                if not (pdir / name).is_file():
+                if stored(pdir / name) is None:
                     problems.append(f"missing {PROFILE_DIR}/{name} (profile.status ok)")
             top = pdir / TOP_FRAMES
-            if top.is_file():
-                with top.open(newline="") as fh:
+            if stored(top) is not None:
+                with open_stored(top) as fh:
                     if tuple(next(csv.reader(fh), ())) != TOP_COLUMNS:
                         problems.append(f"{PROFILE_DIR}/{TOP_FRAMES}: wrong header")
     inv_path = run_dir / INVARIANTS

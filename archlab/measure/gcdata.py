@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from archlab.rundir import GC, GC_COLUMNS, ROLE_COLUMNS, ROLES
+from archlab.rundir import GC, GC_COLUMNS, ROLE_COLUMNS, ROLES, open_stored, stored
 from variants.telemetry import ROLES_DIR
 
 
@@ -32,7 +32,7 @@ class GcEvent(NamedTuple):
 
 def _read_gc_file(path: Path) -> list[GcEvent]:
     events = []
-    with path.open(newline="") as fh:
+    with open_stored(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or tuple(header) != GC_COLUMNS:
@@ -59,14 +59,14 @@ def _read_gc_file(path: Path) -> list[GcEvent]:
 
 def read_gc(path: Path) -> list[GcEvent]:
     """The events of a merged gc.csv (or of one raw per-process file)."""
-    return _read_gc_file(path) if path.exists() else []
+    return _read_gc_file(path) if stored(path) is not None else []
 
 
 def read_roles(path: Path) -> dict[int, str]:
     """pid -> role from roles.csv."""
-    if not path.exists():
+    if stored(path) is None:
         return {}
-    with path.open(newline="") as fh:
+    with open_stored(path) as fh:
         return {int(row["pid"]): row["role"] for row in csv.DictReader(fh)}
 
 
