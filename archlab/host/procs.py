@@ -3,7 +3,8 @@
 Every child gets its own session (`start_new_session=True`), so a Ctrl-C in the terminal reaches
 only the harness, which then stops each child's whole group: first SIGTERM (graceful), then
 SIGKILL. Descendants that escaped the group (a child calling `setsid`) are tracked with psutil and
-stopped too, so nothing outlives a run, an exception or an interrupt.
+stopped too, so nothing outlives a run, an exception or an interrupt; and every child gets SIGTERM
+from the kernel if the harness itself is killed (archlab/host/launch.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -91,11 +93,15 @@ def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
 ) -> Proc:
-    """Start `cmd` in a new session; stdout+stderr go to `log_path` (or are inherited if None)."""
+    """Start `cmd` in a new session; stdout+stderr go to `log_path` (or are inherited if None).
+
+    The child dies with the thread that starts it (archlab/host/launch.py): start long-lived
+    children from a thread that outlives them (the main thread, or one that stops them first).
+    """
     log = log_path.open("ab") if log_path is not None else None
     try:
         popen = subprocess.Popen(
-            list(cmd),
+            [sys.executable, "-m", "archlab.host.launch", str(os.getpid()), "--", *cmd],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,

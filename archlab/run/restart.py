@@ -55,11 +55,22 @@ class Restarter(threading.Thread):
         self.errors: list[str] = []
         self.ready = True  # False from a death until the restarted process answers its health
         self._halt = threading.Event()
+        self._halted = threading.Event()  # the watch loop has ended: no more restarts
+        self._release = threading.Event()  # what it started is stopped: the thread may end
 
     def alive(self) -> bool:
         return self.current.alive()
 
     def run(self) -> None:
+        """Watch and restart; then stay alive until `stop_started`, because a child dies with
+        the thread that started it (archlab/host/launch.py)."""
+        try:
+            self._watch()
+        finally:
+            self._halted.set()
+            self._release.wait()
+
+    def _watch(self) -> None:
         while not self._halt.wait(POLL_S):
             code = self.current.popen.poll()
             if code is None:
@@ -103,10 +114,18 @@ class Restarter(threading.Thread):
             )
 
     def stop(self) -> None:
+        """No more restarts (a restart under way finishes first); the current process runs on."""
         self._halt.set()
-        self.join(timeout=self.ready_timeout_s + 10)
+        if self.is_alive():
+            self._halted.wait(timeout=self.ready_timeout_s + 10)
 
     def stop_started(self) -> None:
-        for proc in self.started:
-            with contextlib.suppress(Exception):
-                procs.stop(proc)
+        """Stop every process this thread started, then let the thread end."""
+        try:
+            for proc in self.started:
+                with contextlib.suppress(Exception):
+                    procs.stop(proc)
+        finally:
+            self._release.set()
+            if self.is_alive():
+                self.join(timeout=10)
