@@ -1,22 +1,21 @@
-"""Shared fixtures: `api`, a real variant server over the tiny dataset, once per variant.
+"""Shared fixtures: `api`, a real deployment over the tiny dataset, once per variant and knob set.
 
-The same conformance tests run against every registered variant; restrict them with
-ARCHLAB_TEST_VARIANTS=monolith,multiprocess.
+The same conformance tests run unchanged against every registered variant, with its default
+knobs and once more with a second worker / backend / replica count; restrict them with
+ARCHLAB_TEST_VARIANTS=monolith,multiprocess. Deployments come from `support.deployment`, so
+nothing they start outlives the session, whatever happens.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from support import Deployment, deployment
 
-from archlab.deployers import VARIANTS, get_variant
-from archlab.host import procs
-
-READY_TIMEOUT_S = 120.0
+from archlab.deployers import VARIANTS
+from variants.multiprocess import config as mp
 
 
 def _test_variants() -> list[str]:
@@ -24,32 +23,29 @@ def _test_variants() -> list[str]:
     return [v.strip() for v in chosen.split(",") if v.strip()] or list(VARIANTS)
 
 
-@dataclass(frozen=True)
-class RunningApi:
-    """A variant server that is up: where to reach it and where its state lives."""
+# the second shape of each variant: more than one process where the default has one (or, for
+# the process family, one backend more than its default of one per CPU)
+SCALED_OUT: dict[str, dict[str, int | str]] = {
+    "monolith": {"workers": 2},
+    "multiprocess": {"backends": mp.available_cpus() + 1},
+    "distributed": {"replicas": 2},
+}
 
-    variant: str
-    base_url: str
-    state_dir: Path
-    log_path: Path
+
+def _deployments() -> Iterator[object]:
+    for variant in _test_variants():
+        yield pytest.param((variant, {}), id=variant)
+        if variant in SCALED_OUT:
+            ((key, value),) = SCALED_OUT[variant].items()
+            yield pytest.param((variant, SCALED_OUT[variant]), id=f"{variant}-{key}{value}")
 
 
-@pytest.fixture(scope="session", params=_test_variants(), ids=str)
+@pytest.fixture(scope="session", params=list(_deployments()))
 def api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningApi]:
-    """Start the variant with --size tiny on a free port; stop its process group afterwards."""
-    variant: str = request.param
-    spec = get_variant(variant)
+) -> Iterator[Deployment]:
+    """The variant with --size tiny on a free port, healthy; stopped with all it started."""
+    variant, knobs = request.param
     root = tmp_path_factory.mktemp(f"api-{variant}")
-    state_dir = root / "state"
-    state_dir.mkdir()
-    port = procs.free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    cmd = spec.command(
-        port=port, size="tiny", seed=1, state_dir=state_dir, knobs=spec.resolve_knobs({})
-    )
-    log_path = root / "server.log"
-    with procs.running(cmd, name=f"{variant} server", log_path=log_path) as server:
-        procs.wait_healthy(server, f"{base_url}/healthz", READY_TIMEOUT_S)
-        yield RunningApi(variant, base_url, state_dir, log_path)
+    with deployment(variant, root, knobs=knobs) as running:
+        yield running

@@ -1,4 +1,5 @@
-"""The cost model on hand-computable inputs, and the price file it reads."""
+"""The cost model on hand-computable inputs, and the price file it reads; the sizing of a
+whole run set worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 
 from archlab.analysis import costmodel as cm
 from archlab.analysis.ramp import SLO_P99_MS
+from archlab.analysis.runset import RunSet, load_runset
+from archlab.figures import cost
+from archlab.rundir import MANIFEST, META, RUNS_DIR, SUMMARY, Status, write_json
 
 PRICES = cm.Prices(
     vcpu_hour=0.03,
@@ -64,3 +68,233 @@ def test_price_file_loads_with_its_source() -> None:
     assert prices.target_rps > 0
     assert prices.slo_p99_ms == SLO_P99_MS  # the file does not override the ramp's SLO
     assert "as of" in prices.label()
+
+
+# ------------------------------------------------------------------ sizing a synthetic run set
+#
+# A run set written by hand (manifest.json + runs/<tag>/meta.json and summary.json, only the
+# fields the cost figures read), so that every figure of `archlab.figures.cost` can be worked
+# out on paper. Prices: PRICES above ($0.03 per vCPU-hour, $0.004 per GiB-hour, smallest host
+# 2 vCPUs / 8 GiB), sized for 1000 req/s.
+
+MIB = 2**20
+GIB = 2**30
+STEP_S = 10.0
+
+
+def _ramp(*steps: tuple[float, float, float]) -> list[dict]:
+    """summary.json's windows, one per (offered req/s, achieved req/s, p99 ms) step."""
+    return [
+        {
+            "index": i,
+            "seconds": STEP_S,
+            "offered_rps": offered,
+            "endpoints": {
+                "ALL": {
+                    "count": int(achieved * STEP_S),
+                    "throughput_rps": achieved,
+                    "errors": 0,
+                    "latency_corrected_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99},
+                }
+            },
+        }
+        for i, (offered, achieved, p99) in enumerate(steps)
+    ]
+
+
+def _server(cpu_s: float, pss_mean: float, pss_peak: float, roles: dict | None = None) -> dict:
+    total = {"processes": 2, "cpu_s": cpu_s, "pss_mean_bytes": pss_mean, "pss_peak_bytes": pss_peak}
+    return {"total": total, "roles": roles or {}}
+
+
+def _role(cpu_s: float, pss_peak: float) -> dict:
+    return {"processes": 1, "cpu_s": cpu_s, "pss_peak_bytes": pss_peak, "pss_mean_bytes": pss_peak}
+
+
+def _profile(requests: int, window_s: float, server: dict) -> dict:
+    return {
+        "endpoints": {"ALL": {"count": requests}},
+        "window": {"seconds": window_s},
+        "load": {"achieved_rps": requests / window_s},
+        "server": server,
+    }
+
+
+RUNS: dict[str, tuple[str, tuple[str, ...], int | None, dict]] = {
+    # tag: variant, kinds, CPUs pinned to (None: unpinned, both CPUs), summary.json
+    "profile-monolith": (
+        "monolith",
+        ("profile",),
+        None,
+        # 20 CPU-s over 10,000 requests: 2.0 CPU-ms each; 256 MiB mean, 512 MiB peak
+        _profile(10_000, 100.0, _server(20.0, 256 * MIB, 512 * MIB)),
+    ),
+    "scaling-monolith-1cpu": (
+        "monolith",
+        ("scaling",),
+        1,
+        {
+            "windows": {
+                "rows": _ramp((100, 100, 10), (200, 200, 12), (300, 300, 20), (400, 330, 250))
+            }
+        },
+    ),
+    "latency-monolith": (
+        "monolith",
+        ("latency",),
+        None,  # 400 req/s within the SLO on 2 CPUs: 200 per core, less than pinned to one
+        {"windows": {"rows": _ramp((200, 200, 10), (400, 400, 30), (600, 500, 400))}},
+    ),
+    "profile-multiprocess": (
+        "multiprocess",
+        ("profile",),
+        None,
+        _profile(10_000, 100.0, _server(25.0, 300 * MIB, 400 * MIB)),
+    ),
+    "scaling-multiprocess-1cpu": (
+        "multiprocess",
+        ("scaling",),
+        1,  # no step within the SLO: no capacity measured
+        {"windows": {"rows": _ramp((100, 100, 150), (200, 150, 900))}},
+    ),
+    "profile-distributed": (
+        "distributed",
+        ("profile",),
+        None,
+        _profile(
+            10_000,
+            100.0,
+            _server(
+                50.0,
+                GIB,
+                12 * GIB + 210 * MIB,
+                roles={
+                    "gateway": _role(30.0, 100 * MIB),
+                    "gateway-master": _role(0.0, 20 * MIB),
+                    "catalog": _role(5.0, 60 * MIB),
+                    "recommendations": _role(15.0, 12 * GIB),
+                    "launcher": _role(0.0, 30 * MIB),
+                },
+            ),
+        ),
+    ),
+    "scaling-distributed-1cpu": (
+        "distributed",
+        ("scaling",),
+        1,  # every step met the SLO: 100 req/s per core is a lower bound
+        {"windows": {"rows": _ramp((50, 50, 20), (100, 100, 40))}},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def runset(tmp_path_factory: pytest.TempPathFactory) -> RunSet:
+    root = tmp_path_factory.mktemp("runset")
+    machine = {"usable_cpus": [0, 1], "cpu_model": "test", "memory_total_bytes": 8 * GIB}
+    steps = []
+    for tag, (variant, kinds, cpus, summary) in RUNS.items():
+        run = root / RUNS_DIR / tag
+        run.mkdir(parents=True)
+        meta = {
+            "variant": variant,
+            "status": Status.COMPLETED,
+            "scenario": {"name": "ramp" if "windows" in summary else "steady"},
+            "cpu_pinning": {"server": list(range(cpus)) if cpus else None},
+            "machine": machine,
+        }
+        write_json(run / META, meta)
+        write_json(run / SUMMARY, summary)
+        steps.append(
+            {"tag": tag, "kinds": list(kinds), "cpus": cpus, "run": f"{RUNS_DIR}/{tag}"}
+            | {"status": Status.COMPLETED}
+        )
+    write_json(root / MANIFEST, {"scale": {"name": "test"}, "machine": machine, "steps": steps})
+    return load_runset(root)
+
+
+def _row(runset: RunSet, variant: str) -> dict:
+    table = cost.cost_table(runset, PRICES)
+    assert list(table["variant"]) == ["monolith", "multiprocess", "distributed"]
+    return table.set_index("variant").loc[variant].to_dict()
+
+
+def test_capacity_is_the_best_rate_per_core_within_the_slo_over_the_ramps(runset) -> None:
+    # pinned to 1 CPU: 300 req/s met the SLO (400 did not); unpinned: 400 on 2 CPUs
+    assert cost.capacity(runset, "monolith") == {
+        "capacity_run": "scaling-monolith-1cpu",
+        "capacity_cpus": 1,
+        "throughput_at_slo_rps": 300.0,
+        "rps_per_core": 300.0,
+        "lower_bound": False,
+    }
+
+
+def test_cost_table_sizes_a_variant_as_computed_by_hand(runset) -> None:
+    row = _row(runset, "monolith")
+    assert row["per_request_run"] == "profile-monolith" and row["per_request_kind"] == "profile"
+    assert row["cpu_ms_per_request"] == pytest.approx(2.0, rel=1e-12)
+    assert row["pss_peak_mib"] == 512 and row["pss_mean_mib"] == 256
+    # 0.25 GiB held for 100 s over 10,000 requests
+    assert row["gib_s_per_request"] == pytest.approx(0.0025, rel=1e-12)
+    # busy-only: (0.002 CPU-s x $0.03 + 0.0025 GiB-s x $0.004) per hour-second, x 1e6
+    assert row["busy_usd_per_million"] == pytest.approx(
+        (0.002 * 0.03 + 0.0025 * 0.004) / 3600 * 1e6, rel=1e-9
+    )
+    # 1000 req/s at 300 per core: ceil(3.33) = 4 cores. Sizing reads the capacity at the SLO,
+    # not CPU time: 1000 req/s x 2 CPU-ms would have said 2 cores.
+    assert row["cores_needed"] == 4 != math.ceil(1000 * 0.002)
+    # 4 cores and the 0.5 GiB peak, paid every hour, for 3.6 million requests an hour
+    assert row["provisioned_usd_per_hour"] == pytest.approx(4 * 0.03 + 0.5 * 0.004, rel=1e-9)
+    assert row["provisioned_usd_per_million"] == pytest.approx(0.122 / 3.6, rel=1e-9)
+
+
+def test_a_ramp_that_never_missed_the_slo_sizes_an_upper_bound(runset) -> None:
+    row = _row(runset, "distributed")
+    assert row["lower_bound"] is True and row["rps_per_core"] == 100
+    assert row["cpu_ms_per_request"] == pytest.approx(5.0, rel=1e-12)
+    assert row["cores_needed"] == 10
+    gib = 12 + 210 / 1024
+    assert row["provisioned_usd_per_hour"] == pytest.approx(10 * 0.03 + gib * 0.004, rel=1e-9)
+
+
+def test_a_variant_with_no_step_within_the_slo_gets_no_cores_but_a_busy_cost(runset) -> None:
+    row = _row(runset, "multiprocess")
+    assert row["throughput_at_slo_rps"] == 0
+    # None in the table's row, which pandas shows as NaN next to the other variants' numbers
+    assert math.isnan(row["cores_needed"]) and math.isnan(row["provisioned_usd_per_million"])
+    assert row["busy_usd_per_million"] == pytest.approx(
+        (0.0025 * 0.03 + (300 / 1024) * 100 / 10_000 * 0.004) / 3600 * 1e6, rel=1e-9
+    )
+
+
+def test_one_host_per_service_as_computed_by_hand(runset) -> None:
+    """10 cores shared by CPU-seconds (gateway 60 %, catalog 10 %, recommendations 30 %).
+
+    The catalog's 1 core is rounded up to the smallest host (2 vCPUs, 8 GiB); the
+    recommendations' 12 GiB, not the smallest host, decide its memory.
+    """
+    df = cost.footprint_table(runset, PRICES).set_index("service")
+    assert set(df.index) == {"gateway", "catalog", "recommendations", "launcher"}
+    assert df.loc["gateway", "pss_peak_mib"] == 120  # its master folded in
+    assert not df.loc["launcher", "own_host"]
+    hosts = {
+        s: (df.loc[s, "host_vcpus"], df.loc[s, "host_gib"], df.loc[s, "host_usd_per_hour"])
+        for s in ("gateway", "catalog", "recommendations")
+    }
+    assert hosts == {
+        "gateway": (6, 8.0, pytest.approx(6 * 0.03 + 8 * 0.004, rel=1e-9)),
+        "catalog": (2, 8.0, pytest.approx(2 * 0.03 + 8 * 0.004, rel=1e-9)),
+        "recommendations": (3, 12.0, pytest.approx(3 * 0.03 + 12 * 0.004, rel=1e-9)),
+    }
+    dep = cost.deployments(runset, PRICES)
+    assert dep is not None
+    per_service = 0.212 + 0.092 + 0.138
+    one_host_gib = (120 + 60) / 1024 + 12  # summed needs, rounded up once: 10 vCPUs
+    one_host = 10 * 0.03 + one_host_gib * 0.004
+    assert dep["services"] == 3 and dep["per_service_vcpus"] == 11
+    assert dep["per_service_gib"] == 28 and dep["one_host_vcpus"] == 10
+    assert dep["one_host_gib"] == pytest.approx(one_host_gib, rel=1e-12)
+    assert dep["per_service_usd_per_hour"] == pytest.approx(per_service, rel=1e-9)
+    assert dep["one_host_usd_per_hour"] == pytest.approx(one_host, rel=1e-9)
+    assert dep["per_service_usd_per_million"] == pytest.approx(per_service / 3.6, rel=1e-9)
+    assert dep["one_host_usd_per_million"] == pytest.approx(one_host / 3.6, rel=1e-9)
