@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,15 @@ from pathlib import Path
 import nbformat
 import pytest
 from matplotlib.figure import Figure
+from support import run_cli, wait_until, watching
 
 from archlab import reproduce as repro
 from archlab.analysis.runset import ENV_RUNSET, default_runset_path, load_runset
 from archlab.analysis.validate import validate_run
 from archlab.figures import figure_functions
 from archlab.figures.notebooks import notebook_paths
+from archlab.host import procs
+from archlab.rundir import MANIFEST, read_json, read_meta
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -35,15 +39,28 @@ def reproduction(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "notebooks": root / "notebooks",
         "log": root / "reproduce.log",
     }
-    cmd = [
-        sys.executable, "-m", "archlab.cli", "reproduce", "--scale", "test",
+    args = [
+        "reproduce", "--scale", "test",
         "--out", str(paths["out"]), "--figures-dir", str(paths["figures"]),
         "--notebooks-dir", str(paths["notebooks"]),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=540, start_new_session=True)
-    paths["log"].write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    out = run_cli(args, timeout_s=540, log_path=paths["log"])
+    assert out.returncode == 0 and out.killed == [], out.output[-4000:]
     return paths
+
+
+def _copy_of(reproduction: dict[str, Path], dest: Path, drop: tuple[str, ...] = ()) -> Path:
+    """A run set made of links to the module's finished runs (so a test may change it), with
+    the steps in `drop` left out (pending again)."""
+    manifest = json.loads((reproduction["out"] / "manifest.json").read_text())
+    (dest / "runs").mkdir(parents=True)
+    for step in manifest["steps"]:
+        if step["tag"] not in drop:
+            src = reproduction["out"] / step["run"]
+            (dest / step["run"]).symlink_to(src.resolve(), target_is_directory=True)
+    (dest / "hop.json").write_text((reproduction["out"] / "hop.json").read_text())
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
 
 
 def test_every_step_of_the_matrix_ran_and_is_a_valid_run(reproduction: dict[str, Path]) -> None:
@@ -115,9 +132,9 @@ def test_the_committed_notebooks_carry_no_outputs() -> None:
 
 
 def test_a_second_reproduce_resumes_without_redoing_finished_runs(
-    reproduction: dict[str, Path],
+    reproduction: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = reproduction["out"]
+    out = _copy_of(reproduction, tmp_path / "set")
     before = {p.name: p.stat().st_mtime for p in (out / "runs").iterdir()}
     lines: list[str] = []
     outputs = repro.reproduce("test", out, render=False, echo=lines.append)
@@ -131,16 +148,8 @@ def test_a_second_reproduce_resumes_without_redoing_finished_runs(
 def test_an_unfinished_run_is_set_aside_and_done_again(
     reproduction: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = tmp_path / "set"
-    manifest = json.loads((reproduction["out"] / "manifest.json").read_text())
-    (out / "runs").mkdir(parents=True)
-    for step in manifest["steps"]:
-        src = reproduction["out"] / step["run"]
-        (out / step["run"]).symlink_to(src.resolve(), target_is_directory=True)
-    (out / "hop.json").write_text((reproduction["out"] / "hop.json").read_text())
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    out = _copy_of(reproduction, tmp_path / "set", drop=("latency-monolith",))
     victim = out / "runs" / "latency-monolith"
-    victim.unlink()
     victim.mkdir()
     (victim / "meta.json").write_text(json.dumps({"status": "interrupted"}))
     lines: list[str] = []
@@ -152,6 +161,76 @@ def test_an_unfinished_run_is_set_aside_and_done_again(
     assert (out / "runs" / ".partial" / "latency-monolith-1" / "meta.json").exists()
     meta = json.loads((victim / "meta.json").read_text())
     assert meta["status"] == "completed"
+
+
+def test_ctrl_c_keeps_finished_runs_and_the_same_command_resumes(
+    reproduction: dict[str, Path], tmp_path: Path
+) -> None:
+    """A real SIGINT mid-matrix: exit 130, every run's processes stopped, the finished runs and
+    the manifest kept; the same command then redoes only what had not finished."""
+    redo = ("scaling-monolith-1cpu", "scaling-distributed-1cpu")  # adjacent in the matrix
+    out = _copy_of(reproduction, tmp_path / "set", drop=redo)
+    args = ["reproduce", "--scale", "test", "--out", str(out), "--no-render"]
+    first_log = tmp_path / "first.log"
+    proc = procs.start([sys.executable, "-m", "archlab.cli", *args], name="reproduce",
+                       log_path=first_log)  # fmt: skip
+
+    def second_step_under_load() -> bool:
+        steps = {s["tag"]: s["status"] for s in (read_json(out / MANIFEST) or {})["steps"]}
+        return (
+            steps.get(redo[0]) == "completed"
+            and steps.get(redo[1]) == "running"
+            and (out / "runs" / redo[1] / "requests.csv").exists()
+        )
+
+    with watching(proc.pid) as tree:
+        try:
+            wait_until(
+                lambda: proc.popen.poll() is not None or second_step_under_load(),
+                240,
+                f"{redo[1]} runs after {redo[0]} finished",
+            )
+            assert proc.popen.poll() is None, first_log.read_text()[-3000:]
+            os.kill(proc.pid, signal.SIGINT)
+            code = proc.popen.wait(timeout=90)
+            left = [p.pid for p in tree.alive()]
+        finally:
+            procs.stop(proc, grace_s=5)
+    assert code == 130 and left == [], first_log.read_text()[-3000:]
+    assert "run the same command again to resume" in first_log.read_text()
+    manifest = read_json(out / MANIFEST)
+    assert manifest and manifest["interrupted_at"] and not manifest["complete"]
+    status = {s["tag"]: s["status"] for s in manifest["steps"]}
+    assert (status[redo[0]], status[redo[1]]) == ("completed", "running")
+    assert read_meta(out / "runs" / redo[1])["status"] == "interrupted"
+
+    again = run_cli(args, timeout_s=300, log_path=tmp_path / "second.log")
+    assert again.returncode == 0 and again.killed == [], again.output[-3000:]
+    manifest = read_json(out / MANIFEST)
+    assert manifest and manifest["complete"] is True
+    status = {s["tag"]: s["status"] for s in manifest["steps"]}
+    assert status.pop(redo[1]) == "completed"
+    assert set(status.values()) == {"done (kept)"}  # redo[0] included: it had finished
+    assert (out / "runs" / ".partial" / f"{redo[1]}-1" / "meta.json").exists()
+
+
+def test_fresh_starts_over_and_moves_the_old_run_set_aside(
+    reproduction: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _copy_of(reproduction, tmp_path / "set")
+    old = (out / MANIFEST).read_text()
+    first = repro.plan_steps(repro.SCALES["test"])[:1]  # one step is enough to start over
+    monkeypatch.setattr(repro, "plan_steps", lambda scale, cpus=None: first)
+    lines: list[str] = []
+    outputs = repro.reproduce("test", out, fresh=True, render=False, echo=lines.append)
+    assert outputs["failed"] == []
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("set-")]
+    assert (aside / MANIFEST).read_text() == old and any(str(aside) in line for line in lines)
+    manifest = read_json(out / MANIFEST)
+    assert manifest and [(s["tag"], s["status"]) for s in manifest["steps"]] == [
+        (first[0].tag, "completed")
+    ]
+    assert (out / "hop.json").exists()  # measured again, not carried over
 
 
 def test_notebooks_default_to_the_newest_run_set_then_the_reference(
