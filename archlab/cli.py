@@ -21,7 +21,7 @@ from archlab import reproduce as repro
 from archlab.analysis import blast, compare, validate
 from archlab.analysis.summary import format_table, summarize_run, write_summary
 from archlab.bench import gcpause, hop
-from archlab.deployers import SIZES, VARIANTS, all_knobs, get_variant
+from archlab.deployers import SIZES, VARIANTS, all_knobs, flag_name, get_variant
 from archlab.host import procs
 from archlab.host.cpus import parse_cpu_list
 from archlab.measure.profiler import ProfilePlan, parse_window
@@ -57,7 +57,7 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
     for name, knob in all_knobs().items():
         owners = [v for v, spec in VARIANTS.items() if name in spec.knobs]
         parser.add_argument(
-            f"--{name.replace('_', '-')}",
+            flag_name(name),
             dest=name,
             type=type(knob.default),
             choices=knob.choices,

@@ -29,11 +29,17 @@ class Knob:
     choices: tuple[str, ...] | None = None
 
     def check(self, name: str, value: int | str) -> None:
+        flag = flag_name(name)
         if self.choices is not None:
             if value not in self.choices:
-                raise ValueError(f"--{name} must be one of {', '.join(self.choices)}, got {value}")
+                raise ValueError(f"{flag} must be one of {', '.join(self.choices)}, got {value}")
         elif not isinstance(value, int) or value < self.minimum:
-            raise ValueError(f"--{name} must be at least {self.minimum}, got {value}")
+            raise ValueError(f"{flag} must be at least {self.minimum}, got {value}")
+
+
+def flag_name(knob: str) -> str:
+    """The command-line flag of a knob: `policy_backend` -> `--policy-backend`."""
+    return "--" + knob.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class VariantSpec:
         cmd = [sys.executable, "-m", self.module, "--port", str(port), "--size", size]
         cmd += ["--seed", str(seed), "--state-dir", str(state_dir)]
         for name, value in knobs.items():
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
+            cmd += [flag_name(name), str(value)]
         return cmd
 
 
