@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
+
+import psutil
 
 from archlab import __version__, reference
 from archlab import reproduce as repro
@@ -29,6 +33,7 @@ from archlab.run.generator import LOCUSTFILE
 from archlab.run.plan import RunPlan, parse_duration
 from archlab.run.runner import execute
 from archlab.rundir import (
+    META,
     REQUESTS,
     Status,
     default_runs_dir,
@@ -39,12 +44,43 @@ from archlab.rundir import (
 )
 from workloads.scenarios import SCENARIOS
 
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 Subparsers = argparse._SubParsersAction  # what `add_subparsers` returns
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, `archlab: error: ...`, and exit code 2 (argparse's code)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("archlab").strip()
+        where = f"{command}: " if command else ""
+        hint = f"archlab {command} --help" if command else "archlab --help"
+        self.exit(2, f"archlab: error: {where}{message} (see `{hint}`)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {port}")
+    return port
+
+
+def _run_dir(text: str) -> Path:
+    """A run directory: it holds meta.json or requests.csv (possibly gzipped)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory")
+    if (path / META).exists() or stored(path / REQUESTS) is not None:
+        return path
+    raise argparse.ArgumentTypeError(f"{text} is not a run directory (no {META} or {REQUESTS})")
 
 
 def _add_variant_options(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +99,8 @@ def _add_variant_options(parser: argparse.ArgumentParser) -> None:
             choices=knob.choices,
             default=None,
             metavar="N" if knob.choices is None else None,
-            help=f"{knob.help} ({', '.join(owners)}; default {knob.default})",
+            help=f"{knob.help} ({', '.join(owners)}; default {knob.default}"
+            + (f", {knob.default_is})" if knob.default_is else ")"),
         )
     parser.add_argument(
         "--ready-timeout",
@@ -78,6 +115,27 @@ def _knobs(args: argparse.Namespace) -> dict[str, int | str | None]:
     return {name: getattr(args, name) for name in all_knobs()}
 
 
+SERVE_PREFIX = "archlab-serve-"  # a serve's temporary folder: <tmp>/archlab-serve-<variant>-*
+SERVE_OWNER = "owner.pid"  # in it: the serve's pid, so a later serve can reap it
+
+
+def _reap_serve_folders() -> list[Path]:
+    """Remove the temporary folders of serves that were killed before they could clean up.
+
+    Its variant died with it (archlab/host/launch.py); only its folder can be left over.
+    """
+    reaped = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{SERVE_PREFIX}*"):
+        try:
+            owner = int((folder / SERVE_OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if not psutil.pid_exists(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+            reaped.append(folder)
+    return reaped
+
+
 def _parse_serve(sub: Subparsers) -> None:
     serve = sub.add_parser(
         "serve",
@@ -86,7 +144,7 @@ def _parse_serve(sub: Subparsers) -> None:
         "(removed at exit) and keep it running until Ctrl-C.",
     )
     serve.add_argument("variant", choices=sorted(VARIANTS), help="which deployment to start")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     _add_variant_options(serve)
 
 
@@ -97,7 +155,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"port {args.port} is already in use; pick another with --port", file=sys.stderr)
         return 2
     url = f"http://127.0.0.1:{args.port}"
-    with tempfile.TemporaryDirectory(prefix=f"archlab-{args.variant}-") as tmp:
+    for stale in _reap_serve_folders():
+        print(f"removed the state folder of a serve that was killed: {stale}")
+    with tempfile.TemporaryDirectory(prefix=f"{SERVE_PREFIX}{args.variant}-") as tmp:
+        (Path(tmp) / SERVE_OWNER).write_text(str(os.getpid()))
         state = Path(tmp) / "state"
         state.mkdir()
         cmd = spec.command(
@@ -107,6 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with procs.running(cmd, name=f"{args.variant} server") as server:
             procs.wait_healthy(server, f"{url}/healthz", args.ready_timeout)
             print(f"\n{args.variant} is ready at {url}  (Ctrl-C stops it)")
+            print(f"top process: pid {server.pid}  (its family: ps -o pid,cmd -g {server.pgid})")
             print(f"load it with:  locust -f {LOCUSTFILE} --host {url}")
             print("  (then open http://localhost:8089)\n", flush=True)
             code = server.popen.wait()
@@ -417,7 +479,7 @@ def _parse_summarize(sub: Subparsers) -> None:
         description="Recompute RUN_DIR/summary.json from RUN_DIR/requests.csv (and "
         "generator_cpu.csv) and print the table.",
     )
-    summ.add_argument("run_dir", type=Path, help="a results/runs/<run-id> directory")
+    summ.add_argument("run_dir", type=_run_dir, help="a results/runs/<run-id> directory")
     summ.add_argument(
         "--warmup",
         type=float,
@@ -433,8 +495,7 @@ def _parse_summarize(sub: Subparsers) -> None:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     if stored(args.run_dir / REQUESTS) is None:
-        print(f"{args.run_dir}/{REQUESTS} not found", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{args.run_dir} has no {REQUESTS}: nothing to summarize")
     warmup_s = args.warmup if args.warmup is not None else warmup_of(read_meta(args.run_dir))
     summary = summarize_run(args.run_dir, warmup_s=warmup_s, window_s=args.window)
     path = write_summary(args.run_dir, summary)
@@ -462,7 +523,7 @@ def _parse_compare(sub: Subparsers) -> None:
         "endpoint, errors, CPU-seconds per request, memory, GC pause totals and maxima per role, "
         "generator state. Reads each run's summary.json (recomputed when missing).",
     )
-    cmp_.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    cmp_.add_argument("runs", nargs="+", type=_run_dir, help="results/runs/<run-id> directories")
     cmp_.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-': stdout)")
     cmp_.add_argument(
         "--markdown", metavar="FILE", help="also write the table as Markdown ('-': stdout)"
@@ -489,7 +550,7 @@ def _parse_validate(sub: Subparsers) -> None:
         description="Check each RUN_DIR against results/README.md (files, CSV headers and "
         "rows, meta.json and summary.json fields); exit 1 if any problem is found.",
     )
-    val.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    val.add_argument("runs", nargs="+", type=_run_dir, help="results/runs/<run-id> directories")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -557,15 +618,14 @@ def _parse_blast(sub: Subparsers) -> None:
         "baseline + 1 pp, p99 <= max(2 x baseline, baseline + 20 ms), 3 consecutive 1 s "
         "buckets). Definitions: archlab/analysis/blast.py.",
     )
-    bl.add_argument("runs", nargs="+", type=Path, help="results/runs/<run-id> directories")
+    bl.add_argument("runs", nargs="+", type=_run_dir, help="results/runs/<run-id> directories")
     bl.add_argument("--csv", metavar="FILE", help="also write the matrix as CSV ('-': stdout)")
 
 
 def cmd_blast(args: argparse.Namespace) -> int:
     for run_dir in args.runs:
         if stored(run_dir / REQUESTS) is None:
-            print(f"{run_dir}/{REQUESTS} not found", file=sys.stderr)
-            return 2
+            raise FileNotFoundError(f"{run_dir} has no {REQUESTS}: no blast radius to compute")
     rows = blast.matrix(args.runs)
     if not rows:
         print("no faults in these runs (no faults.csv rows)")
@@ -599,7 +659,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="archlab",
         description="Compare monolith, multi-process and distributed deployments of one shop "
         "workload by measurement.",
@@ -625,9 +685,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; child processes stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (procs.ProcessError, ValueError, KeyError, FileExistsError, FileNotFoundError) as exc:
+    except procs.ProcessError as exc:  # the lab ran and something in it failed
         print(f"archlab: error: {exc}", file=sys.stderr)
         return 1
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as exc:  # a usage error
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"archlab: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class Knob:
     help: str
     minimum: int = 1
     choices: tuple[str, ...] | None = None
+    default_is: str = ""  # where a computed default comes from, e.g. "the CPUs available"
 
     def check(self, name: str, value: int | str) -> None:
         flag = flag_name(name)
@@ -132,7 +133,7 @@ VARIANTS: dict[str, VariantSpec] = {
         restarted_by_harness="postmaster",
         knobs={
             "backends": Knob(
-                mp.available_cpus(), "request backend processes (default: the CPUs available)"
+                mp.available_cpus(), "request backend processes", default_is="the CPUs available"
             ),
             "threads": Knob(8, "request threads per backend process"),
             **{

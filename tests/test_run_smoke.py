@@ -25,6 +25,7 @@ import psutil
 import pytest
 from support import CliRun, run_cli, wait_until, watching
 
+from archlab import cli
 from archlab.analysis import validate
 from archlab.analysis.records import read_records
 from archlab.analysis.summary import ALL, PERCENTILES
@@ -441,3 +442,33 @@ def test_a_killed_cli_leaves_no_process_of_the_lab_behind(tmp_path: Path, varian
             procs.stop(proc, grace_s=1)
     assert len(started) >= 2  # at least the variant's top process and locust
     assert not procs.port_in_use(urlsplit(meta["base_url"]).port)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_killed_serve_leaves_nothing_but_a_folder_the_next_serve_reaps(
+    tmp_path: Path, variant: str
+) -> None:
+    port = procs.free_port()
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "archlab.cli", "serve", variant, "--port", str(port)]
+    proc = procs.start(cmd, name="serve", log_path=log)
+    with watching(proc.pid) as tree:
+        try:
+            wait_until(
+                lambda: proc.popen.poll() is not None or "is ready" in log.read_text(), 120, "ready"
+            )
+            assert proc.popen.poll() is None, log.read_text()[-3000:]
+            text = log.read_text()
+            top = int(text.split("top process: pid ")[1].split()[0])
+            tree.look()
+            assert top in tree.seen  # the pid it printed is its variant's top process
+            folder = Path(text.split("(state in ")[1].split(")")[0]).parent
+            assert folder.is_dir()
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+            wait_until(lambda: not tree.alive(), 10, "the variant ends with its serve")
+            wait_until(lambda: not procs.port_in_use(port), 10, f"port {port} is free")
+        finally:
+            procs.stop(proc, grace_s=1)
+    assert folder.is_dir()  # SIGKILL: nobody could remove it ...
+    assert folder in cli._reap_serve_folders() and not folder.exists()  # ... the next serve does

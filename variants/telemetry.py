@@ -37,6 +37,13 @@ ENV_SWITCH = "ARCHLAB_TELEMETRY"  # "0": declare roles, do not record GC
 ROLES_DIR = "roles"
 GC_COLUMNS = ("pid", "role", "generation", "start", "duration_ms", "collected", "uncollectable")
 FLUSH_EVERY_S = 1.0
+TITLE_PREFIX = "archlab: "  # every process of a variant shows as `archlab: <role ...>` in ps
+
+
+def process_title(text: str) -> str:
+    """The `ps` title of a variant's process (the sampler reads the role back from it)."""
+    return TITLE_PREFIX + text
+
 
 GcRow = tuple[float, float, int, int, int]  # start (epoch s), seconds, generation, freed, left
 _wall = time.time

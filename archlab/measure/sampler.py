@@ -33,10 +33,11 @@ from typing import Any
 import psutil
 
 from archlab.rundir import CPU_COLUMNS, PROCESS_COLUMNS
+from variants import telemetry
 
 ROOT_ROLE = "root"  # the process the harness started, when it declared no role
 UNLABELLED_ROLE = "unlabelled"  # any other process that declared no role
-_TITLE = re.compile(r"^archlab: ([A-Za-z0-9_.-]+)")
+_TITLE = re.compile(re.escape(telemetry.TITLE_PREFIX) + r"([A-Za-z0-9_.-]+)")
 
 
 @dataclass

@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+import setproctitle
+
 from variants import cli, telemetry
 from variants.distributed.launcher import Launcher
 from variants.distributed.topology import TOPOLOGY_FILE, TopologyError, load
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s launcher[%(process)d] %(name)s %(message)s"
     )
     telemetry.install("launcher")
+    setproctitle.setproctitle(telemetry.process_title("launcher"))
     try:
         topology = load(args.topology)
     except TopologyError as exc:

@@ -236,7 +236,7 @@ class ServiceServer(BaseApplication):
             "graceful_timeout": 10,
             "keepalive": 75,  # outlives the callers' idle pooled connections
             "backlog": 2048,
-            "proc_name": f"archlab: distributed {opts.name}",
+            "proc_name": telemetry.process_title(f"distributed {opts.name}"),
             "accesslog": None,
             "loglevel": "warning",
             "post_fork": self._post_fork,

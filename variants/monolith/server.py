@@ -42,7 +42,7 @@ class MonolithServer(BaseApplication):
             "graceful_timeout": 15,
             "keepalive": 30,
             "backlog": 2048,
-            "proc_name": "archlab: monolith",
+            "proc_name": telemetry.process_title("monolith"),
             "accesslog": None,
             "loglevel": "info",
             "worker_exit": _close_shop,

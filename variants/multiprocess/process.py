@@ -38,7 +38,7 @@ _RESET = (
 
 
 def title(text: str) -> str:
-    return f"archlab: {text}"
+    return telemetry.process_title(text)
 
 
 def log_format(role: str) -> logging.Formatter:
