@@ -143,7 +143,7 @@ class _ShopUser(FastHttpUser):
             "items": [{"product_id": pid, "qty": self.rng.randint(1, 2)} for pid in ids[:lines]],
             "idempotency_key": key,
         }
-        with self.client.post("/orders", json=body, name="POST /orders", catch_response=True) as r:
+        with self.client.post("/orders", json=body, catch_response=True) as r:
             data = _json(r)
             if r.status_code == 201:
                 order_id = (data or {}).get("id") or (data or {}).get("order", {}).get("id")

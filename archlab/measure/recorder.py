@@ -92,6 +92,14 @@ class CsvAppender:
             self.fd = None
 
 
+def endpoint(request_type: str, name: str) -> str:
+    """The endpoint column: locust's name, after the method unless it is a GET (`POST /orders`).
+
+    locust shows the method in a column of its own, so the shoppers name requests by path only.
+    """
+    return name if request_type == "GET" else f"{request_type} {name}"
+
+
 class Recorder(CsvAppender):
     """One row per request as the load generator saw it (columns: archlab/rundir.py)."""
 
@@ -100,6 +108,7 @@ class Recorder(CsvAppender):
 
     def on_request(
         self,
+        request_type: str,
         name: str,
         response_time: float,
         response: Any = None,
@@ -116,7 +125,7 @@ class Recorder(CsvAppender):
         self.add(
             (
                 f"{start_time:.6f}",
-                name,
+                endpoint(request_type, name),
                 f"{response_time:.3f}",
                 status,
                 error[:ERROR_CHARS],
