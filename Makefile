@@ -10,7 +10,7 @@ endif
 BIN := $(ENV)/bin
 STAMP := $(ENV)/.archlab-installed
 
-.PHONY: setup test reproduce lint format clean
+.PHONY: setup test reproduce lab lint format clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 
 reproduce: setup
 	$(BIN)/archlab reproduce
+
+# JupyterLab on notebooks/ with the project's environment as its kernel, on loopback; it prints
+# the URL (with its token) to open. Root needs --allow-root, a normal user must not pass it.
+lab: setup
+	$(BIN)/jupyter lab notebooks/ --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
