@@ -36,7 +36,6 @@ from archlab.rundir import (
 
 ENV_RUNSET = "ARCHLAB_RUNSET"  # a run set folder; set by `archlab reproduce` for the notebooks
 VARIANT_ORDER = ("monolith", "multiprocess", "distributed")
-VARIANT_COLORS = {"monolith": "#d62728", "multiprocess": "#1f77b4", "distributed": "#2ca02c"}
 ENDPOINT_ORDER = (
     "/products?q",
     "/products/{id}",

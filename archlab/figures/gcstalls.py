@@ -369,8 +369,10 @@ def tail_inside_outside(rs: RunSet) -> Figure | None:
         ax.set_title(f"{variant}\n(engine role: {sub['engine_roles'].iloc[0]})", fontsize=9,
                      color=color(variant))  # fmt: skip
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, title="full collection", title_fontsize=7)
+        ax.legend(fontsize=7, title="full collection", title_fontsize=7, loc="upper left", ncol=2)
     axes[0, 0].set_ylabel("p99 latency (ms, log)")
+    highest = np.nanmax(df[["p99_outside_ms", "p99_inside_ms"]].to_numpy(dtype=float))
+    axes[0, 0].set_ylim(top=highest * 12)  # headroom on the log scale: the legend hides no bar
     fig.suptitle(
         "p99 of requests overlapping a full collection of the recommendation engine vs the rest",
         fontsize=10,

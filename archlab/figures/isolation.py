@@ -122,14 +122,21 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
             ax.set_yticks(range(len(scenarios)), scenarios if col == 0 else [])
             ax.set_title(f"{variant}: {title}", fontsize=9, color=color(variant))
             if col == len(variants) - 1:
-                fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8)
+                bar = fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8)
+                bar.set_label(
+                    "error % of the endpoint's requests during the fault"
+                    if r == 0
+                    else "p99 during / p99 baseline (log)",
+                    fontsize=8,
+                )
     fig.suptitle("Blast radius: what each fault did to every endpoint (* = the faulty component's)")
     return caption(
         fig,
         rs,
         "worst over a scenario's faults; during = the fault's window; "
         "baseline = the same run before its fault (gc-pressure's already includes the every-second "
-        "model rebuilds)",
+        "model rebuilds); - = no request of that endpoint fell in the window (a crash's window "
+        "is its downtime, which can be shorter than one request)",
     )
 
 

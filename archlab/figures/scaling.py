@@ -8,6 +8,8 @@ the SLO says only "at least this much": it is drawn hollow and quoted with "≥"
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -71,22 +73,12 @@ def throughput_at_slo(rs: RunSet) -> Figure | None:
         return None  # without pinned ramps there is nothing to scale (e.g. a 1-CPU machine)
     n_all = all_cpus(rs)
     fig, ax = new_figure(width=8.6, height=4.6)
-    for i, (variant, d) in enumerate(df.groupby("variant", sort=False)):
+    for variant, d in df.groupby("variant", sort=False):
         c = color(str(variant))
         ax.plot(d["cpus"], d["throughput_at_slo_rps"], "-", color=c, label=str(variant))
         exact, bound = d[~d["lower_bound"]], d[d["lower_bound"]]
         ax.plot(exact["cpus"], exact["throughput_at_slo_rps"], "o", color=c, ms=8)
         ax.plot(bound["cpus"], bound["throughput_at_slo_rps"], "o", mfc="white", mec=c, mew=2, ms=9)
-        for row in d.itertuples():
-            prefix = "≥" if row.lower_bound else ""
-            ax.annotate(
-                f"{prefix}{row.throughput_at_slo_rps:.0f}",
-                (row.cpus, row.throughput_at_slo_rps),
-                xytext=(8, 4 - 11 * i),
-                textcoords="offset points",
-                fontsize=8,
-                color=c,
-            )
     ax.plot([], [], "o", color="#555555", label="SLO missed within the ramp (capacity)")
     ax.plot(
         [],
@@ -118,13 +110,39 @@ def throughput_at_slo(rs: RunSet) -> Figure | None:
     )
     ax.set_xticks(sorted(set(df["cpus"])))
     ax.set_xlim(0.5, n_all + 0.5)
-    ax.set_ylim(bottom=0, top=float(df["throughput_at_slo_rps"].max()) * 1.2 or 1.0)
+    top = float(df["throughput_at_slo_rps"].max()) * 1.2 or 1.0
+    ax.set_ylim(bottom=0, top=top)
+    _label_values(ax, df, points_per_unit=ax.bbox.height / top / fig.dpi * 72)
     ax.set_xlabel("CPUs given to the server")
     ax.set_ylabel(f"throughput at the SLO (req/s, p99 ≤ {ramp.SLO_P99_MS:g} ms)")
     ax.set_title("Throughput at the SLO vs CPUs")
     ax.grid(True, alpha=0.3)
     fig.legend(fontsize=7, loc="outside right upper")
     return caption(fig, rs, "pinned ramps: server on n CPUs, generator on the others")
+
+
+def _label_values(ax: Any, df: pd.DataFrame, points_per_unit: float) -> None:
+    """Each point's value beside it; labels of close points at one CPU count stack upwards
+    instead of overlapping (two variants can reach the same rate)."""
+    line_pts = 11.0
+    for _, at in df.groupby("cpus", sort=False):
+        previous: tuple[float, float] | None = None  # (value, label offset in points)
+        for row in at.sort_values(["throughput_at_slo_rps", "variant"]).itertuples():
+            value = float(row.throughput_at_slo_rps)
+            offset = 4.0
+            if previous is not None:
+                gap = (value - previous[0]) * points_per_unit
+                offset = max(offset, previous[1] + line_pts - gap)
+            previous = (value, offset)
+            ax.annotate(
+                f"{'≥' if row.lower_bound else ''}{value:.0f}",
+                (row.cpus, value),
+                xytext=(8, offset),
+                textcoords="offset points",
+                va="bottom",
+                fontsize=8,
+                color=color(str(row.variant)),
+            )
 
 
 FIGURES = {"throughput_at_slo": throughput_at_slo}

@@ -7,11 +7,15 @@ once, as the value of its cell (with `%matplotlib inline`, which registers the P
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from archlab.analysis.runset import VARIANT_COLORS, RunSet
+from archlab.analysis.runset import RunSet
+
+VARIANT_COLORS = {"monolith": "#d62728", "multiprocess": "#1f77b4", "distributed": "#2ca02c"}
+CAPTION_CHARS_PER_INCH = 17  # at 7 pt: a longer caption wraps instead of running off the figure
 
 
 def new_figure(
@@ -32,5 +36,7 @@ def caption(fig: Figure, rs: RunSet, extra: str = "") -> Figure:
     text = f"run set '{rs.scale}' ({rs.path.name}); {rs.machine_label()}"
     if extra:
         text += f"; {extra}"
+    width = int(fig.get_figwidth() * CAPTION_CHARS_PER_INCH)
+    text = "\n".join(textwrap.fill(line, width=width) for line in text.splitlines())
     fig.supxlabel(text, fontsize=7, color="#555555", x=0.01, ha="left")
     return fig
