@@ -44,6 +44,7 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
     """Copy run set `src` to `dest` (default results/reference), slimmed, with figures."""
     from archlab.analysis.runset import load_runset
     from archlab.figures import render_all
+    from archlab.figures.notebooks import publish_html
 
     dest = dest or results_root() / "reference"
     manifest = read_json(src / MANIFEST) or {}
@@ -57,6 +58,7 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
             if (run / name).exists():
                 gzip_file(run / name)
     figures = render_all(load_runset(dest), dest / "figures")
+    publish_html(dest, dest / "notebooks")
     (dest / "README.md").write_text(describe(manifest, [p.name for p in figures]))
     return dest
 
@@ -83,6 +85,9 @@ def describe(manifest: dict[str, Any], figures: list[str]) -> str:
         "Figures (`figures/`, drawn from these runs by `archlab figures results/reference`):",
         "",
         *[f"- `{name}`" for name in figures],
+        "",
+        "Notebooks executed on these runs, readable without Jupyter (`notebooks/*.html`, one "
+        "self-contained page each; the sources are in the repository's `notebooks/`).",
         "",
     ]
     return "\n".join(lines)

@@ -25,14 +25,19 @@ def notebook_paths(src: Path | None = None) -> list[Path]:
     return sorted((src or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute(path: Path, run_set: Path, out_path: Path) -> Path:
-    """Run every cell of one notebook with ARCHLAB_RUNSET=run_set; raise on a failing cell."""
+def execute(path: Path, run_set: Path, out_path: Path, *, relative: bool = False) -> Path:
+    """Run every cell of one notebook with ARCHLAB_RUNSET=run_set; raise on a failing cell.
+
+    `relative`: name the run set relative to the notebook's folder (the kernel's working
+    directory), so an executed copy that is published carries no path of this machine.
+    """
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     old = os.environ.get(ENV_RUNSET)
-    os.environ[ENV_RUNSET] = str(run_set.resolve())
+    where = os.path.relpath(run_set.resolve(), path.parent.resolve()) if relative else None
+    os.environ[ENV_RUNSET] = where or str(run_set.resolve())
     try:
         NotebookClient(
             nb,
@@ -63,4 +68,32 @@ def execute_all(
     for path in notebook_paths(src):
         echo(f"{path.name} ...")
         written.append(execute(path, run_set, out_dir / path.name))
+    return written
+
+
+def publish_html(
+    run_set: Path, out_dir: Path, *, echo: Callable[[str], None] = print
+) -> list[Path]:
+    """Every notebook executed against `run_set` and saved as one self-contained HTML page each
+    (figures inline, no script or style fetched from the network), for reading without Jupyter."""
+    import tempfile
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    exporter.embed_images = True
+    exporter.mathjax_url = ""  # the notebooks have no formulas; nothing to fetch
+    exporter.require_js_url = ""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="archlab-notebooks-") as tmp:
+        for path in notebook_paths():
+            echo(f"{path.name} -> html ...")
+            executed = execute(path, run_set, Path(tmp) / path.name, relative=True)
+            body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+            body = body.replace('<script src=""></script>', "")
+            target = out_dir / f"{path.stem}.html"
+            target.write_text(body)
+            written.append(target)
     return written
