@@ -98,7 +98,7 @@ SCALES: dict[str, Scale] = {
         ),
         Scale(
             name="quick",
-            description="short runs on the small dataset, three faults: every figure in ~12 min "
+            description="short runs on the small dataset, three faults: every figure in ~13 min "
             "on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10),
@@ -112,7 +112,8 @@ SCALES: dict[str, Scale] = {
         ),
         Scale(
             name="full",
-            description="the publication run: longer steps, every fault of the catalogue",
+            description="the publication run: longer steps, every fault of the catalogue, ~20 min "
+            "on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
             ramp_step_s=8.0,
