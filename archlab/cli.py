@@ -521,25 +521,81 @@ def _parse_compare(sub: Subparsers) -> None:
         help="runs side by side: throughput, percentiles, CPU, memory, GC per role",
         description="Print a table with one column per run: throughput, p50/p99/p99.9 per "
         "endpoint, errors, CPU-seconds per request, memory, GC pause totals and maxima per role, "
-        "generator state. Reads each run's summary.json (recomputed when missing).",
+        "generator state. Reads each run's summary.json (recomputed when missing). When the runs "
+        "differ in more than the variant (dataset, seed, scenario, load shape, duration, CPU "
+        "pinning, knobs, profiling, machine), a warning saying how goes to stderr.",
     )
     cmp_.add_argument("runs", nargs="+", type=_run_dir, help="results/runs/<run-id> directories")
-    cmp_.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-': stdout)")
     cmp_.add_argument(
-        "--markdown", metavar="FILE", help="also write the table as Markdown ('-': stdout)"
+        "--csv", metavar="FILE", help="also write the table as CSV ('-': only the CSV, to stdout)"
+    )
+    cmp_.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="also write the table as Markdown ('-': only the Markdown, to stdout)",
     )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    head, rows = compare.compare(args.runs)
-    print(compare.format_text(head, rows))
+    runs = [compare.load_run(run_dir) for run_dir in args.runs]
+    head, rows = compare.headers(runs), compare.compare_rows(runs)
+    warning = compare.warning_text(compare.differences([meta for meta, _ in runs]))
+    if warning:
+        print(warning, file=sys.stderr)
+    machine = "-" in (args.csv, args.markdown)  # stdout carries only the machine-readable table
+    if not machine:
+        print(compare.format_text(head, rows))
     for target, render in (
         (args.csv, compare.format_csv),
         (args.markdown, compare.format_markdown),
     ):
         if not target:
             continue
-        _write_table(target, render(head, rows))
+        text = render(head, rows)
+        if target == "-":
+            print(text, end="")
+        else:
+            Path(target).write_text(text)
+            print(f"written: {target}", file=sys.stderr if machine else sys.stdout)
+    return 0
+
+
+def _parse_report(sub: Subparsers) -> None:
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML page for one run or a comparison of several",
+        description="Write one HTML file (figures inlined, nothing fetched: it opens offline) "
+        "for RUN or for several runs side by side: what ran, a warning when the runs differ in "
+        "more than the variant, headline measures with ratios to the first run, latency over "
+        "time per endpoint, throughput and errors over time, percentiles per endpoint, CPU, "
+        "memory and GC per role, faults and notes.",
+    )
+    rep.add_argument("runs", nargs="+", type=_run_dir, help="results/runs/<run-id> directories")
+    rep.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("report.html"),
+        metavar="FILE",
+        help="the HTML file to write (default: %(default)s)",
+    )
+    rep.add_argument(
+        "--bucket",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="time bucket of the over-time figures, in seconds (default: %(default)s)",
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from archlab.analysis.compare import warning_text
+    from archlab.figures.report import write_report
+
+    diffs = write_report(args.runs, args.output, bucket_s=args.bucket)
+    if diffs:
+        print(warning_text(diffs), file=sys.stderr)
+    print(f"written: {args.output}")
     return 0
 
 
@@ -651,6 +707,7 @@ COMMANDS: dict[str, Command] = {
     "reference": Command(_parse_reference, cmd_reference),
     "summarize": Command(_parse_summarize, cmd_summarize),
     "compare": Command(_parse_compare, cmd_compare),
+    "report": Command(_parse_report, cmd_report),
     "validate": Command(_parse_validate, cmd_validate),
     "gc-pause": Command(_parse_gc_pause, cmd_gc_pause),
     "bench": Command(_parse_bench, cmd_bench),

@@ -42,6 +42,14 @@ INVARIANTS = "invariants.json"
 LIFECYCLE = lifecycle.LIFECYCLE_FILE  # the variant's, copied from its state folder
 SERVER_LOG = "server.log"
 LOCUST_LOG = "locust.log"
+# locust's own report and statistics (`--html`, `--csv`), kept beside ours for cross-checking;
+# optional (runs before them lack them, so COMPLETED_FILES does not name them)
+LOCUST_HTML = "locust.html"
+LOCUST_CSV_PREFIX = "locust"  # --csv prefix: locust writes <prefix>_stats.csv, ...
+LOCUST_STATS = f"{LOCUST_CSV_PREFIX}_stats.csv"  # per endpoint, the whole run (locust's rounding)
+LOCUST_STATS_HISTORY = f"{LOCUST_CSV_PREFIX}_stats_history.csv"  # aggregated, every ~1 s
+LOCUST_FAILURES = f"{LOCUST_CSV_PREFIX}_failures.csv"
+LOCUST_EXCEPTIONS = f"{LOCUST_CSV_PREFIX}_exceptions.csv"
 STATE_DIR = "state"  # the variant's databases (removed with --discard-state)
 TELEMETRY_DIR = "telemetry"  # what the variant's processes write while they run
 PROFILE_DIR = "profile"

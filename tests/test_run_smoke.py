@@ -472,3 +472,51 @@ def test_a_killed_serve_leaves_nothing_but_a_folder_the_next_serve_reaps(
             procs.stop(proc, grace_s=1)
     assert folder.is_dir()  # SIGKILL: nobody could remove it ...
     assert folder in cli._reap_serve_folders() and not folder.exists()  # ... the next serve does
+
+
+def test_locust_keeps_its_own_report_and_stats(smoke_run: tuple[Path, str]) -> None:
+    """locust's HTML report and stats CSVs (--html, --csv) are kept beside ours, for
+    cross-checking: the same endpoints, never more requests than the recorder saw (locust stops
+    counting when the run time is up; the recorder still writes responses that arrive then)."""
+    from archlab.rundir import LOCUST_FAILURES, LOCUST_HTML, LOCUST_STATS, LOCUST_STATS_HISTORY
+
+    run_dir = smoke_run[0]
+    for name in (LOCUST_HTML, LOCUST_STATS, LOCUST_STATS_HISTORY, LOCUST_FAILURES):
+        assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
+    assert "<html" in (run_dir / LOCUST_HTML).read_text()[:2000].lower()
+    ours: dict[str, int] = {}
+    for record in read_records(run_dir / "requests.csv"):
+        ours[record.endpoint] = ours.get(record.endpoint, 0) + 1
+    theirs = {  # locust names a request by its path and shows the method apart
+        (row["Name"] if row["Type"] == "GET" else f"{row['Type']} {row['Name']}"): int(
+            row["Request Count"]
+        )
+        for row in _csv_rows(run_dir / LOCUST_STATS)
+        if row["Name"] != "Aggregated"
+    }
+    assert set(theirs) == set(ours)
+    assert all(0 < theirs[name] <= ours[name] for name in theirs), (theirs, ours)
+
+
+def test_locusts_own_files_are_optional() -> None:
+    """Runs made before locust's report was kept (the committed reference) stay valid."""
+    from archlab.rundir import LOCUST_HTML, LOCUST_STATS, SUPPORTED_VERSIONS
+
+    for version in SUPPORTED_VERSIONS:
+        assert not {LOCUST_HTML, LOCUST_STATS} & set(COMPLETED_FILES[version])
+    reference = Path(__file__).resolve().parents[1] / "results/reference/runs/latency-monolith"
+    assert not (reference / LOCUST_HTML).exists()
+    assert validate.validate_run(reference) == []
+
+
+def test_the_locust_command_writes_its_report_into_the_run_dir(tmp_path: Path) -> None:
+    from archlab.run.generator import locust_command
+    from archlab.rundir import LOCUST_CSV_PREFIX, LOCUST_HTML
+    from workloads.scenarios import get_scenario, resolve_load
+
+    load = resolve_load(get_scenario("steady"))
+    cmd = locust_command("http://127.0.0.1:1", load, 30, run_dir=tmp_path)
+    assert cmd[cmd.index("--html") + 1] == str(tmp_path.resolve() / LOCUST_HTML)
+    assert cmd[cmd.index("--csv") + 1] == str(tmp_path.resolve() / LOCUST_CSV_PREFIX)
+    assert "--only-summary" in cmd  # no periodic stats in locust.log, only the final table
+    assert "--html" not in locust_command("http://127.0.0.1:1", load, 30)

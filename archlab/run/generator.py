@@ -26,6 +26,8 @@ from archlab.rundir import (
     ENV_RECORDS,
     GENERATOR_CPU,
     LEDGER,
+    LOCUST_CSV_PREFIX,
+    LOCUST_HTML,
     LOCUST_LOG,
     REQUESTS,
     start_csv,
@@ -41,8 +43,18 @@ PROGRESS_EVERY_S = 5.0
 Echo = Callable[[str], None]
 
 
-def locust_command(base_url: str, load: LoadSpec, duration_s: int, processes: int = 1) -> list[str]:
-    """locust headless against base_url; a ramp's LoadTestShape replaces -u/-r/-t."""
+def locust_command(
+    base_url: str,
+    load: LoadSpec,
+    duration_s: int,
+    processes: int = 1,
+    run_dir: Path | None = None,
+) -> list[str]:
+    """locust headless against base_url; a ramp's LoadTestShape replaces -u/-r/-t.
+
+    With run_dir, locust also keeps its own HTML report and stats CSVs there (LOCUST_HTML,
+    LOCUST_CSV_PREFIX_*.csv): its view of the run, rounded, for cross-checking ours.
+    """
     cmd = [sys.executable, "-m", "locust", "-f", f"{LOCUSTFILE},{RECORDER}", "--headless"]
     if not load.steps:
         cmd += ["-u", str(load.users), "-r", str(load.spawn_rate), "-t", f"{duration_s}s"]
@@ -54,6 +66,10 @@ def locust_command(base_url: str, load: LoadSpec, duration_s: int, processes: in
         "--exit-code-on-error", "0",  # failed requests are data; a non-zero exit is a crash
         "--loglevel", "INFO",
     ]  # fmt: skip
+    if run_dir is not None:
+        # absolute: the same files whatever folder locust runs in
+        cmd += ["--html", str(run_dir.resolve() / LOCUST_HTML)]
+        cmd += ["--csv", str(run_dir.resolve() / LOCUST_CSV_PREFIX)]
     return cmd
 
 
@@ -114,7 +130,9 @@ def drive_load(
     ledger = run_dir / LEDGER
     start_csv(ledger)
     env = locust_env(records, load, seed, ledger)
-    cmd = pin_command(locust_command(meta["base_url"], load, duration_s, processes), cpus)
+    cmd = pin_command(
+        locust_command(meta["base_url"], load, duration_s, processes, run_dir=run_dir), cpus
+    )
     log = run_dir / LOCUST_LOG
     with (
         procs.running(cmd, name="locust", log_path=log, env=env, cwd=run_dir) as loc,
