@@ -505,14 +505,14 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(target: str, text: str) -> None:
-    """A --csv/--markdown table: to stdout after the text table ('-'), else to a file."""
+def _write_table(target: str, text: str, *, machine: bool) -> None:
+    """A --csv/--markdown table: alone on stdout ('-'), else to a file. `machine`: stdout holds
+    only machine-readable tables, so the "written" line goes to stderr."""
     if target == "-":
-        print()
         print(text, end="")
     else:
         Path(target).write_text(text)
-        print(f"written: {target}")
+        print(f"written: {target}", file=sys.stderr if machine else sys.stdout)
 
 
 def _parse_compare(sub: Subparsers) -> None:
@@ -551,12 +551,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ):
         if not target:
             continue
-        text = render(head, rows)
-        if target == "-":
-            print(text, end="")
-        else:
-            Path(target).write_text(text)
-            print(f"written: {target}", file=sys.stderr if machine else sys.stdout)
+        _write_table(target, render(head, rows), machine=machine)
     return 0
 
 
@@ -683,12 +678,13 @@ def cmd_blast(args: argparse.Namespace) -> int:
         if stored(run_dir / REQUESTS) is None:
             raise FileNotFoundError(f"{run_dir} has no {REQUESTS}: no blast radius to compute")
     rows = blast.matrix(args.runs)
+    machine = args.csv == "-"  # stdout carries only the CSV
     if not rows:
-        print("no faults in these runs (no faults.csv rows)")
-    else:
+        print("no faults in these runs (no faults.csv rows)", file=sys.stderr if machine else None)
+    elif not machine:
         print(blast.format_text(rows))
     if args.csv:
-        _write_table(args.csv, blast.format_csv(rows))
+        _write_table(args.csv, blast.format_csv(rows), machine=machine)
     return 0
 
 
@@ -739,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     try:
         return COMMANDS[args.command].run(args)
+    except BrokenPipeError:  # the reader went away (`archlab compare ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("\ninterrupted; child processes stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
