@@ -6,7 +6,6 @@ it through `HttpTransport`, so the client policy is checked against a real socke
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import msgspec
 import pytest
+from support import request
 
 from archlab.host import procs
 from archlab.host.procs import free_port
@@ -64,19 +64,30 @@ def serve() -> Iterator[Callable[[Any], str]]:
 
 
 class Counting:
-    """A misbehaving service: counts calls per method, answers `status` (not the protocol)."""
+    """A misbehaving service: counts calls per method, answers `status` (not the protocol).
 
-    def __init__(self, status: str = "502 Bad Gateway", sleep_s: float = 0.0) -> None:
+    With `hold`, every call is held until that event is set (or a minute passed).
+    """
+
+    def __init__(
+        self, status: str = "502 Bad Gateway", hold: threading.Event | None = None
+    ) -> None:
         self.calls: dict[str, int] = {}
         self.status = status
-        self.sleep_s = sleep_s
+        self.hold = hold
+        self.held = 0  # calls being held right now
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         method = environ["PATH_INFO"].rsplit("/", 1)[-1]
         with self.lock:
             self.calls[method] = self.calls.get(method, 0) + 1
-        time.sleep(self.sleep_s)
+        if self.hold is not None:
+            with self.lock:
+                self.held += 1
+            self.hold.wait(60)
+            with self.lock:
+                self.held -= 1
         start_response(self.status, [("Content-Type", "text/html")])
         return [b"<html>bad gateway</html>"]
 
@@ -99,19 +110,10 @@ def test_the_service_app_answers_health_and_rejects_other_requests(serve: Any) -
     url = serve(service_app("catalog", catalog, lambda: {"catalog": "starting"}))
     assert HttpTransport("catalog", url, CallPolicy()).health() == "starting"
 
-    def get(path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=5)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    status, body = get("/healthz")
-    assert status == 503 and msgspec.json.decode(body, type=Health).status == "starting"
-    assert get("/rpc/get")[0] == 405
-    assert get("/nowhere")[0] == 404
+    status, body = request(url, "GET", "/healthz")
+    assert status == 503 and msgspec.convert(body, type=Health).status == "starting"
+    assert request(url, "GET", "/rpc/get")[0] == 405
+    assert request(url, "GET", "/nowhere")[0] == 404
 
 
 def test_only_idempotent_methods_are_retried(serve: Any) -> None:
@@ -127,15 +129,27 @@ def test_only_idempotent_methods_are_retried(serve: Any) -> None:
 
 
 def test_every_call_has_a_deadline_and_a_timed_out_call_is_not_retried(serve: Any) -> None:
-    app = Counting(status="200 OK", sleep_s=1.0)
+    answer = threading.Event()
+    app = Counting(status="200 OK", hold=answer)
     url = serve(app)
-    policy = CallPolicy(timeout_s=0.2, attempts=3, idempotent=frozenset({"get"}))
+    # every other timeout is far longer than the deadline, so none can pass for it below
+    policy = CallPolicy(
+        timeout_s=0.2, connect_timeout_s=5.0, attempts=3, idempotent=frozenset({"get"})
+    )
+    assert policy.timeout_s * 10 < min(policy.connect_timeout_s, CallPolicy().timeout_s)
     transport = HttpTransport("catalog", url, policy)
-    started = time.monotonic()
-    with pytest.raises(rpc.TransportError, match="[Tt]imeout|timed out"):
-        transport("get", b"[1]")
-    assert time.monotonic() - started < 0.6
-    assert app.calls == {"get": 1}
+    try:
+        started = time.monotonic()
+        with pytest.raises(rpc.TransportError, match="[Tt]imeout|timed out"):
+            transport("get", b"[1]")
+        took = time.monotonic() - started
+        # the caller gave up at its deadline while the service still held the call: the
+        # deadline, not an answer, ended it; not before it, nor only at some other timeout
+        assert app.held == 1
+        assert policy.timeout_s * 0.9 <= took < policy.timeout_s * 10
+        assert app.calls == {"get": 1}  # the deadline is spent: no retry
+    finally:
+        answer.set()
 
 
 def test_an_unreachable_service_opens_the_breaker_then_calls_fail_fast() -> None:

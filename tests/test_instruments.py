@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
 from archlab.analysis import validate
 from archlab.analysis.compare import compare_rows, format_csv, format_markdown, format_text, headers
@@ -30,10 +31,11 @@ from archlab.analysis.summary import ProcSample as PS
 from archlab.host import procs
 from archlab.host.cpus import format_cpu_list, parse_cpu_list, plan_cpus
 from archlab.measure import gcdata
-from archlab.measure.profiler import ProfilePlan, Profiler, parse_window, top_frames
+from archlab.measure import profiler as profiler_module
+from archlab.measure.profiler import ProfilePlan, Profiler, find_py_spy, parse_window, top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ProcessSampler
 from archlab.run.generator import locust_command, locust_env
-from archlab.rundir import start_csv
+from archlab.rundir import PROFILE_DIR, read_meta, start_csv, write_meta
 from variants import telemetry
 from workloads.scenarios import SCENARIOS, LoadSpec, get_scenario, resolve_load
 
@@ -173,15 +175,26 @@ def test_corrected_latency_reflects_a_stall_that_observed_latency_hides(
     observed = summary["endpoints"][ALL]["latency_ms"]
     corrected = summary["endpoints"][ALL]["latency_corrected_ms"]
     # the stall is real: the one request that met it waited the whole stall
-    assert observed["max"] >= 0.9 * stall_ms
+    met = max(scheduled, key=lambda r: r.latency_ms)
+    assert observed["max"] >= stall_ms and met.latency_ms >= stall_ms
     # observed percentiles hide it: only one request in hundreds was slow
-    assert observed["p99"] < 0.1 * stall_ms
+    assert observed["p99"] < stall_ms / 2
     assert sum(r.latency_ms >= stall_ms / 2 for r in scheduled) <= 2
+    # the schedule kept its pace through the stall: every arrival due while the server stalled
+    # was still sent and recorded, and none of them could be sent before the stall ended, so
+    # each one's corrected latency covers at least the rest of the stall after it was due
+    stall_end = double.stalled_at + STALL_S
+    due = [r for r in scheduled if double.stalled_at <= r.intended_time < stall_end]
+    assert abs(len(due) - RATE * STALL_S) <= 2
+    for r in due:
+        assert r.corrected_ms >= (stall_end - r.intended_time) * 1000 - 1, r
     # corrected percentiles show it: ~RATE x STALL_S requests were held back, up to STALL_S
     assert corrected["p99"] >= 0.8 * stall_ms
     assert corrected["p90"] >= 0.3 * stall_ms
-    held_back = sum(r.corrected_ms >= stall_ms / 2 for r in scheduled)
-    assert 0.3 * RATE * STALL_S <= held_back <= 0.7 * RATE * STALL_S
+    held_back = [r for r in scheduled if r.corrected_ms >= stall_ms / 2]
+    assert len(held_back) >= 0.3 * RATE * STALL_S
+    # and only the stall held requests back: none was due before the request that met it
+    assert min(r.intended_time for r in held_back) >= met.intended_time
     # the generator's schedule, not the server, lagged: the send lag is the stall
     lag = load_stats(scheduled, load.to_dict(), summary["window"]["seconds"])["send_lag_ms"]
     assert lag["max"] >= 0.8 * stall_ms
@@ -210,8 +223,14 @@ def test_step_ramp_steps_the_arrival_rate(double: StallServer, tmp_path: Path) -
     rows = summary["windows"]["rows"]
     assert [r.get("offered_rps") for r in rows[:2]] == [20.0, 60.0]
     first, second = (r["endpoints"][ALL]["throughput_rps"] for r in rows[:2])
-    assert 14 <= first <= 26
-    assert 42 <= second <= 72
+    print(f"step ramp: {first:.1f} rps offered 20, {second:.1f} rps offered 60")
+    # the double answers at once, so each step's throughput follows the rate offered in it
+    # (within 30 %: the second step's users spawn during its first window), and the step up
+    # in load is the step up in users
+    for row in rows[:2]:
+        offered = row["offered_rps"]
+        assert 0.7 * offered <= row["endpoints"][ALL]["throughput_rps"] <= 1.3 * offered, row
+    assert 2 <= second / first <= 4
 
 
 # --- load shapes ----------------------------------------------------------------------------
@@ -358,8 +377,18 @@ def test_gc_telemetry_per_process_and_role(tmp_path: Path) -> None:
     assert starts == sorted(starts) and abs(starts[0] - time.time()) < 60
     assert gcdata.read_roles(tmp_path / "roles.csv")[child] == "child"
     summary = gcdata.summarize_gc(events)
-    assert summary["roles"]["parent"]["max_pause_ms"] == max(e.duration_ms for e in parent_full)
-    assert summary["largest_pause"]["role"] == "parent"
+    # the largest pauses are whichever collections took longest (on a busy machine a young
+    # collection that was descheduled can outlast a full one): compare with the events
+    parent = [e for e in events if e.role == "parent"]
+    assert summary["roles"]["parent"]["max_pause_ms"] == max(e.duration_ms for e in parent)
+    assert summary["roles"]["parent"]["by_generation"]["2"]["max_ms"] == max(
+        e.duration_ms for e in parent_full
+    )
+    largest = max(events, key=lambda e: e.duration_ms)
+    assert (summary["largest_pause"]["role"], summary["largest_pause"]["pid"]) == (
+        largest.role,
+        largest.pid,
+    )
 
 
 def test_gc_telemetry_can_be_switched_off(tmp_path: Path) -> None:
@@ -384,6 +413,14 @@ time.sleep(30)
 """
 
 
+def _last_roles(path: Path) -> dict[int, str]:
+    """pid -> the role of its last row in a processes.csv (being written or not)."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as fh:
+        return {int(r["pid"]): r["role"] for r in csv.DictReader(fh) if r.get("role")}
+
+
 def test_process_sampler_follows_the_tree_by_role(tmp_path: Path) -> None:
     roles_dir = tmp_path / "tele" / "roles"
     stale = roles_dir / str(os.getpid())  # a file left by an earlier process with a reused pid
@@ -392,15 +429,17 @@ def test_process_sampler_follows_the_tree_by_role(tmp_path: Path) -> None:
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     env = {**os.environ, telemetry.ENV_DIR: str(tmp_path / "tele")}
     path = tmp_path / "processes.csv"
+    expected = sorted(["boss", "helper", UNLABELLED_ROLE])
     with procs.running([sys.executable, "-c", TREE], name="tree", env=env) as tree:
         sampler = ProcessSampler(tree.pid, path, interval_s=0.2, roles_dir=roles_dir)
         sampler.start()
         try:
-            deadline = time.monotonic() + 30
-            while len(sampler.latest) < 3:
-                assert time.monotonic() < deadline, "the tree never showed up"
-                time.sleep(0.1)
-            time.sleep(0.5)
+            # the helper declares its role some time after it started: wait until it is seen
+            wait_until(
+                lambda: sorted(_last_roles(path).values()) == expected,
+                30,
+                "the sampler labels the whole tree",
+            )
         finally:
             sampler.stop()
     assert sampler.error is None
@@ -408,7 +447,7 @@ def test_process_sampler_follows_the_tree_by_role(tmp_path: Path) -> None:
         rows = list(csv.DictReader(fh))
     last = {int(r["pid"]): r["role"] for r in rows}
     assert last[tree.pid] == "boss"
-    assert sorted(last.values()) == sorted(["boss", "helper", UNLABELLED_ROLE])
+    assert sorted(last.values()) == expected
     assert "ghost" not in last.values()
     for r in rows:
         assert int(r["rss_bytes"]) > 0 and int(r["pss_bytes"]) > 0 and int(r["threads"]) >= 1
@@ -416,11 +455,19 @@ def test_process_sampler_follows_the_tree_by_role(tmp_path: Path) -> None:
 
 def test_root_is_labelled_root_until_it_declares(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
-    with procs.running([sys.executable, "-c", "import time; time.sleep(5)"], name="r") as r:
+    with procs.running([sys.executable, "-c", "import time; time.sleep(60)"], name="r") as r:
         sampler = ProcessSampler(r.pid, path, interval_s=0.1, roles_dir=tmp_path / "none")
         sampler.start()
-        time.sleep(0.4)
-        sampler.stop()
+        try:
+
+            def root_rows() -> int:
+                with path.open(newline="") as fh:
+                    return sum(row["pid"] == str(r.pid) for row in csv.DictReader(fh))
+
+            wait_until(lambda: path.exists() and root_rows() >= 3, 30, "three samples of the root")
+        finally:
+            sampler.stop()
+    assert sampler.error is None
     with path.open(newline="") as fh:
         assert {row["role"] for row in csv.DictReader(fh)} == {ROOT_ROLE}
 
@@ -457,23 +504,59 @@ def test_profiling_failures_are_reported_not_raised(tmp_path: Path) -> None:
     assert parse_window("5:20") == (5.0, 20.0)
     with pytest.raises(ValueError):
         parse_window("20:5")
+    if find_py_spy() is None:
+        pytest.skip("py-spy is not installed: its failure on a dead target cannot be seen")
     # a target that does not exist: py-spy fails, the profiler says so and carries on
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     profiler = Profiler(ProfilePlan(), tmp_path, dead.pid, load_s=2.0)
-    profiler.poll(0.0)
-    if profiler.proc is not None:
+    try:
+        profiler.poll(0.0)
+        assert profiler.proc is not None and profiler.info["status"] == "running"
         with contextlib.suppress(subprocess.TimeoutExpired):
-            profiler.proc.popen.wait(timeout=10)  # let py-spy fail by itself
-    info = profiler.finish({})
-    assert info["status"] in ("failed", "unavailable")
-    assert info["error"].startswith(("py-spy wrote no profile", "py-spy not found"))
-    missing = Profiler(ProfilePlan(), tmp_path, os.getpid(), load_s=2.0)
-    missing.binary = None
-    missing.info.update(status="unavailable", error="py-spy not found")
-    assert missing.finish({})["status"] == "unavailable"
+            profiler.proc.popen.wait(timeout=30)  # let py-spy fail by itself
+    finally:
+        info = profiler.finish({})  # stops py-spy if it still runs
+    assert info["status"] == "failed"
+    assert info["error"].startswith("py-spy wrote no profile"), info
     late = Profiler(ProfilePlan(window=(30.0, 40.0)), tmp_path, os.getpid(), load_s=10.0)
     assert late.finish({})["status"] == "skipped"
+
+
+def test_py_spy_is_found_next_to_the_interpreter_or_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv, on_path = tmp_path / "venv" / "bin", tmp_path / "path"
+    venv.mkdir(parents=True)
+    on_path.mkdir()
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+    assert find_py_spy() is None
+    for folder in (on_path, venv):  # the interpreter's own folder wins over PATH
+        spy = folder / "py-spy"
+        spy.write_text("#!/bin/sh\n")
+        spy.chmod(0o755)
+        assert find_py_spy() == str(spy)
+
+
+def test_a_run_without_py_spy_records_why_and_how_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profiler_module, "find_py_spy", lambda: None)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    profiler = Profiler(ProfilePlan(), run_dir, os.getpid(), load_s=2.0)
+    # what the runner does: poll through the load, then finish with the roles it saw
+    for elapsed in (0.0, 1.0, 2.0):
+        profiler.poll(elapsed)
+    assert profiler.proc is None  # nothing was started
+    write_meta(run_dir, {"profile": profiler.finish({os.getpid(): "root"})})
+    recorded = read_meta(run_dir)["profile"]
+    assert recorded["enabled"] is True
+    assert recorded["status"] == "unavailable"
+    assert recorded["error"].startswith("py-spy not found")
+    assert "pip install py-spy" in recorded["error"]  # the hint: how to get it
+    assert not (run_dir / PROFILE_DIR).exists()  # no empty profile folder left behind
 
 
 # --- CPUs -----------------------------------------------------------------------------------
