@@ -204,8 +204,8 @@ def request(
         except ValueError:
             parsed = data.decode("utf-8", errors="replace")
         return resp.status, parsed
-    except OSError:
-        return 0, None  # refused or reset: a failure to record, not to raise
+    except (OSError, http.client.HTTPException):
+        return 0, None  # refused, reset or cut off: a failure to record, not to raise
     finally:
         conn.close()
 

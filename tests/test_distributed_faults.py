@@ -1,199 +1,93 @@
 """The distributed variant under faults: services really SIGKILLed while load runs.
 
-One deployment (tiny dataset) serves the module, started through the variant registry as the
-harness starts it, in its own process group, always stopped. Load is light (a few threads
-of `http.client`) and every request is recorded, so each test asserts on what clients saw.
+Deployments come from `support.deployment` (tiny dataset, started through the variant registry
+as the harness starts it): whatever happens, it kills every process it ever saw below the
+launcher, services in their own sessions included. One deployment serves the tests that leave
+it running; a test that stops or kills the launcher starts its own, so any order works. The load
+is `support.Load` (a few threads of `http.client`) and records every answer, so each test
+asserts on what clients saw. Where a test needs the outage to last until the load has seen it,
+it freezes the launcher (SIGSTOP) so the killed service stays dead until it is let go.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import pytest
+import support
+from support import Deployment, Load, request, wait_until
 
-from archlab.deployers import get_variant
-from archlab.host import procs
+from variants.distributed.launcher import STOP_GRACE_S
 
-READY_S = 60.0
-
-
-@dataclass
-class Deployment:
-    base_url: str
-    port: int
-    state_dir: Path
-    proc: procs.Proc
-
-    def lifecycle(self) -> list[dict]:
-        path = self.state_dir / "lifecycle.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-    def pid(self, role: str) -> int:
-        events = self.lifecycle()
-        starts = [e for e in events if e["role"] == role and e["event"] in ("start", "restart")]
-        return int(starts[-1]["pid"])
-
-    def kill(self, role: str) -> int:
-        """SIGKILL the service's whole process tree (its gunicorn master and workers)."""
-        pid = self.pid(role)
-        os.killpg(pid, signal.SIGKILL)
-        return pid
-
-    def wait_restarted(self, role: str, old_pid: int, timeout_s: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for event in self.lifecycle():
-                if (
-                    event["role"] == role
-                    and event["event"] == "restart"
-                    and event["pid"] != old_pid
-                ):
-                    return event
-            time.sleep(0.05)
-        raise AssertionError(f"{role} was not restarted; lifecycle: {self.lifecycle()}")
+SERVICES = 6  # gateway, catalog, inventory, orders, recommendations, notifications
+WAIT_S = 30.0  # a restart, a health check, a drain: far longer than any of them takes
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    spec = get_variant("distributed")
-    root = tmp_path_factory.mktemp("distributed-faults")
-    state_dir = root / "state"
-    port = procs.free_port()
-    cmd = spec.command(
-        port=port, size="tiny", seed=1, state_dir=state_dir, knobs=spec.resolve_knobs({})
-    )
-    with procs.running(cmd, name="distributed", log_path=root / "server.log") as proc:
-        base_url = f"http://127.0.0.1:{port}"
-        procs.wait_healthy(proc, f"{base_url}/healthz", READY_S)
-        yield Deployment(base_url, port, state_dir, proc)
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One deployment for the tests that kill services, never the launcher."""
+    with support.deployment("distributed", tmp_path_factory.mktemp("distributed-faults")) as dep:
+        yield dep
 
 
-def request(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+def kill_service(dep: Deployment, role: str) -> int:
+    """SIGKILL the service's whole process group (its gunicorn master and workers)."""
+    pid = dep.pid(role)
+    os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie its (perhaps frozen) parent has not reaped yet."""
     try:
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, payload, headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, json.loads(data) if data else None
-    except OSError:
-        return 0, None  # connection refused/reset: recorded as a failure, not raised
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@contextlib.contextmanager
+def held(pid: int) -> Iterator[None]:
+    """The supervisor `pid` frozen (SIGSTOP) for the block: what dies meanwhile stays dead."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
     finally:
-        conn.close()
+        os.kill(pid, signal.SIGCONT)
 
 
-def place(port: int, product_id: int) -> tuple[int, dict | None]:
-    """One order of one unit (spread over products: tiny stocks can run out)."""
-    order = {
-        "customer_id": 1,
-        "items": [{"product_id": product_id, "qty": 1}],
-        "idempotency_key": f"fault-{uuid.uuid4().hex}",
-    }
-    return request(port, "POST", "/orders", order)
+def all_ready(dep: Deployment) -> bool:
+    """The launcher logged every service ready (the gateway can answer before it does)."""
+    return sum(e["event"] == "ready" for e in dep.lifecycle()) >= SERVICES
 
 
-@dataclass
-class Load:
-    """A few client threads, each looping over its endpoints until stopped."""
+def test_killing_recommendations_degrades_only_recommendations(distributed: Deployment) -> None:
+    load = Load(distributed.base_url)
+    with load.running():
+        wait_until(lambda: load.count("order_read"), WAIT_S, "the load to place and read an order")
+        with held(distributed.proc.pid):
+            old = kill_service(distributed, "recommendations")
+            wait_until(lambda: dead(old), WAIT_S, "recommendations to die")
+            down_at = time.monotonic()
+            wait_until(
+                lambda: any(degraded for _, degraded in load.recommendations_since(down_at)),
+                WAIT_S,
+                "a degraded answer while recommendations is down",
+            )
+        distributed.restarted("recommendations", old)
 
-    port: int
-    orders: bool = True
-    seen: list[tuple[float, str, int, bool]] = field(default_factory=list)
-    placed: list[int] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+        def recovered() -> bool:
+            after = load.recommendations_since(down_at)
+            return bool(after) and not after[-1][1]
 
-    def _record(self, endpoint: str, status: int, degraded: bool = False) -> None:
-        with self.lock:
-            self.seen.append((time.monotonic(), endpoint, status, degraded))
-
-    def _browse(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            pid = 1 + i % 50
-            status, _ = request(self.port, "GET", f"/products/{pid}")
-            self._record("product", status)
-            status, _ = request(self.port, "GET", "/products?q=steel")
-            self._record("search", status)
-            time.sleep(0.01)
-
-    def _recommend(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            status, body = request(self.port, "GET", f"/products/{1 + i % 50}/recommendations")
-            self._record("recommendations", status, bool(body and body.get("degraded")))
-            time.sleep(0.01)
-
-    def _order(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            status, body = place(self.port, 1 + (i * 7 + threading.get_ident()) % 200)
-            self._record("order", status)
-            if status == 201 and body:
-                with self.lock:
-                    self.placed.append(body["id"])
-                status, _ = request(self.port, "GET", f"/orders/{body['id']}")
-                self._record("order_read", status)
-            time.sleep(0.01)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Load]:
-        targets = [self._browse, self._recommend] + (
-            [self._order, self._order] if self.orders else []
-        )
-        threads = [threading.Thread(target=t, daemon=True) for t in targets]
-        for t in threads:
-            t.start()
-        try:
-            yield self
-        finally:
-            self.stop.set()
-            for t in threads:
-                t.join(20)
-
-    def statuses(self, endpoint: str) -> list[int]:
-        with self.lock:
-            return [s for _, e, s, _ in self.seen if e == endpoint]
-
-    def recommendations_since(self, t0: float) -> list[tuple[int, bool]]:
-        with self.lock:
-            return [(s, d) for t, e, s, d in self.seen if e == "recommendations" and t >= t0]
-
-
-def test_killing_recommendations_degrades_only_recommendations(deployment: Deployment) -> None:
-    with Load(deployment.port).running() as load:
-        time.sleep(0.5)
-        killed_at = time.monotonic()
-        old = deployment.kill("recommendations")
-        deployment.wait_restarted("recommendations", old)
-        deadline = time.monotonic() + 30
-        recovered = False
-        while time.monotonic() < deadline and not recovered:
-            time.sleep(0.1)
-            after = load.recommendations_since(killed_at)
-            recovered = any(d for _, d in after) and not after[-1][1]
-        time.sleep(0.5)
-    after = load.recommendations_since(killed_at)
-    assert any(degraded for _, degraded in after), "the outage was never seen as degraded"
-    assert recovered, f"recommendations never recovered: {after[-5:]}"
+        wait_until(recovered, WAIT_S, "recommendations to answer undegraded again")
     assert set(load.statuses("recommendations")) == {200}  # degraded, never a 5xx
     for endpoint, ok in (("product", {200}), ("search", {200}), ("order", {201})):
         statuses = load.statuses(endpoint)
@@ -201,8 +95,8 @@ def test_killing_recommendations_degrades_only_recommendations(deployment: Deplo
     assert set(load.statuses("order_read")) == {200}
 
 
-def _sink(state_dir: Path) -> tuple[list[int], int, int]:
-    """Order ids in the notification sink, stored orders, and outbox events not yet acked."""
+def _sink(state_dir: Path) -> tuple[list[int], set[int], int]:
+    """Order ids in the notification sink, stored order ids, and outbox events not yet acked."""
     with contextlib.closing(
         sqlite3.connect(f"file:{state_dir / 'notifications.db'}?mode=ro", uri=True)
     ) as notes:
@@ -210,90 +104,91 @@ def _sink(state_dir: Path) -> tuple[list[int], int, int]:
     with contextlib.closing(
         sqlite3.connect(f"file:{state_dir / 'orders.db'}?mode=ro", uri=True)
     ) as orders:
-        (stored,) = orders.execute("SELECT COUNT(*) FROM orders").fetchone()
+        stored = {r[0] for r in orders.execute("SELECT id FROM orders")}
         (pending,) = orders.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()
     return sent, stored, pending
 
 
-def test_killing_notifications_loses_and_repeats_nothing(deployment: Deployment) -> None:
-    load = Load(deployment.port)
+def test_killing_notifications_loses_and_repeats_nothing(distributed: Deployment) -> None:
+    load = Load(distributed.base_url)
     with load.running():
-        time.sleep(0.7)
-        old = deployment.kill("notifications")
-        time.sleep(0.7)  # orders keep coming while notifications is down
-        deployment.wait_restarted("notifications", old)
-        time.sleep(0.5)
+        wait_until(lambda: load.placed, WAIT_S, "the load to place an order")
+        with held(distributed.proc.pid):
+            old = kill_service(distributed, "notifications")
+            wait_until(lambda: dead(old), WAIT_S, "notifications to die")
+            with load.lock:
+                before = len(load.placed)
+            wait_until(
+                lambda: len(load.placed) >= before + 3,
+                WAIT_S,
+                "orders placed while notifications is down",
+            )
+            with load.lock:
+                during = set(load.placed[before:])
+        distributed.restarted("notifications", old)
     assert load.placed and set(load.statuses("order")) == {201}
-    deadline = time.monotonic() + 30
-    while True:
-        sent, stored, pending = _sink(deployment.state_dir)
-        if (len(sent) == stored and pending == 0) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+
+    def caught_up() -> bool:
+        sent, stored, pending = _sink(distributed.state_dir)
+        return set(sent) == stored and pending == 0
+
+    wait_until(caught_up, WAIT_S, "every stored order notified and the outbox drained")
+    sent, stored, pending = _sink(distributed.state_dir)
     assert len(sent) == len(set(sent)), "a notification was sent twice"
-    with contextlib.closing(
-        sqlite3.connect(f"file:{deployment.state_dir / 'orders.db'}?mode=ro", uri=True)
-    ) as orders:
-        ids = {r[0] for r in orders.execute("SELECT id FROM orders")}
-    assert set(sent) == ids, f"{len(ids - set(sent))} orders never notified"
-    assert set(load.placed) <= ids and pending == 0
+    assert during <= set(sent), "orders placed during the outage were never notified"
+    assert set(load.placed) <= stored and pending == 0
 
 
-def test_a_killed_worker_is_replaced_by_its_master_and_recorded(deployment: Deployment) -> None:
-    master = psutil.Process(deployment.pid("catalog"))
+def test_a_killed_worker_is_replaced_by_its_master_and_recorded(distributed: Deployment) -> None:
+    master = psutil.Process(distributed.pid("catalog"))
     (worker,) = master.children()
     worker.kill()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        alive = [w for w in master.children() if w.pid != worker.pid]
-        if alive and request(deployment.port, "GET", "/products/2")[0] == 200:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("catalog's worker was not replaced")
-    deaths = [e for e in deployment.lifecycle() if e["event"] == "exit" and e["pid"] == worker.pid]
+
+    def replaced() -> bool:
+        fresh = [w for w in master.children() if w.pid != worker.pid]
+        return bool(fresh) and request(distributed.base_url, "GET", "/products/2")[0] == 200
+
+    wait_until(replaced, WAIT_S, "catalog's master to replace its worker")
+    deaths = wait_until(
+        lambda: [
+            e for e in distributed.lifecycle() if e["event"] == "exit" and e["pid"] == worker.pid
+        ],
+        WAIT_S,
+        "the worker's death recorded",
+    )
     assert deaths == [{**deaths[0], "role": "catalog", "process": "worker", "expected": False}], (
         deaths
     )
     assert master.is_running()  # the service itself did not restart
 
 
-def test_a_sigkilled_launcher_leaves_no_orphans(deployment: Deployment) -> None:
-    launcher = psutil.Process(deployment.proc.pid)
-    family = launcher.children(recursive=True)
-    assert len(family) >= 12  # six services, each a gunicorn master and a worker
-    launcher.kill()
-    gone, alive = psutil.wait_procs(family, timeout=20)
-    assert not alive, f"orphans: {[(p.pid, p.name()) for p in alive]}"
+def test_a_sigkilled_launcher_leaves_no_orphans(tmp_path: Path) -> None:
+    with support.deployment("distributed", tmp_path) as dep:
+        wait_until(lambda: all_ready(dep), WAIT_S, "every service ready")
+        dep.tree.look()
+        assert len(dep.tree.alive()) >= 2 * SERVICES  # each a gunicorn master and a worker
+        os.kill(dep.proc.pid, signal.SIGKILL)
+        dep.proc.popen.wait(WAIT_S)
+        # A service gets SIGTERM when the launcher dies; it has STOP_GRACE_S, as on a stop.
+        wait_until(
+            lambda: not dep.tree.alive(),
+            2 * STOP_GRACE_S,
+            "every service and worker to die with the launcher",
+        )
 
 
 def test_sigterm_stops_every_service_in_order(tmp_path: Path) -> None:
-    port = procs.free_port()
-    state_dir = tmp_path / "state"
-    cmd = [sys.executable, "-m", "variants.distributed", "--port", str(port)]
-    cmd += ["--state-dir", str(state_dir)]
-    proc = procs.start(cmd, name="distributed", log_path=tmp_path / "server.log")
-    try:
-        procs.wait_healthy(proc, f"http://127.0.0.1:{port}/healthz", READY_S)
-        # The gateway can answer before the launcher's own probe has logged it ready.
-        lifecycle = state_dir / "lifecycle.jsonl"
-        deadline = time.monotonic() + READY_S
-        while lifecycle.read_text().count('"event": "ready"') < 6:
-            assert time.monotonic() < deadline, lifecycle.read_text()
-            time.sleep(0.05)
-        family = psutil.Process(proc.pid).children(recursive=True)
-        proc.popen.send_signal(signal.SIGTERM)
-        assert proc.popen.wait(30) == 0
-        _, alive = psutil.wait_procs(family, timeout=5)
-        assert not alive
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the launcher did not stop:\n{proc.log_tail()}")
-    finally:
-        procs.stop(proc)
-    events = [json.loads(line) for line in (state_dir / "lifecycle.jsonl").read_text().splitlines()]
+    with support.deployment("distributed", tmp_path) as dep:
+        wait_until(lambda: all_ready(dep), WAIT_S, "every service ready")
+        dep.tree.look()
+        os.kill(dep.proc.pid, signal.SIGTERM)
+        # level by level, each within the launcher's grace: at most one grace per service
+        assert dep.proc.popen.wait(SERVICES * STOP_GRACE_S) == 0
+        assert not dep.tree.alive()
+        events = dep.lifecycle()
+        runtime = json.loads((dep.state_dir / "topology.json").read_text())
     exits = [e for e in events if e["event"] == "exit"]
     assert all(e["expected"] and e["exit_code"] == 0 for e in exits), exits
-    assert exits[0]["role"] == "gateway" and len(exits) == 6
+    assert exits[0]["role"] == "gateway" and len(exits) == SERVICES
     assert {e["role"] for e in events if e["event"] == "ready"} == {e["role"] for e in exits}
-    runtime = json.loads((state_dir / "topology.json").read_text())
-    assert runtime["services"]["gateway"]["url"] == f"http://127.0.0.1:{port}"
+    assert runtime["services"]["gateway"]["url"] == dep.base_url

@@ -1,6 +1,7 @@
 """`--netns`: each service in its own network namespace, joined by a bridge (needs root).
 
-Skipped where namespaces cannot be created; the fallback message is checked everywhere.
+Skipped where namespaces cannot be created; the fallback message is checked everywhere. The
+deployment comes from `support.deployment`, so nothing it started outlives the test.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import support
+from support import order_body, request
 
-from archlab.host import procs
 from variants.distributed import netns
 
 
@@ -46,33 +47,21 @@ def test_without_root_netns_is_refused_with_a_clear_message(
 
 @needs_netns
 def test_each_service_gets_its_own_namespace_and_address(tmp_path: Path) -> None:
-    port = procs.free_port()
-    state_dir = tmp_path / "state"
-    cmd = [sys.executable, "-m", "variants.distributed", "--port", str(port), "--netns", "on"]
-    cmd += ["--state-dir", str(state_dir)]
-    with procs.running(cmd, name="distributed --netns", log_path=tmp_path / "server.log") as proc:
-        procs.wait_healthy(proc, f"http://127.0.0.1:{port}/healthz", 60)
-        runtime = json.loads((state_dir / "topology.json").read_text())
+    with support.deployment("distributed", tmp_path, knobs={"netns": "on"}) as dep:
+        runtime = json.loads((dep.state_dir / "topology.json").read_text())
         assert runtime["netns"] is True
         services = {n: s for n, s in runtime["services"].items() if n != "gateway"}
-        hosts = {n: urllib.request.urlparse(s["url"]).hostname for n, s in services.items()}
+        hosts = {n: urlsplit(s["url"]).hostname for n, s in services.items()}
         assert len(set(hosts.values())) == len(services)  # a distinct address each
         assert all(ipaddress.ip_address(h).is_private for h in hosts.values())
         assert all(not ipaddress.ip_address(h).is_loopback for h in hosts.values())
-        assert {s["namespace"] for s in services.values()} <= _ours()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/products/3", timeout=10) as resp:
-            assert resp.status == 200  # gateway -> bridge -> catalog's and inventory's namespaces
-        body = json.dumps(
-            {"customer_id": 1, "items": [{"product_id": 3, "qty": 1}], "idempotency_key": "ns-1"}
-        ).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/orders",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 201  # orders' namespace -> catalog's and inventory's
         namespaces = {s["namespace"] for s in services.values()}
+        assert namespaces <= _ours()
+        # gateway -> bridge -> catalog's and inventory's namespaces
+        assert request(dep.base_url, "GET", "/products/3")[0] == 200
+        # orders' namespace -> catalog's and inventory's
+        status, order = request(dep.base_url, "POST", "/orders", order_body(3))
+        assert status == 201, order
     assert not namespaces & _ours(), "namespaces left behind after stop"
 
 
