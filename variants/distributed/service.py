@@ -43,6 +43,7 @@ from variants.distributed.http import (
 )
 from variants.distributed.topology import NEEDS, TOPOLOGY_FILE, Topology, load
 from variants.edge.app import create_app
+from variants.edge.worker import SERVER_SETTINGS
 from variants.lifecycle import die_with_parent
 from variants.lifecycle import record as record_lifecycle
 from workloads.shop import dataset
@@ -230,7 +231,7 @@ class ServiceServer(BaseApplication):
         self.options: dict[str, Any] = {
             "bind": f"{opts.host}:{opts.port}",
             "workers": opts.workers,
-            "worker_class": "gthread",
+            **SERVER_SETTINGS,  # gthread worker, bounded drain, JSON errors, edge limits
             "threads": opts.threads,
             "timeout": 300,
             "graceful_timeout": 10,

@@ -42,7 +42,8 @@ from workloads.shop.interfaces import Shop
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.encode
-_decode_place_order = msgspec.json.Decoder(PlaceOrder).decode
+_decode_place_order_strictly = msgspec.json.Decoder(PlaceOrder).decode
+_decode_any = msgspec.json.decode
 
 # Domain error code -> (HTTP status, `ErrorBody.error`). Anything else is a 500.
 _SHOP_ERRORS: dict[str, tuple[str, str]] = {
@@ -140,6 +141,49 @@ def _read_body(req: falcon.Request) -> bytes:
                 f"the body is over {MAX_BODY_BYTES} bytes",
             )
         chunks.append(chunk)
+
+
+def _integral_floats_to_ints(tree: Any) -> bool:
+    """Replace, in place, every float with a zero fractional part by its int; whether any was."""
+    changed = False
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            entries: Any = node.items()
+        elif isinstance(node, list):
+            entries = enumerate(node)
+        else:
+            continue
+        for key, value in list(entries):
+            if type(value) is float and value.is_integer():
+                node[key] = int(value)
+                changed = True
+            elif isinstance(value, dict | list):
+                stack.append(value)
+    return changed
+
+
+def _decode_place_order(body: bytes) -> PlaceOrder:
+    """The body as a `PlaceOrder`, integer fields taking integral floats as JSON Schema does.
+
+    JSON Schema (and so the OpenAPI document) counts `393.0` as an integer; msgspec's typed
+    decoder does not. The typed decoder stays the only cost of a valid body: only a body it
+    refused for a float where an int belongs is decoded again, untyped, with its integral floats
+    turned into ints and checked against the contract once more (`393.5` is still refused).
+    """
+    try:
+        return _decode_place_order_strictly(body)
+    except msgspec.ValidationError as e:
+        if "got `float`" not in str(e):
+            raise
+        try:
+            tree = _decode_any(body)
+        except (msgspec.DecodeError, RecursionError):
+            raise e from None
+        if not _integral_floats_to_ints(tree):
+            raise
+        return msgspec.convert(tree, PlaceOrder)
 
 
 class _Health:

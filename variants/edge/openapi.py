@@ -2,8 +2,9 @@
 
 Schemas come from `msgspec.json.schema_components`, so the document cannot drift from
 the types the app actually decodes and encodes. The operation table below is the one
-place that lists every endpoint, its parameters and every status it can answer; each
-error response names the `error` codes it can carry.
+place that lists every endpoint, its parameters and every status it can answer (plus
+`TRANSPORT_ERRORS`, what the HTTP server answers on every operation before an endpoint
+sees the request); each error response names the `error` codes it can carry.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ import msgspec
 from variants.edge.limits import (
     DEFAULT_K,
     DEFAULT_PAGE_SIZE,
+    DRAIN_MAX_BYTES,
+    DRAIN_TIMEOUT_S,
     MAX_BODY_BYTES,
+    MAX_HEADER_FIELD_BYTES,
+    MAX_HEADER_FIELDS,
     MAX_ID,
     MAX_K,
     MAX_ORDER_LINES,
     MAX_PAGE,
     MAX_PAGE_SIZE,
     MAX_QUERY_CHARS,
+    MAX_REQUEST_LINE_BYTES,
 )
 from workloads.shop.contracts import (
     ErrorBody,
@@ -45,10 +51,32 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     409: ("out_of_stock", "idempotency_conflict"),
     411: ("length_required",),
     413: ("payload_too_large",),
+    414: ("uri_too_long",),
     415: ("unsupported_media_type",),
+    417: ("expectation_failed",),
     422: ("validation_error", "invalid_request"),
+    431: ("header_too_large",),
     500: ("internal_error",),
+    501: ("not_implemented",),
     503: ("unavailable",),
+}
+
+# What the HTTP server itself answers, before any endpoint sees the request, on every operation
+# (`variants.edge.worker` renders these as `ErrorBody` JSON; the first code of a status is the
+# one it sends).
+TRANSPORT_ERRORS: dict[int, dict[str, str]] = {
+    400: {"bad_request": "the request line or a header is malformed"},
+    414: {
+        "uri_too_long": f"the request line (method, path, query string, version) is over"
+        f" {MAX_REQUEST_LINE_BYTES} bytes"
+    },
+    417: {"expectation_failed": "an `Expect` header other than `100-continue`"},
+    431: {
+        "header_too_large": f"more than {MAX_HEADER_FIELDS} header fields, or one over"
+        f" {MAX_HEADER_FIELD_BYTES} bytes"
+    },
+    500: {"internal_error": "an unexpected error; the server logged its traceback"},
+    501: {"not_implemented": "a `Transfer-Encoding` the server does not know, e.g. `br`"},
 }
 
 
@@ -195,9 +223,14 @@ OPERATIONS: tuple[Operation, ...] = (
         description=(
             f"The body is a JSON `PlaceOrder` of at most {MAX_BODY_BYTES} bytes and at most"
             f" {MAX_ORDER_LINES} lines, sent with `Content-Type: application/json`, either"
-            " with a `Content-Length` or chunked. An order answered 201 is durable. Sending"
-            " the same body with the same `idempotency_key` again answers 200 with the same"
-            " order; the same key with a different body answers 409."
+            " with a `Content-Length` or chunked. An integer field takes any JSON number with a"
+            " zero fractional part (`3` or `3.0`, as JSON Schema counts integers); `3.5` answers"
+            " 422. An order answered 201 is durable. Sending the same body with the same"
+            " `idempotency_key` again answers 200 with the same order; the same key with a"
+            " different body answers 409. A body over the limit answers 413 without being"
+            f" decoded; the server reads and discards up to {DRAIN_MAX_BYTES} bytes of it (for"
+            f" at most {DRAIN_TIMEOUT_S:g} s) so that a client that sends the whole body before"
+            " reading still gets the answer, then closes the connection if it could not."
         ),
         request_body=PlaceOrder,
         ok={
@@ -258,11 +291,25 @@ _REASONS = {
     409: "Conflict",
     411: "Length required",
     413: "Content too large",
+    414: "URI too long",
     415: "Unsupported media type",
+    417: "Expectation failed",
     422: "Unprocessable content",
+    431: "Request header fields too large",
     500: "Internal server error",
+    501: "Not implemented",
     503: "Service unavailable",
 }
+
+
+def _with_transport_errors(errors: dict[int, dict[str, str]]) -> dict[int, dict[str, str]]:
+    """An operation's own errors plus what the HTTP server answers on every operation."""
+    merged = {status: dict(codes) for status, codes in errors.items()}
+    for status, codes in TRANSPORT_ERRORS.items():
+        merged.setdefault(status, {}).update(
+            {code: when for code, when in codes.items() if code not in merged[status]}
+        )
+    return merged
 
 
 def _error_response(status: int, codes: dict[str, str], error_ref: str) -> dict[str, Any]:
@@ -311,7 +358,7 @@ def build_openapi(variant: str | None = None) -> dict[str, Any]:
                     for name, text in ok.headers.items()
                 }
             responses[str(status)] = response
-        for status, codes in sorted(op.errors.items()):
+        for status, codes in sorted(_with_transport_errors(op.errors).items()):
             responses[str(status)] = _error_response(status, codes, error_ref)
         operation: dict[str, Any] = {
             "operationId": op.operation_id,
@@ -344,8 +391,10 @@ def build_openapi(variant: str | None = None) -> dict[str, Any]:
             "version": "1",
             "description": (
                 "The public API, identical for every variant. Every error is a JSON"
-                " `ErrorBody`. A path no endpoint has answers 404 (`RouteNotFound`); a known"
-                " path with another method answers 405 with `Allow` (`MethodNotAllowed`)."
+                " `ErrorBody`, including those the HTTP server answers before an endpoint sees"
+                " the request (400, 414, 417, 431, 501: listed on every operation). A path no"
+                " endpoint has answers 404 (`RouteNotFound`); a known path with another method"
+                " answers 405 with `Allow` (`MethodNotAllowed`)."
             ),
         },
         "paths": paths,

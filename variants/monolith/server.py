@@ -20,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 
 from variants import faults, telemetry
 from variants.edge.app import create_app
+from variants.edge.worker import SERVER_SETTINGS
 from variants.lifecycle import LIFECYCLE_FILE
 from variants.lifecycle import record as record_lifecycle
 from workloads.shop.config import ShopConfig
@@ -36,7 +37,7 @@ class MonolithServer(BaseApplication):
         self.options: dict[str, Any] = {
             "bind": f"127.0.0.1:{port}",
             "workers": workers,
-            "worker_class": "gthread",
+            **SERVER_SETTINGS,  # gthread worker, bounded drain, JSON errors, edge limits
             "threads": threads,
             "timeout": 300,
             "graceful_timeout": 15,

@@ -22,10 +22,10 @@ from typing import Any
 
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
-from gunicorn.workers.gthread import ThreadWorker
 
 from variants import faults
 from variants.edge.app import create_app
+from variants.edge.worker import SERVER_SETTINGS, EdgeWorker
 from variants.multiprocess.config import AUXILIARIES, CONNECT_TIMEOUT_S, FamilyConfig
 from variants.multiprocess.ipc import UdsTransport
 from variants.multiprocess.shmem import ControlSegment
@@ -70,8 +70,8 @@ class _Application:
         return self.app
 
 
-class BackendWorker(ThreadWorker):
-    """gunicorn's threaded worker, run by our postmaster instead of gunicorn's arbiter."""
+class BackendWorker(EdgeWorker):
+    """The edge's gunicorn threaded worker, run by our postmaster instead of gunicorn's arbiter."""
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -83,6 +83,7 @@ class BackendWorker(ThreadWorker):
 def gunicorn_config(config: FamilyConfig, on_ready: Callable[[Any], None]) -> Config:
     cfg = Config()
     settings = {
+        **SERVER_SETTINGS,  # the monolith's server: drain, JSON errors, edge limits
         "threads": config.threads,
         "worker_connections": 1000,
         "keepalive": 30,
