@@ -103,6 +103,17 @@ def watching(root_pid: int, every_s: float = 0.2) -> Iterator[Descendants]:
         tree.kill_all()
 
 
+@contextlib.contextmanager
+def held(pid: int) -> Iterator[None]:
+    """A supervisor frozen (SIGSTOP) for the block: what dies meanwhile stays dead, so a test
+    can watch the outage for as long as it needs; it carries on (SIGCONT) whatever happens."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 @dataclass
 class Deployment:
     """A variant that answered its health check: where it is and what it wrote."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 import support
-from support import Deployment, Load, request, wait_until
+from support import Deployment, Load, held, request, wait_until
 
 from variants.distributed.launcher import STOP_GRACE_S
 
@@ -51,16 +51,6 @@ def dead(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-@contextlib.contextmanager
-def held(pid: int) -> Iterator[None]:
-    """The supervisor `pid` frozen (SIGSTOP) for the block: what dies meanwhile stays dead."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def all_ready(dep: Deployment) -> bool:

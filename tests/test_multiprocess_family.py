@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 import support
-from support import Deployment, Load, request, wait_until
+from support import Deployment, Load, held, request, wait_until
 
 from archlab.host import procs
 from variants.multiprocess.backend import socket_path
@@ -100,16 +100,6 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-@contextlib.contextmanager
-def held(pid: int) -> Iterator[None]:
-    """The supervisor `pid` frozen (SIGSTOP) for the block: what dies meanwhile stays dead."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def answers(load: Load, since: float, until: float) -> list[tuple[float, str, int, bool]]:

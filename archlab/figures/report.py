@@ -27,7 +27,6 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,10 @@ from matplotlib.lines import Line2D
 
 from archlab import __version__
 from archlab.analysis import compare
-from archlab.analysis.records import Record, read_records
-from archlab.analysis.runset import ENDPOINT_ORDER, SETUP_ENDPOINT, VARIANT_ORDER
+from archlab.analysis.runset import ENDPOINT_ORDER, SETUP_ENDPOINT, VARIANT_ORDER, Run
 from archlab.analysis.summary import ALL
 from archlab.figures.style import color, new_figure
-from archlab.rundir import FAULTS, GC, PROCESSES, REQUESTS, iso, open_stored, stored, utc_now
+from archlab.rundir import iso, utc_now
 
 DEFAULT_BUCKET_S = 1.0
 DPI = 100
@@ -56,62 +54,11 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 @dataclass
-class ReportRun:
-    """One run directory: meta and summary at once, raw files when a figure asks."""
+class ReportRun(Run):
+    """One run of a report: a run set's `Run` (its raw files read the same way), under the label
+    of its column."""
 
-    path: Path
-    meta: dict[str, Any]
-    summary: dict[str, Any]
-    label: str
-
-    def _csv(self, name: str) -> pd.DataFrame:
-        if stored(self.path / name) is None:
-            return pd.DataFrame()
-        with open_stored(self.path / name) as fh:
-            return pd.read_csv(fh, on_bad_lines="skip")
-
-    @cached_property
-    def _records(self) -> pd.DataFrame:
-        if stored(self.path / REQUESTS) is None:
-            return pd.DataFrame(columns=Record._fields)
-        return pd.DataFrame(read_records(self.path / REQUESTS), columns=Record._fields)
-
-    @cached_property
-    def origin(self) -> float:
-        """Epoch seconds of the first request: t = 0 of every time axis."""
-        df = self._records
-        return float(df["start_time"].min()) if not df.empty else 0.0
-
-    @cached_property
-    def requests(self) -> pd.DataFrame:
-        """Records without the setup fetch, with `t` (s after the first request), `is_error`."""
-        df = self._records
-        df = df[df["endpoint"] != SETUP_ENDPOINT].copy()
-        df["t"] = df["start_time"] - self.origin
-        df["is_error"] = (df["status"] == 0) | (df["status"] >= 500) | (df["error"] != "")
-        return df
-
-    @cached_property
-    def processes(self) -> pd.DataFrame:
-        df = self._csv(PROCESSES)
-        if not df.empty:
-            df["t"] = df["time"] - self.origin
-        return df
-
-    @cached_property
-    def gc(self) -> pd.DataFrame:
-        df = self._csv(GC)
-        if not df.empty:
-            df["t"] = df["start"] - self.origin
-        return df
-
-    @cached_property
-    def faults(self) -> pd.DataFrame:
-        df = self._csv(FAULTS)
-        if not df.empty:
-            df["t_start"] = df["start"] - self.origin
-            df["t_end"] = df["end"] - self.origin
-        return df
+    label: str = ""
 
     @property
     def span_s(self) -> float:
@@ -126,7 +73,10 @@ def load_runs(run_dirs: Sequence[Path]) -> list[ReportRun]:
     runs = []
     for i, run_dir in enumerate(run_dirs):
         meta, summary = compare.load_run(Path(run_dir))
-        runs.append(ReportRun(Path(run_dir), meta, summary, str(meta.get("run_id", i + 1))))
+        label = str(meta.get("run_id", i + 1))
+        run = ReportRun(tag=label, path=Path(run_dir), label=label)
+        run.meta, run.summary = meta, summary  # as compare read them (summary made if missing)
+        runs.append(run)
     labels = [r.label for r in runs]
     for i, run in enumerate(runs):  # the same run twice: tell the columns apart
         if labels.count(run.label) > 1:
