@@ -39,7 +39,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return meta, summary
 
 
-def _get(data: Any, *path: str) -> Any:
+def dig(data: Any, *path: str) -> Any:
+    """data[path[0]][path[1]]...; None where a level is missing (an older run lacks the field)."""
     for key in path:
         if not isinstance(data, dict) or key not in data:
             return None
@@ -67,32 +68,32 @@ def compare_rows(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[
             "knobs",
             lambda m, s: " ".join(f"{k}={v}" for k, v in (m.get("knobs") or {}).items()) or "-",
         ),
-        row("scenario", lambda m, s: str(_get(m, "scenario", "name") or "-")),
+        row("scenario", lambda m, s: str(dig(m, "scenario", "name") or "-")),
         row("dataset", lambda m, s: str(m.get("dataset_size", "-"))),
         row(
             "load",
             lambda m, s: (
-                f"open {_num(_get(m, 'load', 'offered_rps'), '{:g}')} req/s"
-                if _get(m, "load", "loop") == "open" and _get(m, "load", "offered_rps")
-                else f"{_get(m, 'load', 'loop') or 'closed'} {m.get('users', '-')} users"
+                f"open {_num(dig(m, 'load', 'offered_rps'), '{:g}')} req/s"
+                if dig(m, "load", "loop") == "open" and dig(m, "load", "offered_rps")
+                else f"{dig(m, 'load', 'loop') or 'closed'} {m.get('users', '-')} users"
             ),
         ),
-        row("duration s", lambda m, s: _num(_get(s, "window", "seconds"))),
+        row("duration s", lambda m, s: _num(dig(s, "window", "seconds"))),
         row(
             "CPUs",
             lambda m, s: (
                 "shared"
-                if _get(m, "cpu_pinning", "shared") in (None, True)
-                else f"sut {len(_get(m, 'cpu_pinning', 'server') or [])}"
-                f" / gen {len(_get(m, 'cpu_pinning', 'generator') or [])}"
+                if dig(m, "cpu_pinning", "shared") in (None, True)
+                else f"sut {len(dig(m, 'cpu_pinning', 'server') or [])}"
+                f" / gen {len(dig(m, 'cpu_pinning', 'generator') or [])}"
             ),
         ),
-        row("profiled", lambda m, s: "yes" if _get(m, "profile", "enabled") else "no"),
-        row("throughput req/s", lambda m, s: _num(_get(s, "endpoints", ALL, "throughput_rps"))),
-        row("errors", lambda m, s: _num(_get(s, "endpoints", ALL, "errors"), "{:d}")),
+        row("profiled", lambda m, s: "yes" if dig(m, "profile", "enabled") else "no"),
+        row("throughput req/s", lambda m, s: _num(dig(s, "endpoints", ALL, "throughput_rps"))),
+        row("errors", lambda m, s: _num(dig(s, "endpoints", ALL, "errors"), "{:d}")),
         row(
             "error rate %",
-            lambda m, s: _num((_get(s, "endpoints", ALL, "error_rate") or 0) * 100, "{:.2f}"),
+            lambda m, s: _num((dig(s, "endpoints", ALL, "error_rate") or 0) * 100, "{:.2f}"),
         ),
     ]
     endpoints = sorted({ep for _, s in runs for ep in (s.get("endpoints") or {})} - {ALL})
@@ -104,66 +105,66 @@ def compare_rows(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[
             rows.append(
                 row(
                     f"p99 corrected ms {ep}",
-                    lambda m, s, e=ep: _num(_get(s, "endpoints", e, "latency_corrected_ms", "p99")),
+                    lambda m, s, e=ep: _num(dig(s, "endpoints", e, "latency_corrected_ms", "p99")),
                 )
             )
     rows += [
         row(
             "server CPU ms/request",
-            lambda m, s: _num(_get(s, "server", "total", "cpu_ms_per_request"), "{:.3f}"),
+            lambda m, s: _num(dig(s, "server", "total", "cpu_ms_per_request"), "{:.3f}"),
         ),
         row(
             "server cores used",
-            lambda m, s: _num(_get(s, "server", "total", "mean_cores"), "{:.2f}"),
+            lambda m, s: _num(dig(s, "server", "total", "mean_cores"), "{:.2f}"),
         ),
         row(
             "server processes",
-            lambda m, s: _num(_get(s, "server", "total", "processes_peak"), "{:d}"),
+            lambda m, s: _num(dig(s, "server", "total", "processes_peak"), "{:d}"),
         ),
-        row("memory PSS peak MiB", lambda m, s: _mib(_get(s, "server", "total", "pss_peak_bytes"))),
-        row("memory USS peak MiB", lambda m, s: _mib(_get(s, "server", "total", "uss_peak_bytes"))),
-        row("memory RSS peak MiB", lambda m, s: _mib(_get(s, "server", "total", "rss_peak_bytes"))),
+        row("memory PSS peak MiB", lambda m, s: _mib(dig(s, "server", "total", "pss_peak_bytes"))),
+        row("memory USS peak MiB", lambda m, s: _mib(dig(s, "server", "total", "uss_peak_bytes"))),
+        row("memory RSS peak MiB", lambda m, s: _mib(dig(s, "server", "total", "rss_peak_bytes"))),
     ]
-    roles = sorted({r for _, s in runs for r in (_get(s, "server", "roles") or {})})
+    roles = sorted({r for _, s in runs for r in (dig(s, "server", "roles") or {})})
     for role in roles:
         rows.append(
             row(
                 f"PSS peak MiB {role}",
-                lambda m, s, r=role: _mib(_get(s, "server", "roles", r, "pss_peak_bytes")),
+                lambda m, s, r=role: _mib(dig(s, "server", "roles", r, "pss_peak_bytes")),
             )
         )
         rows.append(
             row(
                 f"CPU ms/request {role}",
                 lambda m, s, r=role: _num(
-                    _get(s, "server", "roles", r, "cpu_ms_per_request"), "{:.3f}"
+                    dig(s, "server", "roles", r, "cpu_ms_per_request"), "{:.3f}"
                 ),
             )
         )
-    gc_roles = sorted({r for _, s in runs for r in (_get(s, "gc", "roles") or {})})
+    gc_roles = sorted({r for _, s in runs for r in (dig(s, "gc", "roles") or {})})
     for role in gc_roles:
         rows.append(row(f"GC pause total ms (collections) {role}", lambda m, s, r=role: _gc(s, r)))
         rows.append(
             row(
                 f"GC pause max ms {role}",
-                lambda m, s, r=role: _num(_get(s, "gc", "roles", r, "max_pause_ms")),
+                lambda m, s, r=role: _num(dig(s, "gc", "roles", r, "max_pause_ms")),
             )
         )
     rows += [
         row("GC largest pause (whole run)", lambda m, s: _largest(s)),
         row(
             "generator CPU mean %",
-            lambda m, s: _num(_get(s, "generator", "mean_cpu_percent"), "{:.0f}"),
+            lambda m, s: _num(dig(s, "generator", "mean_cpu_percent"), "{:.0f}"),
         ),
         row(
             "generator CPU ms/request",
-            lambda m, s: _num(_get(s, "generator", "cpu_ms_per_request"), "{:.3f}"),
+            lambda m, s: _num(dig(s, "generator", "cpu_ms_per_request"), "{:.3f}"),
         ),
         row(
             "generator saturated",
             lambda m, s: (
                 "-"
-                if _get(s, "generator", "saturated") is None
+                if dig(s, "generator", "saturated") is None
                 else ("YES" if s["generator"]["saturated"] else "no")
             ),
         ),
@@ -172,17 +173,17 @@ def compare_rows(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[
 
 
 def _gc(summary: dict[str, Any], role: str) -> str:
-    st = _get(summary, "gc", "roles", role)
+    st = dig(summary, "gc", "roles", role)
     return "-" if not st else f"{st['total_pause_ms']:.1f} ({st['collections']})"
 
 
 def _largest(summary: dict[str, Any]) -> str:
-    largest = _get(summary, "gc", "largest_pause")
+    largest = dig(summary, "gc", "largest_pause")
     return "-" if not largest else f"{largest['duration_ms']:.1f} ms {largest['role']}"
 
 
 def _lat(summary: dict[str, Any], endpoint: str, key: str) -> str:
-    return _num(_get(summary, "endpoints", endpoint, "latency_ms", key))
+    return _num(dig(summary, "endpoints", endpoint, "latency_ms", key))
 
 
 def headers(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
@@ -253,7 +254,7 @@ def pinning(m: Meta) -> str | None:
 
 
 def _load(m: Meta, key: str) -> Any:
-    return _get(m, "load", key)
+    return dig(m, "load", key)
 
 
 def _loop(m: Meta) -> str:
@@ -297,7 +298,7 @@ def _span(value: Any) -> str | None:
 ASPECTS: tuple[tuple[str, Callable[[Meta], Any]], ...] = (
     ("dataset", lambda m: m.get("dataset_size")),
     ("seed", lambda m: m.get("seed")),
-    ("scenario", lambda m: _get(m, "scenario", "name")),
+    ("scenario", lambda m: dig(m, "scenario", "name")),
     ("load loop", _loop),
     ("load users/streams", lambda m: _load(m, "users") or m.get("users")),
     ("load rate per stream req/s", _if(_open, lambda m: _load(m, "rate_per_user"))),
@@ -307,8 +308,8 @@ ASPECTS: tuple[tuple[str, Callable[[Meta], Any]], ...] = (
     ("load max in flight", _if(_open, lambda m: _load(m, "max_in_flight"))),
     ("duration s", lambda m: m.get("duration_s")),
     ("CPU pinning", pinning),
-    ("profiled", lambda m: _get(m, "profile", "enabled")),
-    ("GC telemetry", lambda m: _get(m, "telemetry", "gc")),
+    ("profiled", lambda m: dig(m, "profile", "enabled")),
+    ("GC telemetry", lambda m: dig(m, "telemetry", "gc")),
     ("machine", _machine),
 )
 # (what, the dict in meta.json): compared key by key, between the runs that have the key
@@ -399,7 +400,7 @@ def headline(summary: dict[str, Any]) -> dict[str, float | None]:
     """The headline measures of one summary (None when the run lacks one)."""
     out: dict[str, float | None] = {}
     for name, path in HEADLINE:
-        value = _get(summary, *path)
+        value = dig(summary, *path)
         if isinstance(value, bool) or not isinstance(value, int | float):
             out[name] = None
             continue

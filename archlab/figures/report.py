@@ -344,14 +344,6 @@ def _table(df: pd.DataFrame, *, index: bool = False, classes: str = "t") -> str:
     )
 
 
-def _g(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict) or key not in data:
-            return None
-        data = data[key]
-    return data
-
-
 def runs_table(runs: Sequence[ReportRun]) -> pd.DataFrame:
     """What ran: one column per run, one row per property of the run (meta.json)."""
     rows = []
@@ -362,11 +354,11 @@ def runs_table(runs: Sequence[ReportRun]) -> pd.DataFrame:
             {
                 "run": r.label,
                 "variant": m.get("variant", "-"),
-                "scenario": _g(m, "scenario", "name") or "-",
+                "scenario": compare.dig(m, "scenario", "name") or "-",
                 "status": m.get("status", "-"),
                 "dataset": m.get("dataset_size", "-"),
                 "load": m.get("load_generator", "-"),
-                "window s": _fmt(_g(r.summary, "window", "seconds")),
+                "window s": _fmt(compare.dig(r.summary, "window", "seconds")),
                 "CPUs": compare.pinning(m) or "-",
                 "knobs": " ".join(f"{k}={v}" for k, v in (m.get("knobs") or {}).items()) or "-",
                 "started (UTC)": m.get("started_at", "-"),
@@ -409,9 +401,9 @@ def percentile_table(runs: Sequence[ReportRun]) -> pd.DataFrame:
     extra = {ep for r in runs for ep in (r.summary.get("endpoints") or {})} - set(endpoints)
     rows, index = [], []
     for ep in [*endpoints, *sorted(extra)]:
-        base = _g(runs[0].summary, "endpoints", ep, "latency_ms", "p99")
+        base = compare.dig(runs[0].summary, "endpoints", ep, "latency_ms", "p99")
         for r in runs:
-            st = _g(r.summary, "endpoints", ep)
+            st = compare.dig(r.summary, "endpoints", ep)
             if not st:
                 continue
             lat = st.get("latency_ms") or {}
@@ -423,7 +415,7 @@ def percentile_table(runs: Sequence[ReportRun]) -> pd.DataFrame:
             }
             row |= {f"{k} ms": _fmt(lat.get(key)) for k, key in _PCTS}
             if corrected:
-                row["p99 corrected ms"] = _fmt(_g(st, "latency_corrected_ms", "p99"))
+                row["p99 corrected ms"] = _fmt(compare.dig(st, "latency_corrected_ms", "p99"))
             if len(runs) > 1:
                 row[f"p99 / {runs[0].label}"] = _x(compare.ratio(lat.get("p99"), base))
             rows.append(row)
@@ -498,7 +490,7 @@ def gc_table(runs: Sequence[ReportRun]) -> pd.DataFrame:
             "max pause ms (whole run)": _fmt(st.get("max_pause_ms_whole_run")),
         }
 
-    return _role_rows(runs, lambda s: _g(s, "gc", "roles"), columns)
+    return _role_rows(runs, lambda s: compare.dig(s, "gc", "roles"), columns)
 
 
 def faults_table(runs: Sequence[ReportRun]) -> pd.DataFrame:
