@@ -98,7 +98,7 @@ SCALES: dict[str, Scale] = {
         ),
         Scale(
             name="quick",
-            description="short runs on the small dataset, three faults: every figure in ~13 min "
+            description="short runs on the small dataset, three faults: every figure in ~8 min "
             "on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10),
