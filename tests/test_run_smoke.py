@@ -494,7 +494,10 @@ def test_locust_keeps_its_own_report_and_stats(smoke_run: tuple[Path, str]) -> N
         for row in _csv_rows(run_dir / LOCUST_STATS)
         if row["Name"] != "Aggregated"
     }
-    assert set(theirs) == set(ours)
+    # a rare endpoint (an order read back) may have been answered only after locust stopped
+    # counting, so locust's names are some of ours, and the busiest of ours is among them
+    assert theirs and set(theirs) <= set(ours), (theirs, ours)
+    assert max(ours, key=lambda name: ours[name]) in theirs, (theirs, ours)
     assert all(0 < theirs[name] <= ours[name] for name in theirs), (theirs, ours)
 
 
