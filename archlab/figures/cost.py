@@ -38,7 +38,7 @@ def _prices() -> cm.Prices:
 
 
 def _cap(rs: RunSet, prices: cm.Prices) -> str:
-    target = f"target {prices.target_rps:.0f} req/s at p99 <= {prices.slo_p99_ms:.0f} ms"
+    target = f"target {prices.target_rps:.0f} req/s at p99 <= {ramp.SLO_P99_MS:.0f} ms"
     return f"{target}\n{prices.label()}"
 
 
@@ -349,7 +349,7 @@ def reading(rs: RunSet) -> str:
     lines = [
         f"Prices: {prices.source}, as of {prices.as_of} ({prices.url}): "
         f"${prices.vcpu_hour}/vCPU-h, ${prices.gib_hour}/GiB-h. {prices.note}.",
-        f"Target: {prices.target_rps:.0f} req/s with p99 <= {prices.slo_p99_ms:.0f} ms.",
+        f"Target: {prices.target_rps:.0f} req/s with p99 <= {ramp.SLO_P99_MS:.0f} ms.",
     ]
     if df.empty:
         return "\n\n".join([*lines, "No run with server telemetry in this run set."])
