@@ -361,3 +361,9 @@ def test_a_config_file_with_a_bad_policy_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"policies": {"orders": "restart-everything"}}))
     with pytest.raises(ValueError, match="restart-everything"):
         FamilyConfig(backends=2).overlaid(path)
+
+
+def test_a_family_config_with_an_unknown_crash_policy_is_refused_naming_role_and_choices() -> None:
+    config = FamilyConfig(backends=1, policies={**DEFAULT_POLICIES, "orders": "bogus"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"orders.*restart-one, crash-restart-all.*bogus"):
+        config.validate()

@@ -83,6 +83,11 @@ class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
         )
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
+        for role, policy in self.policies.items():
+            if policy not in POLICIES:
+                raise ValueError(
+                    f"crash policy of {role} must be one of {', '.join(POLICIES)}, got {policy!r}"
+                )
         if any(ms <= 0 for ms in self.call_timeouts_ms.values()):
             raise ValueError("call timeouts must be positive")
 
