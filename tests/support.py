@@ -65,12 +65,7 @@ class Descendants:
                 self.seen.setdefault(child.pid, child)
 
     def alive(self) -> list[psutil.Process]:
-        alive = []
-        for proc in self.seen.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-        return alive
+        return [proc for proc in self.seen.values() if procs.live(proc)]
 
     def kill_all(self) -> list[int]:
         """SIGKILL whatever is still alive; the pids it had to kill."""

@@ -25,6 +25,7 @@ import support
 from support import Deployment, Load, held, request, wait_until
 
 from archlab.host import procs
+from variants import telemetry
 from variants.multiprocess.backend import socket_path
 from variants.multiprocess.ipc import UdsTransport
 from variants.multiprocess.postmaster import AUX_STOP_S, BACKEND_STOP_S, QUIT_S
@@ -81,7 +82,7 @@ def members(dep: Deployment) -> dict[str, psutil.Process]:
 
 
 def titled(dep: Deployment, title: str) -> int:
-    return members(dep)[f"archlab: {title}"].pid
+    return members(dep)[telemetry.process_title(title)].pid
 
 
 def healthy(dep: Deployment, component: str | None = None) -> bool:
@@ -93,13 +94,6 @@ def healthy(dep: Deployment, component: str | None = None) -> bool:
 
 def exits(dep: Deployment, pid: int) -> list[dict[str, Any]]:
     return [e for e in dep.lifecycle() if e["event"] == "exit" and e["pid"] == pid]
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def answers(load: Load, since: float, until: float) -> list[tuple[float, str, int, bool]]:
@@ -147,7 +141,7 @@ def test_killing_each_auxiliary_hurts_only_its_own_endpoints(server: Deployment)
             asked = [*ASKED_ALWAYS, *(["order_read"] if role not in NEEDS["order"] else [])]
             with held(server.proc.pid):
                 old.kill()
-                wait_until(lambda o=old: not _alive(o), WAIT_S, f"{role} to die")
+                wait_until(lambda o=old: not procs.live(o), WAIT_S, f"{role} to die")
                 down_at = time.monotonic()
                 wait_until(
                     lambda t=down_at, a=asked: all(load.count(e, t) >= 2 for e in a),
@@ -268,7 +262,7 @@ def test_sigterm_stops_backends_then_auxiliaries_in_reverse_order(tmp_path: Path
             )
 
         wait_until(logged_ignoring, WAIT_S, f"orders to take {ignored} and say it ignores them")
-        assert _alive(orders) and healthy(server, "orders")
+        assert procs.live(orders) and healthy(server, "orders")
         status, _ = request(server.base_url, "POST", "/orders", support.order_body(5))
         assert status == 201  # and it still serves
         os.kill(server.proc.pid, signal.SIGTERM)

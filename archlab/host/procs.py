@@ -149,7 +149,7 @@ def _wait_gone(proc: Proc, extra: list[psutil.Process], deadline: float) -> bool
     """Poll until the group and the tracked descendants are gone; True if they are."""
     while True:
         proc.popen.poll()  # reap the leader so it does not linger as a zombie group member
-        stragglers = [p for p in extra if _running(p)]
+        stragglers = [p for p in extra if live(p)]
         if not group_members(proc.pgid) and not stragglers:
             return True
         if time.monotonic() >= deadline:
@@ -157,7 +157,8 @@ def _wait_gone(proc: Proc, extra: list[psutil.Process], deadline: float) -> bool
         time.sleep(0.05)
 
 
-def _running(proc: psutil.Process) -> bool:
+def live(proc: psutil.Process) -> bool:
+    """Running and not a zombie (an exited child not reaped yet counts as gone)."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
