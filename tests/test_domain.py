@@ -155,7 +155,7 @@ def test_the_outbox_is_drained_exactly_once_even_by_concurrent_drainers(local: L
         shop.notifications.drain(100)
     assert sum(s.sent for s in stats) == len(placed)
     assert shop.notifications.sent_count() == len(placed)
-    sent = local._contexts[4].db.conn.execute("SELECT order_id FROM sink ORDER BY order_id")
+    sent = local.shop.notifications.db.conn.execute("SELECT order_id FROM sink ORDER BY order_id")
     assert [r[0] for r in sent] == sorted(placed)
     assert shop.notifications.drain(100).sent == 0
 

@@ -1,7 +1,7 @@
 """Per-process fault injection shared by every variant: the same faults, injected the same way.
 
-Every process that hosts bounded contexts calls `install(role, contexts)` where it builds them
-(next to `telemetry.install`) and serves the wrapped contexts it gets back. When the harness
+Every process that hosts bounded contexts calls `arm(role, components)` where it builds them
+(next to `telemetry.install`) and passes each context through the wrapper it gets back. When the harness
 sets `ARCHLAB_FAULTS_DIR`, the process starts a controller; without it `install` returns the
 contexts unchanged and starts nothing.
 
@@ -44,7 +44,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -274,19 +274,27 @@ class Controller:
 _controller: Controller | None = None
 
 
-def install(role: str, contexts: Mapping[str, object]) -> dict[str, object]:
-    """Arm this process for faults in `contexts` (component -> object); returns what to serve.
+def arm(role: str, components: Iterable[str]) -> Callable[[str, Any], Any]:
+    """Arm this process for faults in `components`; returns the wrapper for each one served.
 
-    Without `ARCHLAB_FAULTS_DIR` the contexts come back unchanged. Call from the main thread
-    (it installs a signal handler), in the process that serves the contexts (after fork).
+    The wrapper is what `workloads.shop.wiring.build` passes every hosted context through.
+    Without `ARCHLAB_FAULTS_DIR` it returns the object unchanged and nothing starts. Call from
+    the main thread (it installs a signal handler), in the process that serves them (after
+    fork).
     """
     global _controller
     folder = os.environ.get(ENV_DIR)
     if not folder:
-        return dict(contexts)
-    controller = Controller(Path(folder), role, tuple(contexts))
+        return lambda name, obj: obj
+    controller = Controller(Path(folder), role, tuple(components))
     _controller = controller
     signal.signal(SIGNAL, controller.poke)
     controller.arm()
     threading.Thread(target=controller.loop, name="fault-controller", daemon=True).start()
-    return {name: _Slowed(obj, controller.delay_of(name)) for name, obj in contexts.items()}
+    return lambda name, obj: _Slowed(obj, controller.delay_of(name))
+
+
+def install(role: str, contexts: Mapping[str, object]) -> dict[str, object]:
+    """`arm` for `contexts` (component -> object), and the wrapped objects to serve."""
+    wrap = arm(role, tuple(contexts))
+    return {name: wrap(name, obj) for name, obj in contexts.items()}

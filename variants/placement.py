@@ -1,0 +1,321 @@
+"""Placement as data: which contexts share a process, and how callers reach each process.
+
+A placement file (TOML) names process *groups*. Each group hosts some bounded contexts; one
+group, the *edge* group, also serves the public API. Every other group says how its callers
+reach it: `ipc` (the process family's msgpack frames over Unix sockets, supervised by the
+postmaster) or `http` (a service with its own port, its callers' breaker, retries and
+deadline). The edge group's own contexts are `inproc` to it. The domain's dependencies come
+from `workloads.shop.wiring.NEEDS`; a group depends on the groups hosting what its contexts
+need, and groups start in that order, the edge last.
+
+Which supervisor runs a placement follows from its shape (`Placement.supervisor`):
+
+- `monolith`: one group, the edge, hosting every context (gunicorn's arbiter);
+- `launcher`: every other group `http` and the edge hosting no context (the distributed
+  launcher; what compose and Kubernetes run too);
+- `family`: anything else (the postmaster; `http` groups become its children too). Within a
+  family the catalog, when the edge hosts it and another group needs it, is read by every
+  process from one sealed shared-memory segment instead of being called.
+
+The named placements live in `variants/placements/<name>.toml`; the migration path is
+monolith → recs-process → multiprocess → recs-service → distributed, each a small diff of
+the one before. `load` validates a file and raises `PlacementError` with one line that names
+the field.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from workloads.shop.dataset import CONTEXTS, SIZES
+from workloads.shop.wiring import NEEDS
+
+PLACEMENTS_DIR = Path(__file__).resolve().parent / "placements"
+PATH = ("monolith", "recs-process", "multiprocess", "recs-service", "distributed")
+"""The migration path, in order: each step is a small diff of the one before."""
+
+Transport = Literal["inproc", "ipc", "http"]
+TRANSPORTS: tuple[str, ...] = ("inproc", "ipc", "http")
+Policy = Literal["restart-one", "crash-restart-all"]
+POLICIES: tuple[str, ...] = ("restart-one", "crash-restart-all")
+Supervisor = Literal["monolith", "family", "launcher"]
+RESERVED_ROLES = ("postmaster", "launcher", "catalog-builder", "harness", "generator")
+_ROLE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+class PlacementError(ValueError):
+    """The placement file is malformed or inconsistent; the message names the field."""
+
+
+class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """One process group: what it hosts, how many processes, how callers reach it."""
+
+    contexts: tuple[str, ...] = ()
+    edge: bool = False
+    transport: Transport | None = None
+    replicas: int | Literal["cpus"] = 1
+    """Processes of this group; "cpus": as many as the CPUs available (the family's edge)."""
+    policy: Policy | None = None
+    """The family's crash policy (default: crash-restart-all for the edge, else restart-one)."""
+    # http groups: the callers' policy, and what compose/Kubernetes give the service
+    scalable: bool = False
+    stateful: bool = False
+    timeout_s: float = 5.0
+    connect_timeout_s: float = 0.5
+    attempts: int = 3
+    backoff_s: float = 0.02
+    breaker_failures: int = 5
+    breaker_reset_s: float = 1.0
+    cpu_m: int = 250
+    memory_mib: int = 128
+    cpu_limit_m: int = 1000
+    memory_limit_mib: int = 512
+
+
+class Deployment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """What the compose and Kubernetes generators need beyond the groups."""
+
+    image: str = "archlab-shop:0.1.0"
+    port: int = 8080
+    public_port: int = 8000
+    size: str = "small"
+    seed: int = 1
+    threads: int = 8
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    description: str
+    groups: dict[str, dict[str, Any]]
+    defaults: dict[str, Any] = msgspec.field(default_factory=dict)
+    deployment: Deployment = msgspec.field(default_factory=Deployment)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A validated placement. Group names are the processes' roles."""
+
+    name: str
+    description: str
+    groups: dict[str, Group]
+    deployment: Deployment
+    path: Path
+
+    # -- shape -----------------------------------------------------------------------------
+
+    @cached_property
+    def edge(self) -> str:
+        return next(name for name, g in self.groups.items() if g.edge)
+
+    @cached_property
+    def host(self) -> dict[str, str]:
+        """context -> the group hosting it."""
+        return {c: name for name, g in self.groups.items() for c in g.contexts}
+
+    def transport(self, group: str) -> str:
+        g = self.groups[group]
+        return "inproc" if g.edge else str(g.transport)
+
+    @cached_property
+    def supervisor(self) -> Supervisor:
+        others = [n for n in self.groups if n != self.edge]
+        if not others:
+            return "monolith"
+        if not self.groups[self.edge].contexts and all(
+            self.transport(n) == "http" for n in others
+        ):
+            return "launcher"
+        return "family"
+
+    @cached_property
+    def shared_catalog(self) -> bool:
+        """The family reads the catalog from shared memory: the edge hosts it, others need it."""
+        return (
+            self.supervisor == "family"
+            and self.host["catalog"] == self.edge
+            and any("catalog" in self.needs_contexts(n) for n in self.groups if n != self.edge)
+        )
+
+    def needs_contexts(self, group: str) -> tuple[str, ...]:
+        """Contexts the group's contexts need and it does not host itself."""
+        hosted = set(self.groups[group].contexts)
+        if self.groups[group].edge:
+            return tuple(c for c in CONTEXTS if c not in hosted)  # the edge API calls all five
+        return tuple(
+            c for c in CONTEXTS if c not in hosted and any(c in NEEDS[h] for h in hosted)
+        )
+
+    def peers(self, group: str) -> dict[str, str]:
+        """context -> the group a process of `group` calls for it (shared catalog excluded)."""
+        return {
+            c: self.host[c]
+            for c in self.needs_contexts(group)
+            if not (c == "catalog" and self.shared_catalog)
+        }
+
+    def reach(self, context: str) -> str:
+        """How a process outside the context's group calls it: its group's transport (ipc
+        for a context the edge hosts: the family's backends serve it on a Unix socket too)."""
+        host = self.host[context]
+        return "ipc" if host == self.edge else self.transport(host)
+
+    @cached_property
+    def edge_serves(self) -> tuple[str, ...]:
+        """Contexts the edge hosts that other groups call (over IPC, from the backends)."""
+        return tuple(
+            c
+            for c in CONTEXTS
+            if self.host[c] == self.edge
+            and any(self.peers(n).get(c) == self.edge for n in self.groups if n != self.edge)
+        )
+
+    def depends_on(self, group: str) -> tuple[str, ...]:
+        """Groups that must be up before `group` starts (the edge starts last: calls into it
+        come from requests it serves, or from background jobs that retry)."""
+        if self.groups[group].edge:
+            return tuple(n for n in self.groups if n != group)
+        return tuple(sorted(set(self.peers(group).values()) - {self.edge}))
+
+    @cached_property
+    def start_order(self) -> tuple[str, ...]:
+        """Every group other than the edge, each after the groups it depends on."""
+        done: list[str] = []
+        pending = [n for n in self.groups if n != self.edge]
+        while pending:
+            ready = [n for n in pending if set(self.depends_on(n)) <= set(done)]
+            if not ready:
+                needs = "; ".join(f"{n} needs {', '.join(self.depends_on(n))}" for n in pending)
+                raise PlacementError(
+                    f"groups {', '.join(sorted(pending))} need each other, so no start order "
+                    f"exists ({needs})"
+                )
+            done += ready
+            pending = [n for n in pending if n not in ready]
+        return tuple(done)
+
+    def replicas(self, group: str, cpus: int) -> int:
+        value = self.groups[group].replicas
+        return cpus if value == "cpus" else value
+
+    def policy(self, group: str) -> str:
+        g = self.groups[group]
+        if g.policy is not None:
+            return g.policy
+        return "crash-restart-all" if g.edge and self.supervisor == "family" else "restart-one"
+
+    def describe(self) -> dict[str, Any]:
+        """The placement in full, as meta.json records it."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "supervisor": self.supervisor,
+            "edge": self.edge,
+            "shared_catalog": self.shared_catalog,
+            "start_order": list(self.start_order),
+            "groups": {
+                name: {
+                    **msgspec.to_builtins(g),
+                    "transport": self.transport(name),
+                    "policy": self.policy(name),
+                    "depends_on": list(self.depends_on(name)),
+                }
+                for name, g in self.groups.items()
+            },
+        }
+
+
+def _check(p: Placement) -> None:
+    edges = [n for n, g in p.groups.items() if g.edge]
+    if len(edges) != 1:
+        raise PlacementError(f"exactly one group must have edge = true, got {edges or 'none'}")
+    seen: dict[str, str] = {}
+    for name, g in p.groups.items():
+        where = f"groups.{name}"
+        if not _ROLE.match(name) or name in RESERVED_ROLES or name.endswith("-master"):
+            raise PlacementError(
+                f"{where}: a group name is a process role: lowercase words joined by '-', "
+                f"not {', '.join(RESERVED_ROLES)} nor ending in -master"
+            )
+        for c in g.contexts:
+            if c not in CONTEXTS:
+                raise PlacementError(
+                    f"{where}.contexts: unknown context {c!r} (contexts are {', '.join(CONTEXTS)})"
+                )
+            if c in seen:
+                raise PlacementError(f"context {c!r} is placed twice: groups.{seen[c]} and {where}")
+            seen[c] = name
+        if g.edge:
+            if g.transport not in (None, "inproc"):
+                raise PlacementError(f"{where}.transport: the edge group is inproc to itself")
+        else:
+            if g.transport is None:
+                raise PlacementError(f"{where}.transport is required: one of ipc, http")
+            if g.transport == "inproc":
+                raise PlacementError(
+                    f"{where}.transport: only the edge group is inproc; say ipc or http"
+                )
+            if not g.contexts:
+                raise PlacementError(f"{where}.contexts: a group other than the edge hosts some")
+        if g.transport == "http" and len(g.contexts) != 1:
+            raise PlacementError(f"{where}.contexts: an http group hosts exactly one context")
+        if isinstance(g.replicas, int) and g.replicas < 1:
+            raise PlacementError(f"{where}.replicas must be at least 1 (or \"cpus\")")
+        if g.replicas == "cpus" and not g.edge:
+            raise PlacementError(f"{where}.replicas: \"cpus\" is only for the edge group")
+        if g.replicas != 1 and not g.edge and g.transport == "ipc":
+            raise PlacementError(f"{where}.replicas: an ipc group is one process")
+        if g.replicas != 1 and g.transport == "http" and not g.scalable:
+            raise PlacementError(f"{where}.replicas: only a scalable http group has replicas > 1")
+    missing = [c for c in CONTEXTS if c not in seen]
+    if missing:
+        raise PlacementError(f"context(s) {', '.join(missing)} placed in no group")
+    p.start_order  # noqa: B018 - raises on a cycle
+
+
+def parse(doc: dict[str, Any], name: str, path: Path) -> Placement:
+    """Build and validate a Placement from a parsed TOML document."""
+    try:
+        raw = msgspec.convert(doc, _File)
+        groups = {
+            gname: msgspec.convert({**raw.defaults, **table}, Group)
+            for gname, table in raw.groups.items()
+        }
+        if raw.deployment.size not in SIZES:
+            raise PlacementError(f"deployment.size must be one of {', '.join(SIZES)}")
+    except msgspec.ValidationError as exc:
+        raise PlacementError(str(exc).replace("$.", "")) from None
+    placement = Placement(name, raw.description, groups, raw.deployment, path)
+    _check(placement)
+    return placement
+
+
+def named() -> dict[str, Path]:
+    """The named placements: name -> file, the migration path first."""
+    found = {p.stem: p for p in sorted(PLACEMENTS_DIR.glob("*.toml"))}
+    return {**{n: found[n] for n in PATH if n in found}, **found}
+
+
+def load(name_or_path: str | Path) -> Placement:
+    """A named placement, or the placement file at a path; PlacementError if it is bad."""
+    text = str(name_or_path)
+    path = named().get(text) if "/" not in text and not text.endswith(".toml") else None
+    if path is None:
+        path = Path(text)
+        if not path.is_file():
+            raise PlacementError(
+                f"no placement {text!r}: not a file, nor one of {', '.join(named())}"
+            )
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise PlacementError(f"{path}: {exc}") from None
+    try:
+        return parse(doc, path.stem, path.resolve())
+    except PlacementError as exc:
+        raise PlacementError(f"{path}: {exc}") from None
