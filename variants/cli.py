@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from variants import placement
+from variants.placement import Placement
 from workloads.shop import dataset
 from workloads.shop.config import ShopConfig
 
@@ -27,9 +30,18 @@ SHOP_FLAGS = {
 assert set(SHOP_FLAGS) == set(ShopConfig.__struct_fields__), "a flag for every ShopConfig field"
 
 
-def deployer_parser(prog: str, description: str, state_help: str) -> argparse.ArgumentParser:
-    """A parser with the shared options; the deployer adds its own knobs."""
+def deployer_parser(
+    prog: str, description: str, state_help: str, placement: str | None = None
+) -> argparse.ArgumentParser:
+    """A parser with the shared options (and `--placement`, defaulting to `placement`)."""
     p = argparse.ArgumentParser(prog=prog, description=description)
+    if placement is not None:
+        p.add_argument(
+            "--placement",
+            default=placement,
+            help=f"a named placement or a placement file (default {placement}; the named ones "
+            "are in variants/placements/)",
+        )
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     p.add_argument("--size", default="tiny", choices=sorted(dataset.SIZES), help="dataset size")
     p.add_argument("--seed", type=int, default=1, help="dataset seed (default 1)")
@@ -41,6 +53,21 @@ def deployer_parser(prog: str, description: str, state_help: str) -> argparse.Ar
     )
     add_shop_options(p)
     return p
+
+
+def load_placement(text: str, supervisor: str) -> Placement:
+    """The placement `text` names, if this deployer runs it; else a one-line exit (status 2)."""
+    try:
+        found = placement.load(text)
+        if found.supervisor != supervisor:
+            raise placement.PlacementError(
+                f"placement {found.name} is run by the {found.supervisor} deployer, "
+                f"not the {supervisor} one"
+            )
+    except placement.PlacementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return found
 
 
 def add_shop_options(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "python -m variants.monolith",
         "The threaded single-process monolith: all five contexts in one process.",
         "the mutable databases",
+        placement="monolith",
     )
     p.add_argument("--threads", type=int, default=8, help="request threads per process")
     p.add_argument(
@@ -25,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    placement = cli.load_placement(args.placement, "monolith")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with cli.state_folder(args.state_dir, "archlab-monolith-") as state_dir:
         dataset.prepare_state(dataset.ensure(args.size, args.seed), state_dir)
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             threads=args.threads,
             state_dir=state_dir,
             config=cli.shop_config(args),
+            placement=placement,
         ).run()
 
 

@@ -9,7 +9,6 @@ background threads and heap are its own.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -23,17 +22,27 @@ from variants.edge.app import create_app
 from variants.edge.worker import SERVER_SETTINGS
 from variants.lifecycle import LIFECYCLE_FILE
 from variants.lifecycle import record as record_lifecycle
+from variants.placement import Placement
 from workloads.shop.config import ShopConfig
-from workloads.shop.interfaces import Shop
-from workloads.shop.local import LocalShop
+from workloads.shop.dataset import CONTEXTS
+from workloads.shop.wiring import Hosted, build
 
 log = logging.getLogger("archlab.monolith")
 
 
 class MonolithServer(BaseApplication):
     def __init__(
-        self, *, port: int, workers: int, threads: int, state_dir: Path, config: ShopConfig
+        self,
+        *,
+        port: int,
+        workers: int,
+        threads: int,
+        state_dir: Path,
+        config: ShopConfig,
+        placement: Placement,
     ) -> None:
+        self.placement = placement
+        self.role = placement.edge
         self.options: dict[str, Any] = {
             "bind": f"127.0.0.1:{port}",
             "workers": workers,
@@ -43,11 +52,11 @@ class MonolithServer(BaseApplication):
             "graceful_timeout": 15,
             "keepalive": 30,
             "backlog": 2048,
-            "proc_name": telemetry.process_title("monolith"),
+            "proc_name": telemetry.process_title(placement.edge),
             "accesslog": None,
             "loglevel": "info",
             "worker_exit": _close_shop,
-            "on_starting": _master_telemetry,
+            "on_starting": self._master_telemetry,
             "child_exit": self._child_exit,
             "control_socket_disable": True,  # one per user by default: parallel servers collide
         }
@@ -63,39 +72,37 @@ class MonolithServer(BaseApplication):
 
     def load(self) -> Any:
         started = time.monotonic()
-        telemetry.install("monolith")
-        shop = LocalShop(self.state_dir, self.config)
-        contexts = {f.name: getattr(shop.shop, f.name) for f in dataclasses.fields(shop.shop)}
-        shop.shop = Shop(**faults.install("monolith", contexts))  # the jobs use it too
-        shop.start_jobs()
-        _SHOPS[os.getpid()] = shop
-        log.info("worker %d ready: %s", os.getpid(), shop.shop.recommendations.stats)
+        telemetry.install(self.role)
+        hosted = build(CONTEXTS, self.state_dir, {}, self.config, faults.arm(self.role, CONTEXTS))
+        hosted.start_jobs()
+        _HOSTED[os.getpid()] = hosted
+        shop = hosted.shop()
+        log.info("worker %d ready: %s", os.getpid(), shop.recommendations.stats)
         record_lifecycle(
             self.lifecycle,
             event="ready",
-            role="monolith",
+            role=self.role,
             pid=os.getpid(),
             seconds=round(time.monotonic() - started, 3),
         )
-        return create_app(shop.shop, "monolith", shop.health)
+        return create_app(shop, self.placement.name, hosted.health)
+
+    def _master_telemetry(self, server: Any) -> None:
+        telemetry.install(f"{self.role}-master")
 
     def _child_exit(self, server: Any, worker: Any) -> None:
         """In the master, after reaping a worker: a death, unless gunicorn itself is stopping."""
         if server.LISTENERS:
             # gunicorn restarts the worker itself; its exit status is not passed to this hook.
             record_lifecycle(
-                self.lifecycle, event="exit", role="monolith", pid=worker.pid, expected=False
+                self.lifecycle, event="exit", role=self.role, pid=worker.pid, expected=False
             )
 
 
-_SHOPS: dict[int, LocalShop] = {}
-
-
-def _master_telemetry(server: Any) -> None:
-    telemetry.install("monolith-master")
+_HOSTED: dict[int, Hosted] = {}
 
 
 def _close_shop(server: Any, worker: Any) -> None:
-    shop = _SHOPS.pop(os.getpid(), None)
-    if shop is not None:
-        shop.close()
+    hosted = _HOSTED.pop(os.getpid(), None)
+    if hosted is not None:
+        hosted.close()

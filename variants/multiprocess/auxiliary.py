@@ -1,9 +1,11 @@
-"""An auxiliary process: one stateful context, its real domain class, served over a Unix socket.
+"""An auxiliary process: one `ipc` group of the placement, its contexts served over Unix sockets.
 
-Inventory and orders are the single writers of their databases; recommendations keeps the
-big model heap (and its GC pauses) to itself; notifications drains the outbox. Each calls the
-contexts it depends on through proxies (orders reads the catalog from the shared segment),
-runs its background jobs from `workloads.shop.jobs`, and exchanges nothing but messages: it
+In the multiprocess placement each auxiliary hosts one context: inventory and orders are the
+single writers of their databases; recommendations keeps the big model heap (and its GC
+pauses) to itself; notifications drains the outbox. A group may host several contexts (one
+socket each, `<sockets>/<context>.sock`). It builds them with the shop's one wiring, calls the
+contexts it does not host through `variants.peers` (orders reads the catalog from the shared
+segment), runs their background jobs, and exchanges nothing but messages: it
 unmaps the writable control segment right after the fork, which is why its crash policy
 can be `restart-one`.
 
@@ -21,21 +23,16 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from variants import faults
-from variants.multiprocess.backend import remote_contexts, socket_path
-from variants.multiprocess.config import DEPENDS_ON, FamilyConfig
+from variants.multiprocess.config import FamilyConfig
 from variants.multiprocess.ipc import IpcServer
+from variants.peers import Endpoints, connect, socket_path
+from variants.placement import Placement
 from variants.rpc import Codec, Dispatcher
 from workloads.shop.catalog_snapshot import Buffer, SnapshotCatalog
 from workloads.shop.config import ShopConfig
-from workloads.shop.dataset import state_paths
-from workloads.shop.inventory import Inventory
-from workloads.shop.jobs import Periodic, model_rebuilder, notification_drainer
-from workloads.shop.notifications import Notifications
-from workloads.shop.orders import Orders
-from workloads.shop.recommendations import Recommendations
+from workloads.shop.wiring import build
 
 log = logging.getLogger("archlab.multiprocess.auxiliary")
 
@@ -44,70 +41,43 @@ STOP_GRACE_S = 10.0
 EXIT_QUICKDIE = 2
 
 
-def build_context(
-    role: str,
-    state_dir: Path,
-    catalog: Buffer | None,
-    remote: dict[str, Any],
-    shop: ShopConfig,
-    serve: Callable[[Any], Any] = lambda impl: impl,
-) -> tuple[Any, list[Periodic]]:
-    """The domain object this role hosts, and the background jobs it runs.
-
-    `serve` wraps the object before anything uses it (the fault controller's wrapper), so the
-    background jobs go through it too.
-    """
-    paths = state_paths(state_dir)
-    if role == "inventory":
-        return serve(Inventory(paths["inventory"])), []
-    if role == "orders":
-        if catalog is None:
-            raise ValueError("orders needs the catalog segment")
-        return serve(Orders(paths["orders"], SnapshotCatalog(catalog), remote["inventory"])), []
-    if role == "recommendations":
-        recs = serve(Recommendations(paths["recommendations"], remote["orders"]))
-        job = model_rebuilder(recs, shop)
-        return recs, [job] if job is not None else []
-    if role == "notifications":
-        notes = serve(
-            Notifications(
-                paths["notifications"],
-                remote["orders"],
-                sink_latency_s=shop.sink_latency_ms / 1000,
-            )
-        )
-        return notes, [notification_drainer(notes, shop)]
-    raise ValueError(f"no auxiliary role {role!r}")
-
-
 def run(
     *,
     role: str,
     postmaster_pid: int,
     state_dir: Path,
-    socket_dir: Path,
     catalog: Buffer | None,
+    placement: Placement,
+    endpoints: Endpoints,
     config: FamilyConfig,
     shop: ShopConfig,
     ready: Callable[[], None],
 ) -> int:
-    """Serve `role` until the postmaster stops it; the exit code."""
+    """Serve the contexts of group `role` until the postmaster stops it; the exit code."""
     # Blocked in every thread (process.fork blocks them before the first thread starts),
     # so they wait for sigtimedwait() below instead of hitting any thread's default action.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    remote = remote_contexts(socket_dir, config, DEPENDS_ON[role])
-
-    def serve(impl: Any) -> Any:
-        return faults.install(role, {role: impl})[role]
-
-    context, jobs = build_context(role, state_dir, catalog, remote, shop, serve)
-    server = IpcServer(
-        socket_path(socket_dir, role), Dispatcher(role, context, Codec("msgpack")).handle
-    )
-    server.start()
-    for job in jobs:
-        job.start()
-    log.info("%s ready on %s", role, server.path)
+    contexts = placement.groups[role].contexts
+    peers = connect(placement, role, endpoints, pool_size=config.threads)
+    reads_catalog = catalog is not None and "catalog" not in contexts
+    # The shared catalog has no process of its own: its callee's side is this reader.
+    wrap = faults.arm(role, (*contexts, *(("catalog",) if reads_catalog else ())))
+    proxies = dict(peers.proxies)
+    if reads_catalog:
+        assert catalog is not None
+        proxies["catalog"] = wrap("catalog", SnapshotCatalog(catalog))
+    hosted = build(contexts, state_dir, proxies, shop, wrap)
+    socket_dir = endpoints.socket_dir or state_dir
+    servers = [
+        IpcServer(
+            socket_path(socket_dir, c), Dispatcher(c, hosted.served[c], Codec("msgpack")).handle
+        )
+        for c in contexts
+    ]
+    for server in servers:
+        server.start()
+    hosted.start_jobs()
+    log.info("%s ready on %s", role, ", ".join(str(s.path) for s in servers))
     ready()
     while True:
         info = signal.sigtimedwait(HANDLED, 1.0)
@@ -121,10 +91,10 @@ def run(
         if info.si_signo == signal.SIGUSR2:
             break
         log.debug("ignoring %s from pid %d", signal.Signals(info.si_signo).name, info.si_pid)
-    log.info("%s stopping: %d call(s) in flight", role, server.inflight)
-    if not server.stop(STOP_GRACE_S):
-        log.warning("%s: calls still running after %.0f s", role, STOP_GRACE_S)
-    for job in jobs:
-        job.stop()
-    context.close()
+    log.info("%s stopping: %d call(s) in flight", role, sum(s.inflight for s in servers))
+    for server in servers:
+        if not server.stop(STOP_GRACE_S):
+            log.warning("%s: calls still running after %.0f s", role, STOP_GRACE_S)
+    hosted.close()
+    peers.close()
     return 0

@@ -1,10 +1,14 @@
-"""A request backend: the shared edge API over the shared catalog and IPC proxies.
+"""A request backend: the shared edge API over the contexts of the placement's edge group.
 
 Each backend accepts on the listening socket it inherited from the postmaster and serves
 HTTP with gunicorn's threaded worker (`gthread`) — the very server the monolith runs in, so
-a difference between the two variants is one of topology, not of HTTP stacks. The catalog is
-read in place from the shared segment; every other context is a proxy whose calls travel to
-its auxiliary over a Unix socket, on one pooled connection per request thread.
+a difference between the two variants is one of topology, not of HTTP stacks. It builds the
+edge group's contexts with the shop's one wiring (the catalog read in place from the shared
+segment when the family has one); every other context is a proxy (`variants.peers`) whose
+calls travel to its process over a Unix socket, on one pooled connection per request thread,
+or over HTTP. A context of the edge group that another group calls (e.g. orders, for the
+recommendation engine's rebuilds, when orders stays in the backends) is served over IPC by
+every backend, on a Unix socket the postmaster bound and they all accept on.
 
 Signals follow PostgreSQL's backends: SIGTERM finishes the requests in flight and exits,
 SIGQUIT exits at once; SIGINT and SIGHUP are the postmaster's business and ignored here.
@@ -26,38 +30,19 @@ from gunicorn.glogging import Logger
 from variants import faults
 from variants.edge.app import create_app
 from variants.edge.worker import SERVER_SETTINGS, EdgeWorker
-from variants.multiprocess.config import AUXILIARIES, CONNECT_TIMEOUT_S, FamilyConfig
-from variants.multiprocess.ipc import UdsTransport
+from variants.multiprocess.config import FamilyConfig
+from variants.multiprocess.ipc import IpcServer
 from variants.multiprocess.shmem import ControlSegment
-from variants.rpc import Codec, make_proxy
+from variants.peers import Endpoints, connect, socket_path
+from variants.placement import Placement
+from variants.rpc import Codec, Dispatcher
 from workloads.shop.catalog_snapshot import Buffer, SnapshotCatalog
-from workloads.shop.interfaces import Shop
+from workloads.shop.config import ShopConfig
+from workloads.shop.wiring import build
 
 log = logging.getLogger("archlab.multiprocess.backend")
 
 WSGI = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def socket_path(socket_dir: Path, role: str) -> Path:
-    return socket_dir / f"{role}.sock"
-
-
-def remote_contexts(socket_dir: Path, config: FamilyConfig, roles: Iterable[str]) -> dict[str, Any]:
-    """A msgpack-over-UDS proxy for each auxiliary in `roles`."""
-    codec = Codec("msgpack")
-    return {
-        role: make_proxy(
-            role,
-            UdsTransport(
-                socket_path(socket_dir, role),
-                name=role,
-                connect_timeout_s=CONNECT_TIMEOUT_S,
-                call_timeout_s=config.call_timeouts_ms[role] / 1000,
-            ),
-            codec,
-        )
-        for role in roles
-    }
 
 
 @dataclass
@@ -106,27 +91,46 @@ def run(
     slot: int,
     postmaster_pid: int,
     listener: socket.socket,
-    catalog: Buffer,
+    ipc_listeners: dict[str, socket.socket],
+    catalog: Buffer | None,
     control: ControlSegment,
-    socket_dir: Path,
+    placement: Placement,
+    endpoints: Endpoints,
+    state_dir: Path,
     config: FamilyConfig,
+    shop: ShopConfig,
     ready: Callable[[], None],
 ) -> int:
     """Serve until told to stop; the exit code."""
-    remote = remote_contexts(socket_dir, config, AUXILIARIES)
-    served = faults.install("backend", {"catalog": SnapshotCatalog(catalog)})
-    shop = Shop(
-        catalog=served["catalog"],
-        inventory=remote["inventory"],
-        orders=remote["orders"],
-        recommendations=remote["recommendations"],
-        notifications=remote["notifications"],
+    group = placement.edge
+    contexts = placement.groups[group].contexts
+    peers = connect(placement, group, endpoints, pool_size=config.threads)
+    hosted = build(
+        contexts,
+        state_dir,
+        peers.proxies,
+        shop,
+        faults.arm(group, contexts),
+        catalog=SnapshotCatalog(catalog) if catalog is not None else None,
     )
+    hosted.start_jobs()
+    servers = [
+        IpcServer(
+            socket_path(endpoints.socket_dir or state_dir, context),
+            Dispatcher(context, hosted.served[context], Codec("msgpack")).handle,
+            listening=sock,
+        )
+        for context, sock in ipc_listeners.items()
+    ]
+    for server in servers:
+        server.start()
+    host = placement.peers(group)
 
     def health() -> dict[str, str]:
-        return {"catalog": "ok", **control.aux_states()}
+        groups = control.aux_states()
+        return {**hosted.health(), **{c: groups[g] for c, g in host.items()}}
 
-    app = create_app(shop, "multiprocess", health)
+    app = create_app(hosted.shop(), placement.name, health)
     count = control.count_request
 
     def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -139,6 +143,12 @@ def run(
     worker = BackendWorker(
         number, postmaster_pid, [listener], _Application(counted), 300, cfg, Logger(cfg)
     )
-    worker.init_process()  # returns once the worker has stopped
+    try:
+        worker.init_process()  # returns once the worker has stopped
+    finally:
+        for server in servers:
+            server.stop(1.0)
+        hosted.close()
+        peers.close()
     log.debug("backend %d stopped", number)
     return 0

@@ -1,4 +1,7 @@
-"""The process family's shape and settings: roles, dependencies, crash policies, timeouts.
+"""The process family's settings: roles, crash policies, call timeouts.
+
+The family's shape (which groups exist, what each hosts, their start order) is the
+placement's (`variants/placement.py`); the roles are its group names.
 
 Two crash policies, chosen per role:
 
@@ -20,39 +23,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
-Policy = Literal["restart-one", "crash-restart-all"]
-POLICIES: tuple[Policy, ...] = ("restart-one", "crash-restart-all")
+from variants.peers import DEFAULT_CALL_TIMEOUTS_MS
+from variants.placement import POLICIES, Placement, Policy
 
-AUXILIARIES = ("inventory", "orders", "recommendations", "notifications")
-"""The auxiliary roles in dependency order: each needs only those before it."""
-DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    "inventory": (),
-    "orders": ("inventory",),
-    "recommendations": ("orders",),
-    "notifications": ("orders",),
-}
-ROLES = ("backend", *AUXILIARIES)
-
-DEFAULT_POLICIES: dict[str, Policy] = {
-    "backend": "crash-restart-all",
-    "inventory": "restart-one",
-    "orders": "restart-one",
-    "recommendations": "restart-one",
-    "notifications": "restart-one",
-}
-
-DEFAULT_CALL_TIMEOUTS_MS: dict[str, int] = {
-    "inventory": 2000,
-    "orders": 5000,  # an order commits with an fsync and calls inventory in turn
-    "recommendations": 1000,  # the edge answers without recommendations after this
-    "notifications": 2000,
-}
-CONNECT_TIMEOUT_S = 0.5
 MAX_BACKENDS = 128  # the process table has room for twice that (replacements on SIGHUP)
 
 
@@ -64,25 +42,41 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def roles(placement: Placement) -> tuple[str, ...]:
+    """The family's roles: the edge group's backends, then the other groups in start order."""
+    return (placement.edge, *placement.start_order)
+
+
+def default_policies(placement: Placement) -> dict[str, Policy]:
+    return {role: placement.policy(role) for role in roles(placement)}  # type: ignore[misc]
+
+
 class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Settings the postmaster applies at start and again on SIGHUP."""
 
     backends: int
     threads: int = 8
-    policies: dict[str, Policy] = msgspec.field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    policies: dict[str, Policy] = msgspec.field(default_factory=dict)
+    """role -> crash policy; a role not named here takes the placement's."""
     call_timeouts_ms: dict[str, int] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_CALL_TIMEOUTS_MS)
     )
+    """context -> how long an IPC caller waits for it."""
     log_level: str = "INFO"
 
-    def validate(self) -> None:
+    def validate(self, known_roles: Iterable[str]) -> None:
         if not 1 <= self.backends <= MAX_BACKENDS or self.threads < 1:
             raise ValueError(f"backends must be 1 to {MAX_BACKENDS}, threads at least 1")
-        unknown = (set(self.policies) - set(ROLES)) | (
-            set(self.call_timeouts_ms) - set(AUXILIARIES)
-        )
+        known = tuple(known_roles)
+        unknown = set(self.policies) - set(known)
         if unknown:
-            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(ROLES)}")
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(known)}")
+        unknown = set(self.call_timeouts_ms) - set(DEFAULT_CALL_TIMEOUTS_MS)
+        if unknown:
+            raise ValueError(
+                f"unknown context(s) {sorted(unknown)} in call_timeouts_ms; contexts are "
+                f"{', '.join(DEFAULT_CALL_TIMEOUTS_MS)}"
+            )
         for role, policy in self.policies.items():
             if policy not in POLICIES:
                 raise ValueError(
@@ -91,7 +85,10 @@ class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
         if any(ms <= 0 for ms in self.call_timeouts_ms.values()):
             raise ValueError("call timeouts must be positive")
 
-    def overlaid(self, path: Path | None) -> FamilyConfig:
+    def policy(self, role: str, placement: Placement) -> str:
+        return self.policies.get(role) or placement.policy(role)
+
+    def overlaid(self, path: Path | None, known_roles: Iterable[str]) -> FamilyConfig:
         """This config with the fields set in the JSON file at `path` (if it exists) replaced."""
         if path is None or not path.exists():
             return self
@@ -101,7 +98,7 @@ class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
             merged[key] = {**merged[key], **changes.pop(key, {})}
         merged.update(changes)
         config = msgspec.convert(merged, FamilyConfig)
-        config.validate()
+        config.validate(known_roles)
         return config
 
     def describe(self) -> str:

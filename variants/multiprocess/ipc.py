@@ -91,18 +91,42 @@ def answer_frame(ok: bool, body: bytes) -> bytes:
     return HEADER.pack(len(body), 1 if ok else 0) + body
 
 
+def listen_unix(path: Path, backlog: int = 1024) -> socket.socket:
+    """A listening Unix socket at `path`, readable only by this user."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a socket file left by a process that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(backlog)
+    return sock
+
+
+ACCEPT_POLL_S = 0.5
+
+
 class IpcServer:
     """Serves `handler(method, args) -> (ok, body)` on a Unix socket, a thread per connection."""
 
-    def __init__(self, path: Path, handler: Handler, *, backlog: int = 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        *,
+        backlog: int = 1024,
+        listening: socket.socket | None = None,
+    ) -> None:
+        """Bind `path`, or accept on `listening` (bound by the postmaster, shared by backends)."""
         self.path = Path(path)
         self.handler = handler
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a socket file left by a process that died
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(self.path))
-        os.chmod(self.path, 0o600)
-        self._sock.listen(backlog)
+        self._owned = listening is None
+        if listening is not None:
+            # Shared with sibling processes: never shut down (that would stop theirs too);
+            # accept wakes up now and then to notice a stop instead.
+            listening.settimeout(ACCEPT_POLL_S)
+            self._sock = listening
+        else:
+            self._sock = listen_unix(self.path, backlog)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
@@ -122,6 +146,8 @@ class IpcServer:
         while not self._stopping:
             try:
                 conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 if self._stopping:
                     return
@@ -179,11 +205,13 @@ class IpcServer:
         """
         with self._lock:
             self._stopping = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        if self._owned:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._owned:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
         deadline = time.monotonic() + grace_s
         with self._lock:
             while self._inflight and time.monotonic() < deadline:

@@ -40,7 +40,8 @@ import setproctitle
 
 from variants import lifecycle, telemetry
 from variants.multiprocess import auxiliary, backend, process
-from variants.multiprocess.config import AUXILIARIES, ROLES, FamilyConfig
+from variants.multiprocess.config import FamilyConfig, roles
+from variants.multiprocess.ipc import listen_unix
 from variants.multiprocess.shmem import (
     CATALOG_NAME,
     ControlSegment,
@@ -48,13 +49,16 @@ from variants.multiprocess.shmem import (
     SealedSegment,
     write_all,
 )
+from variants.peers import Endpoints, socket_path
+from variants.placement import Placement
+from variants.ports import free_port
 from workloads.shop import catalog_snapshot, dataset
 from workloads.shop.config import ShopConfig
 
 log = logging.getLogger("archlab.multiprocess.postmaster")
 T = TypeVar("T")
 
-SLOTS = 4 + 256
+SLOTS = 32 + 256
 BACKOFF_S = 0.1
 MAX_BACKOFF_S = 10.0
 STABLE_S = 10.0
@@ -93,27 +97,32 @@ class Launch:
     slot: int
     postmaster_pid: int
     listener: socket.socket | None
+    ipc_listeners: dict[str, socket.socket]
     catalog: mmap.mmap | None
     control: ControlSegment | None
+    placement: Placement
+    endpoints: Endpoints
     state_dir: Path
-    socket_dir: Path
     config: FamilyConfig
     shop: ShopConfig
     ready: Callable[[], None]
 
 
 def _backend_main(launch: Launch) -> int:
-    assert launch.listener is not None and launch.catalog is not None
-    assert launch.control is not None
+    assert launch.listener is not None and launch.control is not None
     return backend.run(
         number=launch.number,
         slot=launch.slot,
         postmaster_pid=launch.postmaster_pid,
         listener=launch.listener,
+        ipc_listeners=launch.ipc_listeners,
         catalog=launch.catalog,
         control=launch.control,
-        socket_dir=launch.socket_dir,
+        placement=launch.placement,
+        endpoints=launch.endpoints,
+        state_dir=launch.state_dir,
         config=launch.config,
+        shop=launch.shop,
         ready=launch.ready,
     )
 
@@ -123,9 +132,25 @@ def _auxiliary_main(launch: Launch) -> int:
         role=launch.role,
         postmaster_pid=launch.postmaster_pid,
         state_dir=launch.state_dir,
-        socket_dir=launch.socket_dir,
         catalog=launch.catalog,
+        placement=launch.placement,
+        endpoints=launch.endpoints,
         config=launch.config,
+        shop=launch.shop,
+        ready=launch.ready,
+    )
+
+
+def _service_main(launch: Launch) -> int:
+    from variants.distributed import service  # gunicorn's arbiter: only in this child
+
+    return service.run_in_family(
+        placement=launch.placement,
+        group=launch.role,
+        port=int(launch.endpoints.urls[launch.role].rsplit(":", 1)[1]),
+        state_dir=launch.state_dir,
+        threads=launch.config.threads,
+        endpoints=launch.endpoints,
         shop=launch.shop,
         ready=launch.ready,
     )
@@ -153,35 +178,43 @@ class ChildKind:
     """Keeps the sealed catalog segment mapped."""
     blocked_signals: frozenset[int] = frozenset()
     """Taken synchronously by the child (see `process.fork`)."""
+    stop_signal: signal.Signals = signal.SIGTERM
+    """What asks it to finish its calls in flight and exit."""
 
     def title(self, number: int) -> str:
         """Its name in `ps` and in its log lines."""
         return f"{self.role} {number}" if self.numbered else self.role
 
 
-CHILD_KINDS: dict[str, ChildKind] = {
-    kind.role: kind
-    for kind in (
-        ChildKind(
-            "backend",
+def child_kinds(placement: Placement) -> dict[str, ChildKind]:
+    """The family's kinds of child, one per group of the placement (its role), after
+    PostgreSQL's `child_process_kinds[]`: the edge group's numbered backends, an auxiliary per
+    `ipc` group, a gunicorn service per `http` group."""
+
+    def reads_catalog(group: str) -> bool:
+        hosts = "catalog" in placement.groups[group].contexts
+        return placement.shared_catalog and (hosts or "catalog" in placement.needs_contexts(group))
+
+    kinds = {
+        placement.edge: ChildKind(
+            placement.edge,
             _backend_main,
             numbered=True,
             accepts_connections=True,
             attaches_control=True,
-            attaches_catalog=True,
-        ),
-        ChildKind("inventory", _auxiliary_main, blocked_signals=auxiliary.HANDLED),
-        ChildKind(
-            "orders",  # the only auxiliary that reads the catalog
-            _auxiliary_main,
-            attaches_catalog=True,
-            blocked_signals=auxiliary.HANDLED,
-        ),
-        ChildKind("recommendations", _auxiliary_main, blocked_signals=auxiliary.HANDLED),
-        ChildKind("notifications", _auxiliary_main, blocked_signals=auxiliary.HANDLED),
-    )
-}
-assert set(CHILD_KINDS) == set(ROLES), "one kind per role in config.ROLES"
+            attaches_catalog=reads_catalog(placement.edge),
+        )
+    }
+    for group in placement.start_order:
+        ipc = placement.transport(group) == "ipc"
+        kinds[group] = ChildKind(
+            group,
+            _auxiliary_main if ipc else _service_main,
+            attaches_catalog=reads_catalog(group),
+            blocked_signals=auxiliary.HANDLED if ipc else frozenset(),
+            stop_signal=signal.SIGUSR2 if ipc else signal.SIGTERM,
+        )
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -194,6 +227,7 @@ class Options:
     state_dir: Path
     config: FamilyConfig
     shop: ShopConfig
+    placement: Placement
     config_path: Path | None = None
     ready_timeout_s: float = 900.0
 
@@ -203,6 +237,7 @@ class Child:
     pid: int
     role: str
     number: int  # backend number from 1; 0 for an auxiliary
+    kind: ChildKind
     slot: int
     generation: int
     started: float
@@ -215,10 +250,6 @@ class Child:
     @property
     def key(self) -> tuple[str, int]:
         return self.role, self.number
-
-    @property
-    def kind(self) -> ChildKind:
-        return CHILD_KINDS[self.role]
 
 
 @dataclass
@@ -243,7 +274,13 @@ class Postmaster:
     signals: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.config = self.options.config.overlaid(self.options.config_path)
+        self.placement = self.options.placement
+        self.kinds = child_kinds(self.placement)
+        self.edge = self.placement.edge
+        self.auxiliaries = self.placement.start_order
+        """The roles other than the edge's, in start order (each needs only those before it)."""
+        self.roles = roles(self.placement)
+        self.config = self.options.config.overlaid(self.options.config_path, self.roles)
         self.state_dir = self.options.state_dir
         self.lifecycle_path = self.state_dir / lifecycle.LIFECYCLE_FILE
         self.socket_dir = self.state_dir / "sockets"
@@ -251,6 +288,8 @@ class Postmaster:
         self.listener: socket.socket | None = None
         self.catalog: SealedSegment | None = None
         self.control: ControlSegment | None = None
+        self.ipc_listeners: dict[str, socket.socket] = {}
+        self.endpoints = Endpoints()
         self.wake_r, self.wake_w = os.pipe()
 
     # -- records ---------------------------------------------------------------------------
@@ -274,6 +313,7 @@ class Postmaster:
             pid=os.getpid(),
             port=self.options.port,
             size=self.options.size,
+            placement=self.placement.name,
             config=json.loads(self.config.describe()),
         )
         try:
@@ -313,18 +353,30 @@ class Postmaster:
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.listener.bind(("127.0.0.1", self.options.port))  # listen() once backends exist
-        built = time.perf_counter()
-        self.catalog = SealedSegment(CATALOG_NAME, self._build_catalog)
-        self.record(
-            "catalog-segment",
-            bytes=self.catalog.size,
-            build_seconds=round(time.perf_counter() - built, 3),
-        )
-        self.control = ControlSegment(SLOTS, generation=1)
+        for context in self.placement.edge_serves:  # every backend accepts on these
+            self.ipc_listeners[context] = listen_unix(socket_path(self.socket_dir, context))
+        urls = {
+            g: f"http://127.0.0.1:{free_port()}"
+            for g in self.auxiliaries
+            if self.placement.transport(g) == "http"
+        }
+        self.endpoints = Endpoints(self.socket_dir, urls, dict(self.config.call_timeouts_ms))
+        if self.placement.shared_catalog:
+            built = time.perf_counter()
+            self.catalog = SealedSegment(CATALOG_NAME, self._build_catalog)
+            self.record(
+                "catalog-segment",
+                bytes=self.catalog.size,
+                build_seconds=round(time.perf_counter() - built, 3),
+            )
+        self.control = self._new_control(1)
         log.info("prepared in %.1f s", time.perf_counter() - started)
 
+    def _new_control(self, generation: int) -> ControlSegment:
+        return ControlSegment(SLOTS, generation, numbered=self.edge, fixed=self.auxiliaries)
+
     def _make_socket_dir(self) -> None:
-        longest = self.socket_dir / "recommendations.sock"
+        longest = socket_path(self.socket_dir, "recommendations")
         if len(str(longest)) > MAX_SOCKET_PATH:
             self.socket_dir = Path(tempfile.mkdtemp(prefix="archlab-mp-"))
             self.own_socket_dir = True
@@ -424,7 +476,7 @@ class Postmaster:
             os.close(child.ready_fd)
         kind = child.kind
         expected = child.stopping or self.phase.stopping
-        policy = self.config.policies[child.role]
+        policy = self.config.policy(child.role, self.placement)
         # Decide before touching the segment: one that is to be rebuilt is left alone.
         restart_all = (
             not expected
@@ -497,8 +549,8 @@ class Postmaster:
             child.replaces = None
             self._terminate(child, signal.SIGQUIT, QUIT_S)
         self.replace_queue.clear()
-        restart = [k for k in self.pending if not CHILD_KINDS[k[0]].attaches_control]
-        if dead is not None and not CHILD_KINDS[dead[0]].attaches_control and dead not in restart:
+        restart = [k for k in self.pending if not self.kinds[k[0]].attaches_control]
+        if dead is not None and not self.kinds[dead[0]].attaches_control and dead not in restart:
             restart.append(dead)
         self.pending.clear()
         if self.recovery is not None:
@@ -547,7 +599,7 @@ class Postmaster:
             self.phase = PMState.DONE
 
     def _advance_startup(self, now: float) -> None:
-        for role in AUXILIARIES:
+        for role in self.auxiliaries:
             running = self._aux(role)
             if running is None:
                 due = self.pending.get((role, 0), now)
@@ -561,9 +613,9 @@ class Postmaster:
         listener.listen(2048)
         self.record("listening", port=self.options.port, backends=self.config.backends)
         self.phase = PMState.RUNNING
-        self.pending = {k: v for k, v in self.pending.items() if not CHILD_KINDS[k[0]].numbered}
+        self.pending = {k: v for k, v in self.pending.items() if not self.kinds[k[0]].numbered}
         for number in range(1, self.config.backends + 1):
-            self._spawn("backend", number)
+            self._spawn(self.edge, number)
 
     def _advance_recovery(self, now: float) -> None:
         recovery = self.recovery
@@ -572,13 +624,13 @@ class Postmaster:
         if attached or now < recovery.not_before:
             return
         old = self._control()
-        self.control = ControlSegment(SLOTS, generation=old.generation + 1)
+        self.control = self._new_control(old.generation + 1)
         old.close()
         for child in self.children.values():  # auxiliaries keep running: record them anew
             state = "ok" if child.ready_at is not None and not child.stopping else "starting"
             child.slot = self.control.claim(child.role, child.number, child.pid, state)
             child.generation = self.control.generation
-        for role in AUXILIARIES:
+        for role in self.auxiliaries:
             if self._aux(role) is None:
                 self.control.claim(role, 0, 0, "down")
         self.record("reinit", generation=self.control.generation)
@@ -587,7 +639,7 @@ class Postmaster:
         for key in recovery.restart:
             self.pending[key] = now
         for number in range(1, self.config.backends + 1):
-            self.pending[("backend", number)] = now
+            self.pending[(self.edge, number)] = now
         self._start_due(now)
 
     def _start_due(self, now: float) -> None:
@@ -596,7 +648,7 @@ class Postmaster:
             if due > now:
                 continue
             del self.pending[key]
-            if CHILD_KINDS[role].numbered:
+            if self.kinds[role].numbered:
                 if number > self.config.backends:
                     continue
             elif self._aux(role) is not None:
@@ -609,7 +661,7 @@ class Postmaster:
         while self.replace_queue:
             old = self.children.get(self.replace_queue.pop(0))
             if old is not None and not old.stopping:
-                self._spawn("backend", old.number, replaces=old.pid)
+                self._spawn(self.edge, old.number, replaces=old.pid)
                 return
 
     def _aux(self, role: str) -> Child | None:
@@ -647,7 +699,7 @@ class Postmaster:
     # -- children --------------------------------------------------------------------------
 
     def _spawn(self, role: str, number: int, replaces: int | None = None) -> Child | None:
-        kind = CHILD_KINDS[role]
+        kind = self.kinds[role]
         control = self._control()
         slot = self._shm(lambda c: c.claim(role, number, 0))
         if slot is None:  # the segment is being rebuilt: start it afterwards
@@ -667,13 +719,14 @@ class Postmaster:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             catalog = self.catalog
-            assert catalog is not None
             listener = self._listener()
             if not kind.attaches_control:
                 control.close()  # message-only: no writable shared memory in this process
             if not kind.accepts_connections:
                 listener.close()
-            if not kind.attaches_catalog:
+                for sock in self.ipc_listeners.values():
+                    sock.close()
+            if catalog is not None and not kind.attaches_catalog:
                 catalog.close()
             return kind.main(
                 Launch(
@@ -682,10 +735,12 @@ class Postmaster:
                     slot=slot,
                     postmaster_pid=os.getppid(),
                     listener=listener if kind.accepts_connections else None,
-                    catalog=catalog.map if kind.attaches_catalog else None,
+                    ipc_listeners=self.ipc_listeners if kind.accepts_connections else {},
+                    catalog=catalog.map if catalog is not None and kind.attaches_catalog else None,
                     control=control if kind.attaches_control else None,
+                    placement=self.placement,
+                    endpoints=self.endpoints,
                     state_dir=self.state_dir,
-                    socket_dir=self.socket_dir,
                     config=config,
                     shop=self.options.shop,
                     ready=ready,
@@ -699,6 +754,7 @@ class Postmaster:
             pid=pid,
             role=role,
             number=number,
+            kind=kind,
             slot=slot,
             generation=control.generation,
             started=time.monotonic(),
@@ -713,7 +769,7 @@ class Postmaster:
 
     def _reload(self) -> None:
         try:
-            new = self.options.config.overlaid(self.options.config_path)
+            new = self.options.config.overlaid(self.options.config_path, self.roles)
         except Exception as exc:
             self.record("reload-failed", error=f"{type(exc).__name__}: {exc}")
             return
@@ -726,7 +782,7 @@ class Postmaster:
             if child.kind.numbered and child.number > new.backends and not child.stopping:
                 self._terminate(child, signal.SIGTERM, BACKEND_STOP_S)
         for number in range(old.backends + 1, new.backends + 1):
-            self.pending[("backend", number)] = time.monotonic()
+            self.pending[(self.edge, number)] = time.monotonic()
         kept = min(old.backends, new.backends)
         self.replace_queue = [
             c.pid
@@ -751,7 +807,7 @@ class Postmaster:
         self._advance()
 
     def _advance_stop_aux(self) -> None:
-        for role in reversed(AUXILIARIES):
+        for role in reversed(self.auxiliaries):
             running = [c for c in self.children.values() if c.role == role]
             if not running:
                 continue
@@ -759,7 +815,7 @@ class Postmaster:
                 if child.kill_at is None and not child.stopping:
                     self._shm(lambda c, slot=child.slot: c.set_state(slot, "stopping"))
                     # One not ready yet has nothing in flight and may be loading for minutes.
-                    sig = signal.SIGUSR2 if child.ready_at is not None else signal.SIGKILL
+                    sig = child.kind.stop_signal if child.ready_at is not None else signal.SIGKILL
                     self._terminate(child, sig, AUX_STOP_S)
             return
         self.phase = PMState.DONE
@@ -778,6 +834,8 @@ class Postmaster:
                 os.kill(child.pid, signal.SIGKILL)
         if self.listener is not None:
             self.listener.close()
+        for sock in self.ipc_listeners.values():
+            sock.close()
         if self.control is not None:
             self.control.close()
         if self.catalog is not None:

@@ -32,8 +32,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from variants.multiprocess.config import AUXILIARIES
-
 CATALOG_NAME = "archlab-catalog"
 CONTROL_NAME = "archlab-control"
 _SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
@@ -68,9 +66,6 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-# role codes in slots; 0 marks a free slot
-ROLE_CODES = {"backend": 1, **{role: i + 2 for i, role in enumerate(AUXILIARIES)}}
-ROLE_NAMES = {code: role for role, code in ROLE_CODES.items()}
 STATES = ("free", "starting", "ok", "down", "stopping")
 STATE_CODES = {name: i for i, name in enumerate(STATES)}
 
@@ -103,7 +98,13 @@ class Slot:
 class ControlSegment:
     """The writable shared process table and the lock that guards it."""
 
-    def __init__(self, slots: int, generation: int) -> None:
+    def __init__(self, slots: int, generation: int, numbered: str, fixed: tuple[str, ...]) -> None:
+        """`numbered`: the role of the many backends; `fixed`: one slot per other role."""
+        self.numbered = numbered
+        self.fixed = fixed
+        # role codes in slots; 0 marks a free slot
+        self.role_codes = {numbered: 1, **{role: i + 2 for i, role in enumerate(fixed)}}
+        self.role_names = {code: role for role, code in self.role_codes.items()}
         self.slots = slots
         self.generation = generation
         size = _HDR_SIZE + slots * _SLOT_SIZE
@@ -149,18 +150,17 @@ class ControlSegment:
 
     # -- slots: the postmaster's writes (with a lock timeout), then the backends' -----------
 
-    @staticmethod
-    def aux_slot(role: str) -> int:
+    def aux_slot(self, role: str) -> int:
         """Auxiliaries have fixed slots, so their state survives their restarts."""
-        return AUXILIARIES.index(role)
+        return self.fixed.index(role)
 
     def claim(self, role: str, number: int, pid: int, state: str = "starting") -> int:
         """Put a new process in the first free slot (an auxiliary in its own); its index."""
         with self.locked(OWNER_TIMEOUT_S) as m:
-            if role != "backend":
+            if role != self.numbered:
                 index = self.aux_slot(role)
             else:
-                for index in range(len(AUXILIARIES), self.slots):
+                for index in range(len(self.fixed), self.slots):
                     if m[_HDR_SIZE + index * _SLOT_SIZE + 4] == 0:
                         break
                 else:
@@ -169,7 +169,7 @@ class ControlSegment:
                 m,
                 _HDR_SIZE + index * _SLOT_SIZE,
                 pid,
-                ROLE_CODES[role],
+                self.role_codes[role],
                 STATE_CODES[state],
                 number,
                 time.time(),
@@ -208,7 +208,7 @@ class ControlSegment:
         with self.locked() as m:
             raw = [_SLOT.unpack_from(m, _HDR_SIZE + i * _SLOT_SIZE) for i in range(self.slots)]
         return [
-            Slot(i, pid, ROLE_NAMES[role], STATES[state], number, started, requests)
+            Slot(i, pid, self.role_names[role], STATES[state], number, started, requests)
             for i, (pid, role, state, number, started, requests) in enumerate(raw)
             if role
         ]
@@ -216,11 +216,11 @@ class ControlSegment:
     def aux_states(self) -> dict[str, str]:
         """Each auxiliary's state as the postmaster last recorded it."""
         with self.locked() as m:
-            codes = [m[_HDR_SIZE + i * _SLOT_SIZE + 5] for i in range(len(AUXILIARIES))]
+            codes = [m[_HDR_SIZE + i * _SLOT_SIZE + 5] for i in range(len(self.fixed))]
         # a slot not claimed yet (a fresh segment) belongs to an auxiliary being started
         return {
             role: STATES[code] if code else "starting"
-            for role, code in zip(AUXILIARIES, codes, strict=True)
+            for role, code in zip(self.fixed, codes, strict=True)
         }
 
     def close(self) -> None:
