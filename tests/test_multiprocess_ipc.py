@@ -202,11 +202,10 @@ def test_domain_contracts_and_errors_cross_the_channel(tmp_path: Path) -> None:
 
 
 def test_control_segment_slots_lock_and_recovery() -> None:
-    control = ControlSegment(slots=10, generation=3)
+    auxiliaries = ("inventory", "orders", "recommendations", "notifications")
+    control = ControlSegment(slots=10, generation=3, numbered="backend", fixed=auxiliaries)
     try:
-        assert control.aux_states() == dict.fromkeys(
-            ("inventory", "orders", "recommendations", "notifications"), "starting"
-        )
+        assert control.aux_states() == dict.fromkeys(auxiliaries, "starting")
         inv = control.claim("inventory", 0, 111)
         control.set_state(inv, "ok")
         b1 = control.claim("backend", 1, 222)

@@ -22,13 +22,18 @@ from archlab.deployers import get_variant
 from archlab.run.plan import RunPlan
 from archlab.run.runner import _Run
 from archlab.rundir import read_meta
+from variants import placement as placements
 from variants.distributed import launcher as launcher_mod
 from variants.distributed import topology
 from variants.multiprocess import __main__ as mp_main
 from variants.multiprocess import postmaster as pm_mod
-from variants.multiprocess.config import DEFAULT_POLICIES, POLICIES, ROLES, FamilyConfig
-from variants.multiprocess.shmem import ControlSegment
+from variants.multiprocess.config import FamilyConfig, default_policies, roles
+from variants.placement import POLICIES
 from workloads.shop.config import ShopConfig
+
+FAMILY = placements.load("multiprocess")
+ROLES = roles(FAMILY)
+DEFAULT_POLICIES = default_policies(FAMILY)
 
 NOT_A_CHILD = 2**22 + 17  # a pid the postmaster is told about but never signals (not in children)
 
@@ -55,10 +60,16 @@ def make_postmaster(tmp_path: Path) -> Iterator:
         state = tmp_path / f"pm{len(made)}"
         state.mkdir()
         options = pm_mod.Options(
-            port=0, size="tiny", seed=1, state_dir=state, config=config, shop=ShopConfig()
+            port=0,
+            size="tiny",
+            seed=1,
+            state_dir=state,
+            config=config,
+            shop=ShopConfig(),
+            placement=FAMILY,
         )
         pm = pm_mod.Postmaster(options)
-        pm.control = ControlSegment(pm_mod.SLOTS, generation=1)
+        pm.control = pm._new_control(1)
         pm.phase = phase
         made.append(pm)
         return pm
@@ -85,6 +96,7 @@ def _die(
         pid=NOT_A_CHILD,
         role=role,
         number=number,
+        kind=pm.kinds[role],
         slot=slot,
         generation=pm.control.generation,
         started=now - (ready_for_s or 0.0) - 1.0,
@@ -311,7 +323,7 @@ def test_every_policy_knob_is_passed_to_the_postmaster_and_applied(tmp_path: Pat
         flag = cmd.index(f"--policy-{role}")
         assert cmd[flag + 1] == knobs[f"policy_{role}"]
     assert cmd[1:3] == ["-m", MULTIPROCESS.module]
-    config = mp_main.family_config(mp_main.parse_args(cmd[3:]))
+    config = mp_main.family_config(*mp_main.parse_args(cmd[3:]))
     assert config.policies == {
         **DEFAULT_POLICIES,
         "backend": "restart-one",
@@ -360,10 +372,10 @@ def test_a_config_file_with_a_bad_policy_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "multiprocess.json"
     path.write_text(json.dumps({"policies": {"orders": "restart-everything"}}))
     with pytest.raises(ValueError, match="restart-everything"):
-        FamilyConfig(backends=2).overlaid(path)
+        FamilyConfig(backends=2).overlaid(path, ROLES)
 
 
 def test_a_family_config_with_an_unknown_crash_policy_is_refused_naming_role_and_choices() -> None:
     config = FamilyConfig(backends=1, policies={**DEFAULT_POLICIES, "orders": "bogus"})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match=r"orders.*restart-one, crash-restart-all.*bogus"):
-        config.validate()
+        config.validate(ROLES)

@@ -67,9 +67,7 @@ class Peers:
             transport.close()
 
 
-def connect(
-    placement: Placement, group: str, endpoints: Endpoints, pool_size: int = 8
-) -> Peers:
+def connect(placement: Placement, group: str, endpoints: Endpoints, pool_size: int = 8) -> Peers:
     """A proxy for each context that `group` calls and does not host (shared catalog aside)."""
     proxies: dict[str, Any] = {}
     http: dict[str, HttpTransport] = {}

@@ -127,9 +127,7 @@ class Placement:
         others = [n for n in self.groups if n != self.edge]
         if not others:
             return "monolith"
-        if not self.groups[self.edge].contexts and all(
-            self.transport(n) == "http" for n in others
-        ):
+        if not self.groups[self.edge].contexts and all(self.transport(n) == "http" for n in others):
             return "launcher"
         return "family"
 
@@ -147,9 +145,7 @@ class Placement:
         hosted = set(self.groups[group].contexts)
         if self.groups[group].edge:
             return tuple(c for c in CONTEXTS if c not in hosted)  # the edge API calls all five
-        return tuple(
-            c for c in CONTEXTS if c not in hosted and any(c in NEEDS[h] for h in hosted)
-        )
+        return tuple(c for c in CONTEXTS if c not in hosted and any(c in NEEDS[h] for h in hosted))
 
     def peers(self, group: str) -> dict[str, str]:
         """context -> the group a process of `group` calls for it (shared catalog excluded)."""
@@ -265,9 +261,9 @@ def _check(p: Placement) -> None:
         if g.transport == "http" and len(g.contexts) != 1:
             raise PlacementError(f"{where}.contexts: an http group hosts exactly one context")
         if isinstance(g.replicas, int) and g.replicas < 1:
-            raise PlacementError(f"{where}.replicas must be at least 1 (or \"cpus\")")
+            raise PlacementError(f'{where}.replicas must be at least 1 (or "cpus")')
         if g.replicas == "cpus" and not g.edge:
-            raise PlacementError(f"{where}.replicas: \"cpus\" is only for the edge group")
+            raise PlacementError(f'{where}.replicas: "cpus" is only for the edge group')
         if g.replicas != 1 and not g.edge and g.transport == "ipc":
             raise PlacementError(f"{where}.replicas: an ipc group is one process")
         if g.replicas != 1 and g.transport == "http" and not g.scalable:
@@ -278,18 +274,32 @@ def _check(p: Placement) -> None:
     p.start_order  # noqa: B018 - raises on a cycle
 
 
+def _invalid(exc: msgspec.ValidationError, prefix: str) -> PlacementError:
+    """msgspec's "Expected `int`, got `str` - at `$.replicas`" as "<prefix>.replicas: ..."."""
+    text, _, where = str(exc).partition(" - at `$")
+    field = where.rstrip("`").lstrip(".")
+    path = ".".join(p for p in (prefix, field) if p)
+    if "enum value" in text and field == "transport":
+        text += f" (choose {', '.join(TRANSPORTS)})"
+    elif "enum value" in text and field == "policy":
+        text += f" (choose {', '.join(POLICIES)})"
+    return PlacementError(f"{path}: {text}" if path else text)
+
+
 def parse(doc: dict[str, Any], name: str, path: Path) -> Placement:
     """Build and validate a Placement from a parsed TOML document."""
     try:
         raw = msgspec.convert(doc, _File)
-        groups = {
-            gname: msgspec.convert({**raw.defaults, **table}, Group)
-            for gname, table in raw.groups.items()
-        }
-        if raw.deployment.size not in SIZES:
-            raise PlacementError(f"deployment.size must be one of {', '.join(SIZES)}")
     except msgspec.ValidationError as exc:
-        raise PlacementError(str(exc).replace("$.", "")) from None
+        raise _invalid(exc, "") from None
+    groups = {}
+    for gname, table in raw.groups.items():
+        try:
+            groups[gname] = msgspec.convert({**raw.defaults, **table}, Group)
+        except msgspec.ValidationError as exc:
+            raise _invalid(exc, f"groups.{gname}") from None
+    if raw.deployment.size not in SIZES:
+        raise PlacementError(f"deployment.size must be one of {', '.join(SIZES)}")
     placement = Placement(name, raw.description, groups, raw.deployment, path)
     _check(placement)
     return placement

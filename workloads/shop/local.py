@@ -10,7 +10,7 @@ from pathlib import Path
 
 from workloads.shop.config import ShopConfig
 from workloads.shop.dataset import CONTEXTS
-from workloads.shop.wiring import Wrap, unwrapped, build
+from workloads.shop.wiring import Wrap, build, unwrapped
 
 
 class LocalShop:

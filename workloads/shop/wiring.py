@@ -46,13 +46,13 @@ def in_dependency_order(contexts: Iterable[str]) -> list[str]:
     wanted = set(contexts)
     unknown = wanted - set(CONTEXTS)
     if unknown:
-        raise ValueError(f"unknown context(s) {sorted(unknown)}; contexts are {', '.join(CONTEXTS)}")
+        raise ValueError(
+            f"unknown context(s) {sorted(unknown)}; contexts are {', '.join(CONTEXTS)}"
+        )
     return [c for c in CONTEXTS if c in wanted]  # CONTEXTS is already in dependency order
 
 
-def _construct(
-    name: str, path: Path, peers: Mapping[str, Any], config: ShopConfig
-) -> Any:
+def _construct(name: str, path: Path, peers: Mapping[str, Any], config: ShopConfig) -> Any:
     if name == "catalog":
         return open_catalog(path)
     if name == "inventory":
