@@ -1,8 +1,9 @@
-"""Shared fixtures: `api`, a real deployment over the tiny dataset, once per variant and knob set.
+"""Shared fixtures: `api`, a real deployment over the tiny dataset, once per placement and knobs.
 
-The same conformance tests run unchanged against every registered variant, with its default
-knobs and once more with a second worker / backend / replica count; restrict them with
-ARCHLAB_TEST_VARIANTS=monolith,multiprocess. Deployments come from `support.deployment`, so
+The same conformance tests run unchanged against every placement of the migration path
+(`variants.placement.PATH`), with its default knobs, and the three ends of it once more with a
+second worker / backend / replica count; restrict them with
+ARCHLAB_TEST_VARIANTS=monolith,recs-process. Deployments come from `support.deployment`, so
 nothing they start outlives the session, whatever happens.
 """
 
@@ -14,13 +15,13 @@ from collections.abc import Iterator
 import pytest
 from support import Deployment, deployment
 
-from archlab.deployers import VARIANTS
 from variants.multiprocess import config as mp
+from variants.placement import PATH
 
 
 def _test_variants() -> list[str]:
     chosen = os.environ.get("ARCHLAB_TEST_VARIANTS", "")
-    return [v.strip() for v in chosen.split(",") if v.strip()] or list(VARIANTS)
+    return [v.strip() for v in chosen.split(",") if v.strip()] or list(PATH)
 
 
 # the second shape of each variant: more than one process where the default has one (or, for

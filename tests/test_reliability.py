@@ -1,7 +1,7 @@
 """Reliability (issue 6): SIGKILL random processes of a variant under order load; lose nothing.
 
-For each variant, four client threads place orders while the test SIGKILLs a randomly chosen
-process of the variant about every 0.7 s, chosen by role among *all* its processes (supervisors
+For each placement of the migration path, four client threads place orders while the test
+SIGKILLs a randomly chosen process of the variant about every 0.7 s, chosen by role among *all* its processes (supervisors
 included, a few times), until it has made 14 kills or 90 s have passed (a busy machine recovers
 more slowly, so fewer kills fit: the test asserts only that a few happened). What the variant
 supervises restarts itself (gunicorn masters restart workers, the postmaster its backends and
@@ -38,11 +38,12 @@ from archlab.run import fault_schedule, restart
 from archlab.rundir import LIFECYCLE
 from variants import telemetry
 from variants.distributed.launcher import healthy
+from variants.placement import PATH
 from workloads.shop import invariants
 from workloads.shop.dataset import state_paths
 from workloads.shop.db import connect
 
-VARIANTS = ["monolith", "multiprocess", "distributed"]
+VARIANTS = list(PATH)
 SEED = 6
 CLIENTS = 4
 KILL_EVERY_S = 0.7
