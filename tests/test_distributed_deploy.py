@@ -1,21 +1,24 @@
-"""The distributed variant's topology and the deployment files generated from it.
+"""The deployment files generated from a launcher placement (the distributed one by default).
 
-The committed docker-compose.yml, k8s/*.yaml and Dockerfile must be exactly what the
-topology generates, and every service and every dependency of the topology must appear in
-them. Docker and Kubernetes are not needed: the files are parsed, not deployed.
+The committed docker-compose.yml, k8s/*.yaml and Dockerfile must be exactly what
+`variants/placements/distributed.toml` generates, and every service and every dependency of
+the placement must appear in them; any other launcher placement file generates its own set.
+Docker and Kubernetes are not needed: the files are parsed, not deployed.
 """
 
 from __future__ import annotations
 
-import tomllib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from variants import placement
 from variants.distributed import deploy
-from variants.distributed.topology import TOPOLOGY_FILE, TopologyError, load, parse
+from variants.distributed.deploy.__main__ import main as deploy_main
+from variants.distributed.topology import load
 from workloads.shop.dataset import CONTEXTS
 
 TOPOLOGY = load()
@@ -26,7 +29,7 @@ def _peers(args: list[str]) -> set[str]:
     return {args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "--peer"}
 
 
-def test_committed_files_are_what_the_topology_generates() -> None:
+def test_committed_files_are_what_the_placement_generates() -> None:
     stale = deploy.check(TOPOLOGY)
     assert not stale, f"regenerate with `python -m variants.distributed.deploy`: {stale}"
 
@@ -39,7 +42,7 @@ def test_generation_is_deterministic_and_writes_every_file(tmp_path: Path) -> No
     assert deploy.check(TOPOLOGY, tmp_path) == ["k8s/leftover.yaml"]
 
 
-def test_topology_has_one_service_per_context_and_a_gateway() -> None:
+def test_a_service_per_http_group_and_the_edge_as_the_gateway() -> None:
     contexts = sorted(s.context for s in TOPOLOGY.services.values() if s.context)
     assert contexts == sorted(CONTEXTS)
     gateway = TOPOLOGY.gateway
@@ -109,26 +112,62 @@ def test_dockerfile_builds_the_service_image() -> None:
     assert f"dataset.ensure('{TOPOLOGY.deployment.size}', {TOPOLOGY.deployment.seed})" in text
 
 
-def _doc() -> dict[str, Any]:
-    return tomllib.loads(TOPOLOGY_FILE.read_text())
+def test_the_image_carries_the_placements_the_services_read() -> None:
+    copied = [
+        line.split()[1]
+        for line in deploy.dockerfile(TOPOLOGY).splitlines()
+        if line.startswith("COPY ")
+    ]
+    root = deploy.REPO
+    assert any(placement.PLACEMENTS_DIR.is_relative_to(root / c) for c in copied), copied
+    assert any(deploy.DEPLOY_DIR.is_relative_to(root / c) for c in copied), copied  # its copies
 
 
-def test_topology_rejects_a_cycle() -> None:
-    doc = _doc()
-    doc["services"]["catalog"]["depends_on"] = ["gateway"]
-    with pytest.raises(TopologyError, match="cycle"):
-        parse(doc)
+def _custom(tmp_path: Path) -> Path:
+    """The distributed placement with a slower recommendations deadline, as a file of its own."""
+    text = (placement.PLACEMENTS_DIR / "distributed.toml").read_text()
+    assert text.count("timeout_s = 1.0") == 1
+    path = tmp_path / "slow-recs.toml"
+    path.write_text(text.replace("timeout_s = 1.0", "timeout_s = 2.5"))
+    return path
 
 
-def test_topology_rejects_a_missing_domain_dependency() -> None:
-    doc = _doc()
-    doc["services"]["orders"]["depends_on"] = ["catalog"]
-    with pytest.raises(TopologyError, match="inventory"):
-        parse(doc)
+def test_any_launcher_placement_file_generates_files_that_read_a_copy_of_it(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    assert deploy_main(["--placement", str(_custom(tmp_path)), "--out", str(out)]) == 0
+    topology = load(tmp_path / "slow-recs.toml")
+    assert topology.services["recommendations"].timeout_s == 2.5
+    assert deploy.check(topology, out) == []
+    copy = out / "placement" / "slow-recs.toml"
+    assert placement.load(copy).describe() == topology.placement.describe()
+    compose = yaml.safe_load((out / "docker-compose.yml").read_text())
+    in_image = f"{deploy.SRC}/variants/distributed/deploy/placement/slow-recs.toml"
+    for name, entry in compose["services"].items():
+        assert entry["command"][:3] == [name, "--placement", in_image]
+    source = tmp_path / "slow-recs.toml"
+    assert f"deploy --placement {source}`" in (out / "Dockerfile").read_text()
+    assert copy.read_text() == source.read_text()
+    (out / "placement" / "old.toml").write_text("")
+    assert deploy.check(topology, out) == ["placement/old.toml"]
 
 
-def test_topology_rejects_replicas_of_a_stateful_service() -> None:
-    doc = _doc()
-    doc["services"]["orders"]["replicas"] = 2
-    with pytest.raises(TopologyError, match="scalable"):
-        parse(doc)
+def test_the_default_placement_needs_no_placement_argument() -> None:
+    for svc in TOPOLOGY.services.values():
+        deployment = deploy.k8s_documents(TOPOLOGY, svc)[0]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert "--placement" not in container["args"]
+        assert "--placement" not in deploy.compose(TOPOLOGY)["services"][svc.name]["command"]
+
+
+def test_a_placement_the_launcher_does_not_run_is_one_line_exit_2() -> None:
+    for name in ("monolith", "multiprocess", "recs-service"):
+        result = subprocess.run(
+            [sys.executable, "-m", "variants.distributed.deploy", "--placement", name, "--check"],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result
+        assert f"placement {name} is run by the" in result.stderr

@@ -243,7 +243,6 @@ def _supervise(
     topo = topology.load()
     launcher = launcher_mod.Launcher(
         topo,
-        topology.TOPOLOGY_FILE,
         port=0,
         state_dir=tmp_path,
         size="tiny",

@@ -2,6 +2,8 @@
 
 The gateway serves the public API on 127.0.0.1:PORT; the services listen on free loopback
 ports (or, with `--netns on`, each on its own address in its own network namespace).
+`--placement` names a placement (default distributed) or a placement file; it must be one
+the launcher runs (`Placement.supervisor == "launcher"`), else one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -9,13 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 import setproctitle
 
 from variants import cli, telemetry
 from variants.distributed.launcher import Launcher
-from variants.distributed.topology import TOPOLOGY_FILE, TopologyError, load
+from variants.distributed.topology import DEFAULT_PLACEMENT, Topology, TopologyError, from_placement
 from workloads.shop import dataset
 
 
@@ -25,6 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "The distributed shop: a service per bounded context behind a gateway (--port is "
         "the gateway's).",
         "the databases and lifecycle.jsonl",
+        placement=DEFAULT_PLACEMENT,
     )
     p.add_argument("--threads", type=int, default=8, help="request threads per service process")
     p.add_argument(
@@ -41,7 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("off", "on"),
         help="run each service in its own network namespace (needs root; default off)",
     )
-    p.add_argument("--topology", type=Path, default=TOPOLOGY_FILE, help="the topology file")
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds per start level")
     args = p.parse_args(argv)
     if args.threads < 1 or args.replicas < 1:
@@ -49,23 +50,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def topology_of(text: str) -> Topology:
+    """The placement `text` names as services; a one-line error and exit 2 if it cannot be."""
+    placement = cli.load_placement(text, "launcher")
+    try:
+        return from_placement(placement)
+    except TopologyError as exc:
+        print(f"error: {placement.path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    topology = topology_of(args.placement)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s launcher[%(process)d] %(name)s %(message)s"
     )
     telemetry.install("launcher")
     setproctitle.setproctitle(telemetry.process_title("launcher"))
-    try:
-        topology = load(args.topology)
-    except TopologyError as exc:
-        print(f"{args.topology}: {exc}", file=sys.stderr)
-        return 2
     with cli.state_folder(args.state_dir, "archlab-distributed-") as state_dir:
         dataset.ensure(args.size, args.seed)  # once here, not five times in parallel
         launcher = Launcher(
             topology,
-            args.topology.resolve(),
             port=args.port,
             state_dir=state_dir.resolve(),
             size=args.size,

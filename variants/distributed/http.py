@@ -302,6 +302,19 @@ class HttpTransport:
         self.pool.close()
 
 
+def healthy(url: str, timeout_s: float = 1.0) -> bool:
+    """True when the server at `url` answers /healthz with 200 (no proxy, unlike urllib)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 def proxy(
     context: str,
     base_url: str,

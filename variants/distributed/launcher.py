@@ -1,4 +1,4 @@
-"""The local launcher: every service of the topology on one machine, supervised.
+"""The local launcher: every service of a launcher placement on one machine, supervised.
 
 It does on one machine what compose or Kubernetes do on many: starts the services in
 dependency order and waits for each /healthz before starting what depends on it; restarts
@@ -21,7 +21,6 @@ multiprocess supervisor uses too (`time` is epoch seconds, `role` the service):
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import os
@@ -29,12 +28,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from variants import cli
+from variants.distributed.http import healthy
 from variants.distributed.netns import NetnsUnavailable, Network
 from variants.distributed.topology import Service, Topology
 from variants.lifecycle import LIFECYCLE_FILE
@@ -104,24 +103,10 @@ def _exit_event(child: Child, proc: subprocess.Popen[bytes], expected: bool) -> 
     }
 
 
-def healthy(url: str, timeout_s: float = 1.0) -> bool:
-    """True when the service at `url` answers /healthz with 200 (no proxy, unlike urllib)."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
-    try:
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
 class Launcher:
     def __init__(
         self,
         topology: Topology,
-        topology_file: Path,
         *,
         port: int,
         state_dir: Path,
@@ -134,7 +119,6 @@ class Launcher:
         ready_timeout_s: float = 600.0,
     ) -> None:
         self.topology = topology
-        self.topology_file = topology_file
         self.port = port
         self.state_dir = state_dir
         self.size = size
@@ -209,7 +193,8 @@ class Launcher:
         cmd += ["--host", child.host, "--port", str(child.port)]
         cmd += ["--state-dir", str(self.state_dir), "--size", self.size, "--seed", str(self.seed)]
         cmd += ["--threads", str(self.threads), "--workers", str(child.workers)]
-        cmd += ["--topology", str(self.topology_file), "--lifecycle", str(self.lifecycle)]
+        cmd += ["--placement", str(self.topology.placement.path)]
+        cmd += ["--lifecycle", str(self.lifecycle)]
         cmd += ["--parent-pid", str(os.getpid())]
         cmd += cli.shop_args(self.config)
         for dep in svc.depends_on:
@@ -315,7 +300,8 @@ class Launcher:
         """Where everything runs, for the harness and tests (`<state-dir>/topology.json`)."""
         doc = {
             "variant": "distributed",
-            "topology_file": str(self.topology_file),
+            "placement": self.topology.placement.name,
+            "placement_file": str(self.topology.placement.path),
             "netns": self.network is not None,
             "netns_error": self.netns_error,
             "threads": self.threads,

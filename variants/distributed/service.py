@@ -1,15 +1,18 @@
-"""One service of the distributed shop, as its own gunicorn (gthread) process tree.
+"""One group of a placement served over HTTP, as its own gunicorn (gthread) process tree.
 
-`python -m variants.distributed.service NAME --port P --state-dir D --peer CTX=URL ...`
-serves either one bounded context (its real class from `workloads.shop`, behind
-`POST /rpc/<method>`) or, for the gateway, the shared public API (`variants.edge`) over a
-`Shop` of HTTP proxies. The same command runs under the local launcher, in a container
-(`deploy/Dockerfile`) and in a Kubernetes pod; only the peers' URLs differ.
+`python -m variants.distributed.service GROUP --placement P --port N --peer GROUP=URL ...`
+serves either the group's one context (built by `workloads.shop.wiring`, behind
+`POST /rpc/<method>`) or, for a launcher placement's edge group (the gateway), the public API
+(`variants.edge`) over a `Shop` of proxies. The same command runs under the local launcher,
+in a container (`deploy/Dockerfile`) and in a Kubernetes pod; only the peers' URLs differ.
+The process family's postmaster runs an `http` group the same way without a command line:
+it calls `serve(Options(...), ready)` in a child it forked, with `Endpoints.socket_dir` for
+the peers it reaches over IPC.
 
-Each context service owns one database file, `<state-dir>/<context>.db`, copied from the
-dataset when absent, so a restarted (or rescheduled) service carries on with its data. The
-app is built inside each gunicorn worker after fork, as in the monolith, so each worker's
-heap, connection pools and background jobs are its own.
+Each context owns one database file, `<state-dir>/<context>.db`, copied from the dataset
+when absent, so a restarted (or rescheduled) service carries on with its data. The app is
+built inside each gunicorn worker after fork, as in the monolith, so each worker's heap,
+connection pools and background jobs are its own.
 """
 
 from __future__ import annotations
@@ -21,213 +24,178 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
-from variants import cli, faults, telemetry
-from variants.distributed.http import (
-    IDEMPOTENT,
-    CallPolicy,
-    CircuitBreaker,
-    HttpTransport,
-    WsgiApp,
-    proxy,
-    service_app,
-)
-from variants.distributed.topology import NEEDS, TOPOLOGY_FILE, Topology, load
+from variants import cli, faults, peers, telemetry
+from variants import placement as placements
+from variants.distributed.http import WsgiApp, healthy, service_app
+from variants.distributed.topology import DEFAULT_PLACEMENT
 from variants.edge.app import create_app
 from variants.edge.worker import SERVER_SETTINGS
 from variants.lifecycle import die_with_parent
 from variants.lifecycle import record as record_lifecycle
-from workloads.shop import dataset
-from workloads.shop.catalog_snapshot import open_catalog
+from variants.peers import Endpoints
+from variants.placement import Placement, PlacementError
+from workloads.shop import dataset, wiring
 from workloads.shop.config import ShopConfig
-from workloads.shop.interfaces import Shop
-from workloads.shop.inventory import Inventory
-from workloads.shop.jobs import Periodic, model_rebuilder, notification_drainer
-from workloads.shop.notifications import Notifications
-from workloads.shop.orders import Orders
-from workloads.shop.recommendations import Recommendations
 
 log = logging.getLogger("archlab.distributed")
 
-
-def policy_for(topology: Topology, service: str) -> CallPolicy:
-    svc = topology.services[service]
-    return CallPolicy(
-        timeout_s=svc.timeout_s,
-        connect_timeout_s=svc.connect_timeout_s,
-        attempts=svc.attempts,
-        backoff_s=svc.backoff_s,
-        idempotent=IDEMPOTENT.get(svc.context, frozenset()),
-    )
+READY_POLL_S = 0.1
+_MASTER_SIGNALS = frozenset(
+    {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGCHLD}
+    | {signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH}
+)
 
 
-@dataclass
+class ServiceError(ValueError):
+    """This process cannot serve the group as asked; the message is one line."""
+
+
+@dataclass(frozen=True)
 class Options:
-    """Everything one service process needs; parsed from the command line."""
+    """Everything one service process needs, from its command line or from its supervisor."""
 
-    name: str
-    host: str
+    placement: Placement
+    group: str
     port: int
     state_dir: Path
-    size: str
-    seed: int
-    threads: int
-    workers: int
-    peers: dict[str, str]
-    topology_file: Path
-    config: ShopConfig
+    config: ShopConfig = field(default_factory=ShopConfig)
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    """Where the peers listen: `urls` by http group, `socket_dir` for ipc groups."""
+    host: str = "127.0.0.1"
+    threads: int = 8
+    workers: int = 1
     lifecycle: Path | None = None
     parent_pid: int | None = None
-    topology: Topology = field(init=False)
+    """Stop (SIGTERM) when this process dies."""
+    title: str = "distributed"
+    """The process titles: `archlab: <title> <group>` (the family says "service")."""
+    size: str | None = None
+    """The dataset to copy a missing database from; None: the caller prepared the state."""
+    seed: int = 1
+    local_peers: Mapping[str, Any] = field(default_factory=dict)
+    """Peers the caller already holds, by context (the family's shared-memory catalog)."""
 
     def __post_init__(self) -> None:
-        self.topology = load(self.topology_file)
-        if self.name not in self.topology.services:
-            raise SystemExit(
-                f"unknown service {self.name!r}; topology has {list(self.topology.services)}"
+        p, group = self.placement, self.group
+        if group not in p.groups:
+            raise ServiceError(
+                f"placement {p.name} has no group {group!r} (groups: {', '.join(p.groups)})"
             )
-        missing = set(self.topology.services[self.name].depends_on) - set(self.peers)
-        if missing:
-            raise SystemExit(f"{self.name} needs --peer for {sorted(missing)}")
+        edge_service = p.groups[group].edge and p.supervisor == "launcher"
+        if p.transport(group) != "http" and not edge_service:
+            raise ServiceError(
+                f"group {group} of placement {p.name} is reached over {p.transport(group)}; "
+                "a service is an http group or a launcher placement's edge"
+            )
+        called = p.peers(group)
+        missing_urls = sorted(
+            {h for c, h in called.items() if p.reach(c) == "http" and h not in self.endpoints.urls}
+        )
+        if missing_urls:
+            raise ServiceError(
+                f"{group} needs the URL of {', '.join(missing_urls)} (--peer GROUP=URL)"
+            )
+        if self.endpoints.socket_dir is None and any(p.reach(c) == "ipc" for c in called):
+            raise ServiceError(
+                f"{group} calls a group over ipc, so it needs a socket folder (--socket-dir)"
+            )
+        unheld = [
+            c for c in p.needs_contexts(group) if c not in called and c not in self.local_peers
+        ]
+        if unheld:
+            raise ServiceError(
+                f"{group} needs {', '.join(unheld)} from shared memory: pass it in local_peers"
+            )
 
 
 class Hosted:
-    """What one worker hosts: the WSGI app, its background jobs and what to close at exit."""
+    """What one worker serves: the group's contexts over their peers, and the WSGI app."""
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.jobs: list[Periodic] = []
-        self.transports: list[HttpTransport] = []
-        self.closers: list[Any] = []
-        self.app = self._build()
-
-    def _proxies(self, services: tuple[str, ...]) -> dict[str, Any]:
-        """A proxy per needed context, keyed by context; one breaker per downstream service."""
-        topo = self.opts.topology
-        proxies: dict[str, Any] = {}
-        for name in services:
-            svc = topo.services[name]
-            breaker = CircuitBreaker(name, svc.breaker_failures, svc.breaker_reset_s)
-            p, transport = proxy(
-                svc.context,
-                self.opts.peers[name],
-                policy_for(topo, name),
-                breaker,
-                pool_size=self.opts.threads,
+        group = opts.placement.groups[opts.group]
+        self.peers = peers.connect(opts.placement, opts.group, opts.endpoints, opts.threads)
+        self._pool: ThreadPoolExecutor | None = None
+        try:
+            wrap = faults.arm(opts.group, group.contexts) if group.contexts else wiring.unwrapped
+            self.hosted = wiring.build(
+                group.contexts,
+                opts.state_dir,
+                {**self.peers.proxies, **opts.local_peers},
+                opts.config,
+                wrap=wrap,
             )
-            proxies[svc.context] = p
-            self.transports.append(transport)
-        return proxies
+        except BaseException:
+            self.peers.close()
+            raise
+        self.hosted.start_jobs()
+        self.app = self._app(group.edge)
 
-    def _build(self) -> WsgiApp:
-        opts = self.opts
-        svc = opts.topology.services[opts.name]
-        context_of = {s.context: s.name for s in opts.topology.services.values()}
-        peers = self._proxies(tuple(context_of[c] for c in NEEDS[svc.context]))
-        if svc.is_gateway:
-            shop = Shop(**peers)
-            pool = ThreadPoolExecutor(len(self.transports), thread_name_prefix="health")
-            self.closers.append(pool)
-            by_context = {t.service: t for t in self.transports}
-
-            def health() -> dict[str, str]:
-                states = pool.map(lambda t: t.health(), by_context.values())
-                return dict(zip(by_context, states, strict=True))
-
-            return create_app(shop, "distributed", health)
-        impl, jobs = build_context(
-            svc.context,
-            opts.state_dir,
-            peers,
-            opts.config,
-            lambda impl: faults.install(opts.name, {svc.context: impl})[svc.context],
-        )
-        self.closers.append(impl)
-        self.jobs = jobs
-        for job in jobs:
-            job.start()
+    def _app(self, edge: bool) -> WsgiApp:
+        if not edge:
+            (context,) = self.opts.placement.groups[self.opts.group].contexts
+            return service_app(context, self.hosted.served[context], self.hosted.health)
+        transports = self.peers.http
+        pool = ThreadPoolExecutor(max(1, len(transports)), thread_name_prefix="health")
+        self._pool = pool
 
         def health() -> dict[str, str]:
-            alive = all(j.is_alive() for j in self.jobs)
-            return {svc.context: "ok" if alive else "down"}
+            states = pool.map(lambda t: t.health(), transports.values())
+            return {**dict(zip(transports, states, strict=True)), **self.hosted.health()}
 
-        return service_app(svc.context, impl, health)
+        return create_app(self.hosted.shop(), self.opts.placement.name, health)
 
     def close(self) -> None:
-        for job in self.jobs:
-            job.stop()
-        for closer in self.closers:
-            if isinstance(closer, ThreadPoolExecutor):
-                closer.shutdown(wait=False)
-            else:
-                closer.close()
-        for transport in self.transports:
-            transport.close()
-
-
-def build_context(
-    context: str,
-    state_dir: Path,
-    peers: dict[str, Any],
-    config: ShopConfig,
-    serve: Callable[[Any], Any] = lambda impl: impl,
-) -> tuple[Any, list[Periodic]]:
-    """The context's real class over its own database, wired to its peers; and its jobs.
-
-    The same wiring as `workloads.shop.local.LocalShop`, one context at a time. `serve` wraps
-    the object before anything uses it (the fault controller's wrapper), jobs included.
-    """
-    path = dataset.state_paths(state_dir)[context]
-    if context == "catalog":
-        return serve(open_catalog(path)), []
-    if context == "inventory":
-        return serve(Inventory(path)), []
-    if context == "orders":
-        return serve(Orders(path, peers["catalog"], peers["inventory"])), []
-    if context == "recommendations":
-        recs = serve(Recommendations(path, peers["orders"]))
-        job = model_rebuilder(recs, config)
-        return recs, [job] if job is not None else []
-    if context == "notifications":
-        notes = serve(
-            Notifications(path, peers["orders"], sink_latency_s=config.sink_latency_ms / 1000)
-        )
-        return notes, [notification_drainer(notes, config)]
-    raise ValueError(f"unknown context {context!r}")
+        self.hosted.close()
+        self.peers.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
 
 def prepare_database(opts: Options) -> None:
-    """Copy this service's database (only its own) from the dataset if it is not there yet."""
-    context = opts.topology.services[opts.name].context
-    if not context:
-        return
-    target = dataset.state_paths(opts.state_dir)[context]
-    if target.exists():
-        return
-    source = dataset.ensure(opts.size, opts.seed)
-    opts.state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp-{os.getpid()}")
-    shutil.copyfile(source / f"{context}.db", tmp)
-    tmp.rename(target)
+    """Copy the group's databases (only its own) from the dataset if they are not there yet."""
+    paths = dataset.state_paths(opts.state_dir)
+    for context in opts.placement.groups[opts.group].contexts:
+        target = paths[context]
+        if target.exists():
+            continue
+        if opts.size is None:
+            raise ServiceError(f"{target} is missing and no dataset was named to copy it from")
+        source = dataset.ensure(opts.size, opts.seed)
+        opts.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp-{os.getpid()}")
+        shutil.copyfile(source / f"{context}.db", tmp)
+        tmp.rename(target)
 
 
 _HOSTED: dict[int, Hosted] = {}
 
 
-class ServiceServer(BaseApplication):
-    """gunicorn (gthread) serving one service; the app is built in each worker after fork."""
+class _Master(Arbiter):
+    """gunicorn's arbiter, with SIGUSR2 a graceful stop (as for a family auxiliary) instead of
+    a re-exec of the command line, which in a child of the postmaster is the postmaster's."""
 
-    def __init__(self, opts: Options) -> None:
+    handle_usr2 = Arbiter.handle_term
+
+
+class ServiceServer(BaseApplication):
+    """gunicorn (gthread) serving one group; the app is built in each worker after fork."""
+
+    def __init__(self, opts: Options, ready: Callable[[], None] | None = None) -> None:
         self.opts = opts
+        self.ready = ready
         self.options: dict[str, Any] = {
             "bind": f"{opts.host}:{opts.port}",
             "workers": opts.workers,
@@ -237,9 +205,10 @@ class ServiceServer(BaseApplication):
             "graceful_timeout": 10,
             "keepalive": 75,  # outlives the callers' idle pooled connections
             "backlog": 2048,
-            "proc_name": telemetry.process_title(f"distributed {opts.name}"),
+            "proc_name": telemetry.process_title(f"{opts.title} {opts.group}"),
             "accesslog": None,
             "loglevel": "warning",
+            "when_ready": self._when_ready,
             "post_fork": self._post_fork,
             "worker_exit": self._worker_exit,
             "child_exit": self._child_exit,
@@ -253,11 +222,33 @@ class ServiceServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> WsgiApp:
-        telemetry.install(self.opts.name)
+        telemetry.install(self.opts.group)
         hosted = Hosted(self.opts)
         _HOSTED[os.getpid()] = hosted
-        log.info("%s worker %d ready", self.opts.name, os.getpid())
+        log.info("%s worker %d ready", self.opts.group, os.getpid())
         return hosted.app
+
+    def run(self) -> None:
+        try:
+            _Master(self).run()
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+
+    def _when_ready(self, server: Any) -> None:
+        """In the master, once it listens: tell `ready` when its own /healthz first says 200."""
+        ready = self.ready
+        if ready is None:
+            return
+        host = self.opts.host if self.opts.host not in ("", "0.0.0.0") else "127.0.0.1"
+        url = f"http://{host}:{self.opts.port}"
+
+        def announce() -> None:
+            while not healthy(url):
+                time.sleep(READY_POLL_S)
+            ready()
+
+        threading.Thread(target=announce, name="ready", daemon=True).start()
 
     @staticmethod
     def _post_fork(server: Any, worker: Any) -> None:
@@ -291,13 +282,34 @@ class ServiceServer(BaseApplication):
             record_lifecycle(
                 self.opts.lifecycle,
                 event="exit",
-                role=self.opts.name,
+                role=self.opts.group,
                 pid=worker.pid,
                 process="worker",
                 exit_code=None,
                 signal=None,
                 expected=False,
             )
+
+
+def serve(opts: Options, ready: Callable[[], None] | None = None) -> int:
+    """Be the group's gunicorn master in this process until it stops; its exit status.
+
+    The master's role is `<group>-master`, its workers' `<group>`. SIGTERM and SIGUSR2 stop
+    it gracefully (workers finish their requests, up to 10 s), SIGQUIT and SIGINT at once,
+    SIGHUP replaces its workers. `ready`, if given, is called once, from a thread of the
+    master, when the group's /healthz first answers 200. Raises ServiceError when a database
+    is missing and `opts.size` is None.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _MASTER_SIGNALS)  # a forking parent may block some
+    if opts.parent_pid is not None:
+        die_with_parent(opts.parent_pid, signal.SIGTERM)
+    telemetry.install(f"{opts.group}-master")
+    prepare_database(opts)
+    try:
+        ServiceServer(opts, ready).run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return 0
 
 
 def wait_for(urls: list[str], timeout_s: float) -> int:
@@ -323,16 +335,21 @@ def wait_for(urls: list[str], timeout_s: float) -> int:
 def _peer(text: str) -> tuple[str, str]:
     name, sep, url = text.partition("=")
     if not sep or not url.startswith("http://"):
-        raise argparse.ArgumentTypeError(f"expected NAME=http://host:port, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected GROUP=http://host:port, got {text!r}")
     return name, url.rstrip("/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m variants.distributed.service",
-        description="One service of the distributed shop (a bounded context or the gateway).",
+        description="One http group of a placement (a bounded context, or the gateway).",
     )
-    p.add_argument("name", nargs="?", help="the service, as named in the topology")
+    p.add_argument("name", nargs="?", help="the group to serve, as named in the placement")
+    p.add_argument(
+        "--placement",
+        default=DEFAULT_PLACEMENT,
+        help=f"a named placement or a placement file (default {DEFAULT_PLACEMENT})",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--state-dir", type=Path, default=Path("state"))
@@ -345,10 +362,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_peer,
         action="append",
         default=[],
-        metavar="NAME=URL",
-        help="where a service this one depends on listens (repeat per dependency)",
+        metavar="GROUP=URL",
+        help="where an http group this one calls listens (repeat per group)",
     )
-    p.add_argument("--topology", type=Path, default=TOPOLOGY_FILE)
+    p.add_argument("--socket-dir", type=Path, help="where the ipc groups this one calls listen")
     p.add_argument("--lifecycle", type=Path, help="JSON-lines file for worker deaths")
     p.add_argument("--parent-pid", type=int, help="exit when this process (the launcher) dies")
     cli.add_shop_options(p)
@@ -366,34 +383,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def options(args: argparse.Namespace) -> Options:
+    """The command line as Options; PlacementError or ServiceError (one line) if it is bad."""
+    return Options(
+        placement=placements.load(args.placement),
+        group=args.name,
+        port=args.port,
+        state_dir=args.state_dir,
+        config=cli.shop_config(args),
+        endpoints=Endpoints(socket_dir=args.socket_dir, urls=dict(args.peer)),
+        host=args.host,
+        threads=args.threads,
+        workers=args.workers,
+        lifecycle=args.lifecycle,
+        parent_pid=args.parent_pid,
+        size=args.size,
+        seed=args.seed,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.parent_pid is not None:
-        die_with_parent(args.parent_pid, signal.SIGTERM)
     if args.wait_for:
+        if args.parent_pid is not None:
+            die_with_parent(args.parent_pid, signal.SIGTERM)
         return wait_for(args.wait_for, args.wait_timeout)
+    try:
+        opts = options(args)
+    except (PlacementError, ServiceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {args.name}[%(process)d] %(name)s %(message)s"
     )
-    opts = Options(
-        name=args.name,
-        host=args.host,
-        port=args.port,
-        state_dir=args.state_dir,
-        size=args.size,
-        seed=args.seed,
-        threads=args.threads,
-        workers=args.workers,
-        peers=dict(args.peer),
-        topology_file=args.topology,
-        config=cli.shop_config(args),
-        lifecycle=args.lifecycle,
-        parent_pid=args.parent_pid,
-    )
-    telemetry.install(f"{args.name}-master")
-    prepare_database(opts)
-    ServiceServer(opts).run()
-    return 0
+    return serve(opts)
 
 
 if __name__ == "__main__":

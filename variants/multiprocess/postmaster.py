@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import setproctitle
 
 from variants import lifecycle, telemetry
+from variants.distributed import service
 from variants.multiprocess import auxiliary, backend, process
 from variants.multiprocess.config import FamilyConfig, roles
 from variants.multiprocess.ipc import listen_unix
@@ -53,6 +54,7 @@ from variants.peers import Endpoints, socket_path
 from variants.placement import Placement
 from variants.ports import free_port
 from workloads.shop import catalog_snapshot, dataset
+from workloads.shop.catalog_snapshot import SnapshotCatalog
 from workloads.shop.config import ShopConfig
 
 log = logging.getLogger("archlab.multiprocess.postmaster")
@@ -141,19 +143,47 @@ def _auxiliary_main(launch: Launch) -> int:
     )
 
 
-def _service_main(launch: Launch) -> int:
-    from variants.distributed import service  # gunicorn's arbiter: only in this child
-
-    return service.run_in_family(
-        placement=launch.placement,
-        group=launch.role,
-        port=int(launch.endpoints.urls[launch.role].rsplit(":", 1)[1]),
-        state_dir=launch.state_dir,
-        threads=launch.config.threads,
-        endpoints=launch.endpoints,
-        shop=launch.shop,
-        ready=launch.ready,
+def service_options(
+    placement: Placement,
+    group: str,
+    endpoints: Endpoints,
+    state_dir: Path,
+    config: FamilyConfig,
+    shop: ShopConfig,
+    catalog: mmap.mmap | None = None,
+) -> service.Options:
+    """How an `http` group of the family is served (built in the postmaster first, so that a
+    group that cannot be served fails the start with its reason)."""
+    local: dict[str, Any] = {}
+    if placement.shared_catalog and "catalog" in placement.needs_contexts(group):
+        local["catalog"] = SnapshotCatalog(catalog) if catalog is not None else object()
+    return service.Options(
+        placement=placement,
+        group=group,
+        port=int(endpoints.urls[group].rsplit(":", 1)[1]),
+        state_dir=state_dir,
+        config=shop,
+        endpoints=endpoints,
+        threads=config.threads,
+        workers=placement.replicas(group, 1),
+        lifecycle=state_dir / lifecycle.LIFECYCLE_FILE,
+        parent_pid=os.getppid(),
+        title="service",
+        local_peers=local,
     )
+
+
+def _service_main(launch: Launch) -> int:
+    opts = service_options(
+        launch.placement,
+        launch.role,
+        launch.endpoints,
+        launch.state_dir,
+        launch.config,
+        launch.shop,
+        launch.catalog,
+    )
+    return service.serve(opts, launch.ready)
 
 
 @dataclass(frozen=True)
@@ -180,6 +210,8 @@ class ChildKind:
     """Taken synchronously by the child (see `process.fork`)."""
     stop_signal: signal.Signals = signal.SIGTERM
     """What asks it to finish its calls in flight and exit."""
+    master: bool = False
+    """A gunicorn master whose workers serve: its own role is `<role>-master`."""
 
     def title(self, number: int) -> str:
         """Its name in `ps` and in its log lines."""
@@ -213,6 +245,7 @@ def child_kinds(placement: Placement) -> dict[str, ChildKind]:
             attaches_catalog=reads_catalog(group),
             blocked_signals=auxiliary.HANDLED if ipc else frozenset(),
             stop_signal=signal.SIGUSR2 if ipc else signal.SIGTERM,
+            master=not ipc,
         )
     return kinds
 
@@ -361,6 +394,15 @@ class Postmaster:
             if self.placement.transport(g) == "http"
         }
         self.endpoints = Endpoints(self.socket_dir, urls, dict(self.config.call_timeouts_ms))
+        for group in urls:  # refuses a group that cannot be served, before anything starts
+            service_options(
+                self.placement,
+                group,
+                self.endpoints,
+                self.state_dir,
+                self.config,
+                self.options.shop,
+            )
         if self.placement.shared_catalog:
             built = time.perf_counter()
             self.catalog = SealedSegment(CATALOG_NAME, self._build_catalog)
@@ -747,7 +789,8 @@ class Postmaster:
                 )
             )
 
-        pid = process.fork(role, kind.title(number), body, block=kind.blocked_signals)
+        own_role = f"{role}-master" if kind.master else role
+        pid = process.fork(own_role, kind.title(number), body, block=kind.blocked_signals)
         os.close(ready_w)
         self._shm(lambda c: c.set_pid(slot, pid))
         child = Child(

@@ -1,11 +1,17 @@
-"""Deployment files generated from the topology: docker-compose.yml, k8s/*.yaml, Dockerfile.
+"""Deployment files generated from a launcher placement: compose, Kubernetes, Dockerfile.
 
 `generate(topology)` returns every file's text, keyed by its path relative to this folder;
-`python -m variants.distributed.deploy` writes them (`--check` only compares). They are
-committed so that a user with Docker or a cluster needs nothing from this lab but the files,
-and a test fails if they drift from `topology.toml`.
+`python -m variants.distributed.deploy [--placement NAME|FILE]` writes them (`--check` only
+compares). The committed ones are generated from `variants/placements/distributed.toml`, so
+that a user with Docker or a cluster needs nothing from this lab but the files, and a test
+fails if they drift from it. The files belong in this folder: compose's build context and
+the Dockerfile's path are relative to it.
 
-The mapping, per service of the topology:
+The services in the image read the placement too: a named one from `variants/placements/`
+(`--placement NAME`; nothing for the default, distributed), any other file from a copy
+copied verbatim next to the generated files (`placement/<name>.toml`), which the image carries.
+
+The mapping, per service (http group, and the edge as the gateway) of the placement:
 - compose: a service with the shared image, its command line, `depends_on` with
   `condition: service_healthy`, a healthcheck on /healthz, `restart: unless-stopped` (the
   restart policy the local launcher imitates), CPU/memory reservations and limits, a volume
@@ -24,23 +30,61 @@ from typing import Any
 
 import yaml
 
-from variants.distributed.topology import TOPOLOGY_FILE, Service, Topology
+from variants import placement as placements
+from variants.distributed.topology import DEFAULT_PLACEMENT, Service, Topology
 
 DEPLOY_DIR = Path(__file__).resolve().parent
+REPO = DEPLOY_DIR.parents[2]
 REPO_FROM_DEPLOY = "../../.."  # compose's build context: the repository root
-HEADER = (
-    "# Generated from variants/distributed/deploy/topology.toml by\n"
-    "# `python -m variants.distributed.deploy`. Do not edit: edit the topology, regenerate.\n"
-)
+SRC = "/opt/archlab/src"  # the image's copy of the repository (its WORKDIR)
+COPIED_PLACEMENT_DIR = "placement"
 STATE = "/state"
 UID = 10001
 PART_OF = "archlab"
 
 
+def _is_named(topology: Topology) -> bool:
+    p = topology.placement
+    return placements.named().get(p.name) == p.path
+
+
+def _source(topology: Topology) -> str:
+    """The placement file as the header names it: relative to the repository if inside it."""
+    path = topology.placement.path
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _header(topology: Topology) -> str:
+    how = "python -m variants.distributed.deploy"
+    if not (_is_named(topology) and topology.placement.name == DEFAULT_PLACEMENT):
+        how += f" --placement {_source(topology)}"
+    return (
+        f"# Generated from {_source(topology)} by\n"
+        f"# `{how}`. Do not edit: edit the placement, regenerate.\n"
+    )
+
+
+def _copied_placement(topology: Topology) -> str | None:
+    """Where a placement that is not a named one is copied, relative to the deploy folder."""
+    if _is_named(topology):
+        return None
+    return f"{COPIED_PLACEMENT_DIR}/{topology.placement.path.name}"
+
+
+def _placement_args(topology: Topology) -> list[str]:
+    """How a service in the image finds the placement (nothing: the default)."""
+    copied = _copied_placement(topology)
+    if copied is not None:
+        in_image = f"{SRC}/{DEPLOY_DIR.relative_to(REPO)}/{copied}"
+        return ["--placement", in_image]
+    name = topology.placement.name
+    return [] if name == DEFAULT_PLACEMENT else ["--placement", name]
+
+
 def _command(topology: Topology, svc: Service) -> list[str]:
     """The service's arguments to the image's entry point (`python -m ...service`)."""
     dep = topology.deployment
-    args = [svc.name, "--host", "0.0.0.0", "--port", str(dep.port)]
+    args = [svc.name, *_placement_args(topology), "--host", "0.0.0.0", "--port", str(dep.port)]
     args += ["--state-dir", STATE, "--size", dep.size, "--seed", str(dep.seed)]
     args += ["--threads", str(dep.threads), "--workers", "1"]
     for peer in svc.depends_on:
@@ -186,13 +230,13 @@ def k8s_documents(topology: Topology, svc: Service) -> list[dict[str, Any]]:
 
 def dockerfile(topology: Topology) -> str:
     dep = topology.deployment
-    return f"""{HEADER}#
+    return f"""{_header(topology)}#
 # The one image every service runs: `docker build -f variants/distributed/deploy/Dockerfile .`
 # from the repository root. The dataset ({dep.size}, seed {dep.seed}) is built into the image, so a
 # service copies its own database from it into {STATE} at first start.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ARCHLAB_DATA=/opt/archlab/datasets
-WORKDIR /opt/archlab/src
+WORKDIR {SRC}
 COPY pyproject.toml README.md ./
 COPY archlab/ archlab/
 COPY workloads/ workloads/
@@ -215,17 +259,20 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def _yaml(docs: list[dict[str, Any]]) -> str:
+def _yaml(topology: Topology, docs: list[dict[str, Any]]) -> str:
     text = yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, width=1000)
-    return HEADER + text
+    return _header(topology) + text
 
 
 def generate(topology: Topology) -> dict[str, str]:
     """Every generated file's text, keyed by its path relative to the deploy folder."""
-    files = {"Dockerfile": dockerfile(topology), "docker-compose.yml": _yaml([compose(topology)])}
+    files = {
+        "Dockerfile": dockerfile(topology),
+        "docker-compose.yml": _yaml(topology, [compose(topology)]),
+    }
     names = []
     for svc in topology.services.values():
-        files[f"k8s/{svc.name}.yaml"] = _yaml(k8s_documents(topology, svc))
+        files[f"k8s/{svc.name}.yaml"] = _yaml(topology, k8s_documents(topology, svc))
         names.append(f"{svc.name}.yaml")
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -233,7 +280,10 @@ def generate(topology: Topology) -> dict[str, str]:
         "labels": [{"pairs": {"app.kubernetes.io/part-of": PART_OF}}],
         "resources": names,
     }
-    files["k8s/kustomization.yaml"] = _yaml([kustomization])
+    files["k8s/kustomization.yaml"] = _yaml(topology, [kustomization])
+    copied = _copied_placement(topology)
+    if copied is not None:
+        files[copied] = topology.placement.path.read_text()
     return files
 
 
@@ -246,9 +296,10 @@ def check(topology: Topology, folder: Path = DEPLOY_DIR) -> list[str]:
         if not (folder / rel).exists() or (folder / rel).read_text() != text
     ]
     extra = [
-        f"k8s/{p.name}"
-        for p in sorted((folder / "k8s").glob("*.yaml"))
-        if f"k8s/{p.name}" not in files
+        rel
+        for pattern in ("k8s/*.yaml", f"{COPIED_PLACEMENT_DIR}/*.toml")
+        for p in sorted(folder.glob(pattern))
+        if (rel := str(p.relative_to(folder))) not in files
     ]
     return stale + extra
 
@@ -264,4 +315,4 @@ def write(topology: Topology, folder: Path = DEPLOY_DIR) -> list[str]:
     return written
 
 
-__all__ = ["TOPOLOGY_FILE", "check", "generate", "write"]
+__all__ = ["DEPLOY_DIR", "check", "generate", "write"]
