@@ -1,4 +1,8 @@
-"""The `archlab` command: serve a variant, run a measured load test, reproduce, summarize.
+"""The `archlab` command: serve a placement, run a measured load test, reproduce, summarize.
+
+A deployment is a *placement* (variants/placement.py): a named one (`archlab placements` lists
+them; the three original variant names are among them) or a placement file. `--variant` is
+the old name of `--placement`.
 
 SIGTERM and SIGHUP are turned into KeyboardInterrupt, so every way of stopping the harness goes
 through the same cleanup: the variant's and locust's process groups are always stopped.
@@ -25,7 +29,7 @@ from archlab import reproduce as repro
 from archlab.analysis import blast, compare, validate
 from archlab.analysis.summary import format_table, summarize_run, write_summary
 from archlab.bench import gcpause, hop
-from archlab.deployers import SIZES, VARIANTS, all_knobs, flag_name, get_variant
+from archlab.deployers import SIZES, VARIANTS, Knob, all_knobs, flag_name, get_variant, knob_owners
 from archlab.host import procs
 from archlab.host.cpus import parse_cpu_list
 from archlab.measure.profiler import ProfilePlan, parse_window
@@ -42,6 +46,8 @@ from archlab.rundir import (
     stored,
     warmup_of,
 )
+from variants import placement as placements
+from variants.placement import Placement
 from workloads.scenarios import SCENARIOS
 
 EXIT_USAGE = 2
@@ -83,24 +89,58 @@ def _run_dir(text: str) -> Path:
     raise argparse.ArgumentTypeError(f"{text} is not a run directory (no {META} or {REQUESTS})")
 
 
+def _add_placement_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--placement",
+        "--variant",  # its name before placements
+        dest="placement",
+        metavar="NAME|FILE",
+        help=f"{help_text}: a named placement ({', '.join(VARIANTS)}; `archlab placements` "
+        "describes them) or a placement file (TOML, as in variants/placements/); "
+        "--variant is its old name",
+    )
+
+
+def _knob_default(name: str) -> str:
+    """A knob's default in words; per placement when the placements differ."""
+
+    def text(knob: Knob) -> str:
+        return f"{knob.default_is} ({knob.default})" if knob.default_is else str(knob.default)
+
+    by_default: dict[str, list[str]] = {}
+    for owner, knob in knob_owners(name).items():
+        by_default.setdefault(text(knob), []).append(owner)
+    if len(by_default) == 1:
+        ((default, owners),) = by_default.items()
+        return f"{', '.join(owners)}; default {default}"
+    return "default " + "; ".join(f"{', '.join(o)}: {d}" for d, o in by_default.items())
+
+
 def _add_variant_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--size", choices=SIZES, default="tiny", help="dataset size (default: %(default)s)"
+        "--size",
+        choices=SIZES,
+        default=None,
+        help="dataset size (default: tiny; with --target only a label of what it serves, "
+        "default unknown)",
     )
     parser.add_argument(
         "--seed", type=int, default=1, help="dataset and traffic seed (default: %(default)s)"
     )
+    knobs = parser.add_argument_group(
+        "knobs",
+        "tuning of the deployer that runs the placement; each applies to the "
+        "placements named in its help (a placement file's own defaults come from the file)",
+    )
     for name, knob in all_knobs().items():
-        owners = [v for v, spec in VARIANTS.items() if name in spec.knobs]
-        parser.add_argument(
+        knobs.add_argument(
             flag_name(name),
             dest=name,
             type=type(knob.default),
             choices=knob.choices,
             default=None,
             metavar="N" if knob.choices is None else None,
-            help=f"{knob.help} ({', '.join(owners)}; default {knob.default}"
-            + (f", {knob.default_is})" if knob.default_is else ")"),
+            help=f"{knob.help} ({_knob_default(name)})",
         )
     parser.add_argument(
         "--ready-timeout",
@@ -139,40 +179,60 @@ def _reap_serve_folders() -> list[Path]:
 def _parse_serve(sub: Subparsers) -> None:
     serve = sub.add_parser(
         "serve",
-        help="run a variant in the foreground (for locust's web UI or curl)",
-        description="Start VARIANT on 127.0.0.1:PORT with its state in a temporary directory "
-        "(removed at exit) and keep it running until Ctrl-C.",
+        help="run a placement in the foreground (for locust's web UI or curl)",
+        description="Start a placement on 127.0.0.1:PORT with its state in a temporary "
+        "directory (removed at exit) and keep it running until Ctrl-C.",
     )
-    serve.add_argument("variant", choices=sorted(VARIANTS), help="which deployment to start")
+    serve.add_argument(
+        "variant",
+        nargs="?",
+        metavar="PLACEMENT",
+        help="which placement to start (the same as --placement)",
+    )
+    _add_placement_option(serve, "which placement to start")
     serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     _add_variant_options(serve)
 
 
+def _placement_arg(args: argparse.Namespace) -> str:
+    """serve's placement: the positional or --placement (they must agree)."""
+    given = [x for x in (args.variant, args.placement) if x is not None]
+    if not given:
+        raise ValueError(
+            "name a placement: archlab serve --placement NAME|FILE (`archlab placements` "
+            "lists them)"
+        )
+    if len(set(given)) > 1:
+        raise ValueError(f"two placements given: {given[0]} and --placement {given[1]}")
+    return given[0]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    spec = get_variant(args.variant)
+    spec = get_variant(_placement_arg(args))
     knobs = spec.resolve_knobs(_knobs(args))
+    size = args.size or "tiny"
     if procs.port_in_use(args.port):
         print(f"port {args.port} is already in use; pick another with --port", file=sys.stderr)
         return 2
     url = f"http://127.0.0.1:{args.port}"
     for stale in _reap_serve_folders():
         print(f"removed the state folder of a serve that was killed: {stale}")
-    with tempfile.TemporaryDirectory(prefix=f"{SERVE_PREFIX}{args.variant}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SERVE_PREFIX}{spec.name}-") as tmp:
         (Path(tmp) / SERVE_OWNER).write_text(str(os.getpid()))
         state = Path(tmp) / "state"
         state.mkdir()
-        cmd = spec.command(
-            port=args.port, size=args.size, seed=args.seed, state_dir=state, knobs=knobs
-        )
-        print(f"starting {args.variant} {knobs} size={args.size} (state in {state}) ...")
-        with procs.running(cmd, name=f"{args.variant} server") as server:
+        cmd = spec.command(port=args.port, size=size, seed=args.seed, state_dir=state, knobs=knobs)
+        print(f"starting {spec.name} {knobs} size={size} (state in {state}) ...")
+        with procs.running(cmd, name=f"{spec.name} server") as server:
             procs.wait_healthy(server, f"{url}/healthz", args.ready_timeout)
-            print(f"\n{args.variant} is ready at {url}  (Ctrl-C stops it)")
+            print(f"\n{spec.name} is ready at {url}  (Ctrl-C stops it)")
             print(f"top process: pid {server.pid}  (its family: ps -o pid,cmd -g {server.pgid})")
             print(f"load it with:  locust -f {LOCUSTFILE} --host {url}")
-            print("  (then open http://localhost:8089)\n", flush=True)
+            print(
+                f"  (then open http://localhost:8089), or: archlab run --target {url}\n", flush=True
+            )
             code = server.popen.wait()
-        print(f"{args.variant} exited with code {code}", file=sys.stderr)
+        print(f"{spec.name} exited with code {code}", file=sys.stderr)
         return code or 1
 
 
@@ -193,12 +253,25 @@ def _parse_run(sub: Subparsers) -> None:
     run = sub.add_parser(
         "run",
         help="one measured load test; writes results/runs/<run-id>/",
-        description="Start the variant, wait for /healthz, drive locust headless for DURATION, "
-        "stop everything, then write meta.json, requests.csv, processes.csv, gc.csv, roles.csv, "
-        "generator_cpu.csv, server.log, locust.log, summary.json (and profile/ with --profile) "
-        "to RESULTS_DIR/<run-id>/ (see results/README.md).",
+        description="Start the placement, wait for /healthz, drive locust headless for "
+        "DURATION, stop everything, then write meta.json, requests.csv, ledger.csv, "
+        "processes.csv, gc.csv, roles.csv, generator_cpu.csv, invariants.json, server.log, "
+        "locust.log, summary.json (and profile/ with --profile) to RESULTS_DIR/<run-id>/ (see "
+        "results/README.md). With --target URL, drive a deployment the harness did not start "
+        "instead: the same load and records, the invariants checked through its API, no "
+        "server-side telemetry.",
     )
-    run.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="deployment")
+    _add_placement_option(run, "the deployment to start (with --target: only a label)")
+    run.add_argument(
+        "--target",
+        metavar="URL",
+        help="drive a deployment someone else started, at an explicit http(s)://HOST[:PORT] "
+        "(e.g. one `archlab serve` or compose started): the harness starts only locust; "
+        "requests.csv and ledger.csv as usual, invariants.json from reading every acknowledged "
+        "order and its products' stock back through the API; processes, GC, roles, profile and "
+        "faults need the deployment's processes and are not collected (no --profile, no fault "
+        "scenario, no knobs, no --sut-cpus)",
+    )
     run.add_argument(
         "--scenario",
         default="steady",
@@ -228,7 +301,9 @@ def _parse_run(sub: Subparsers) -> None:
     _add_generator_options(run.add_argument_group("generator hygiene"))
     _add_instrument_options(run.add_argument_group("instruments"))
     run.add_argument(
-        "--run-id", help="name of the run directory (default: <UTC time>-<variant>-<scenario>)"
+        "--run-id",
+        help="name of the run directory (default: <UTC time>-<placement>-<scenario>, "
+        "'target' for a --target run without --placement)",
     )
     run.add_argument(
         "--results-dir",
@@ -339,10 +414,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             rate_hz=args.profile_rate,
         )
     plan = RunPlan(
-        variant=args.variant,
+        variant=args.placement,
+        target=args.target,
         scenario=args.scenario,
         duration_s=parse_duration(args.duration) if args.duration else None,
-        size=args.size,
+        size=args.size or ("tiny" if args.target is None else "unknown"),
         seed=args.seed,
         users=args.users,
         spawn_rate=args.spawn_rate,
@@ -366,6 +442,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     result = execute(plan, args.results_dir, argv=sys.argv)
     return 0 if result.status == Status.COMPLETED else 1
+
+
+def _parse_placements(sub: Subparsers) -> None:
+    pl = sub.add_parser(
+        "placements",
+        help="list the named placements (which contexts share a process, how they are reached)",
+        description="List each named placement (variants/placements/*.toml) with its "
+        "description, the deployer that runs it and its process groups, e.g. "
+        "`backend[edge x cpus: catalog] inventory[ipc]`: a group, whether it serves the edge "
+        "API or how its callers reach it (ipc, http), its replicas and the contexts it hosts "
+        "(when not just the one it is named after). Given PLACEMENT (a name or a file), show "
+        "only that one: a way to check a placement file.",
+        epilog="the migration path: " + " -> ".join(placements.PATH),
+    )
+    pl.add_argument("placement", nargs="?", metavar="PLACEMENT", help="a name or a file")
+    pl.add_argument(
+        "--json", action="store_true", help="print each placement resolved in full (as meta.json)"
+    )
+
+
+def _group_text(p: Placement, group: str) -> str:
+    """One group compactly: `backend[edge x cpus: catalog]`, `recommendations[http]`."""
+    g = p.groups[group]
+    kind = "edge" if g.edge else p.transport(group)
+    if g.replicas != 1:
+        kind += f" x {g.replicas}"
+    hosted = "" if g.contexts == (group,) or not g.contexts else ": " + ",".join(g.contexts)
+    return f"{group}[{kind}{hosted}]"
+
+
+def cmd_placements(args: argparse.Namespace) -> int:
+    names = [args.placement] if args.placement else list(placements.named())
+    loaded = [placements.load(name) for name in names]
+    if args.json:
+        print(json.dumps({p.name: p.describe() for p in loaded}, indent=2))
+        return 0
+    width = max(len(p.name) for p in loaded)
+    for p in loaded:
+        print(f"{p.name:<{width}}  {p.description}")
+        groups = " ".join(_group_text(p, g) for g in p.groups)
+        print(f"{'':<{width}}  {p.supervisor}: {groups}")
+    if not args.placement:
+        print(f"\nthe migration path: {' -> '.join(placements.PATH)}")
+    return 0
 
 
 def _parse_reproduce(sub: Subparsers) -> None:
@@ -696,6 +816,7 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
+    "placements": Command(_parse_placements, cmd_placements),
     "serve": Command(_parse_serve, cmd_serve),
     "run": Command(_parse_run, cmd_run),
     "reproduce": Command(_parse_reproduce, cmd_reproduce),
@@ -714,8 +835,8 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="archlab",
-        description="Compare monolith, multi-process and distributed deployments of one shop "
-        "workload by measurement.",
+        description="Compare deployments of one shop workload by measurement: placements "
+        "from a monolith through a process family to services (`archlab placements`).",
     )
     parser.add_argument("--version", action="version", version=f"archlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,8 +1,15 @@
-"""The registry of variants the harness can start, and how to build their command lines.
+"""The registry of what the harness can start: one VariantSpec per placement.
 
-A variant is a deployer module run as `python -m <module> --port P --size S --seed N
---state-dir DIR --<knob> V ...`. Each knob has a default that is always passed explicitly, so
-meta.json records every knob's actual value. Adding a variant means adding one entry here.
+A placement (`variants/placement.py`, a TOML file) says which contexts share a process and how
+callers reach each process; its shape picks the deployer that runs it (`Placement.supervisor`):
+the monolith, the process family or the distributed launcher. `spec_for` turns a placement
+into the command line of that deployer, `python -m <module> --placement FILE --port P --size S
+--seed N --state-dir DIR --<knob> V ...`, with the deployer's knobs. Each knob has a default
+that is always passed explicitly, so meta.json records every knob's actual value.
+
+`VARIANTS` holds a spec per named placement (`variants/placements/*.toml`), so the three
+original variant names still name the same deployments and every existing run stays readable;
+`get_variant` also accepts the path of any placement file.
 """
 
 from __future__ import annotations
@@ -12,11 +19,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from variants.multiprocess import config as mp
+from variants import placement as placements
+from variants.multiprocess.config import available_cpus
+from variants.placement import POLICIES, Placement
 from workloads.shop.dataset import CONTEXTS as COMPONENTS
 from workloads.shop.dataset import SIZES as DATASET_SIZES
 
 SIZES = tuple(DATASET_SIZES)  # tiny, small, full
+MODULES = {
+    "monolith": "variants.monolith",
+    "family": "variants.multiprocess",
+    "launcher": "variants.distributed",
+}
+"""Placement.supervisor -> the deployer module that runs such a placement."""
+DEFAULT_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -43,9 +59,14 @@ def flag_name(knob: str) -> str:
     return "--" + knob.replace("_", "-")
 
 
+def policy_knob(group: str) -> str:
+    """The knob of a group's crash policy: `inv-orders` -> `policy_inv_orders`."""
+    return "policy_" + group.replace("-", "_")
+
+
 @dataclass(frozen=True)
 class VariantSpec:
-    """How to start one variant: its module and the knobs it accepts."""
+    """How to start one placement: its deployer module and the knobs it accepts."""
 
     module: str
     description: str
@@ -55,6 +76,8 @@ class VariantSpec:
     # the role of the top process when nothing of the variant restarts it: the harness does
     # (archlab/run/restart.py), as a process manager would; None: the variant supervises itself
     restarted_by_harness: str | None = None
+    name: str = ""  # the placement's name: meta.json's `variant`, the run id's middle
+    placement: Placement | None = None
 
     def host_role(self, component: str) -> str:
         """The role whose processes host `component` (see variants/faults.py)."""
@@ -62,7 +85,8 @@ class VariantSpec:
             return self.hosts[component]
         except KeyError:
             raise KeyError(
-                f"{self.module} hosts no component {component!r}; known: {', '.join(self.hosts)}"
+                f"{self.name or self.module} hosts no component {component!r}; "
+                f"known: {', '.join(self.hosts)}"
             ) from None
 
     def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
@@ -70,7 +94,7 @@ class VariantSpec:
         unknown = sorted(k for k, v in given.items() if v is not None and k not in self.knobs)
         if unknown:
             raise ValueError(
-                f"{self.module} has no knob(s) {', '.join(unknown)}; "
+                f"{self.name or self.module} has no knob(s) {', '.join(unknown)}; "
                 f"it accepts: {', '.join(self.knobs) or 'none'}"
             )
         resolved: dict[str, int | str] = {}
@@ -91,76 +115,98 @@ class VariantSpec:
         knobs: Mapping[str, int | str],
     ) -> list[str]:
         """The argv that starts this variant (with the current interpreter)."""
-        cmd = [sys.executable, "-m", self.module, "--port", str(port), "--size", size]
-        cmd += ["--seed", str(seed), "--state-dir", str(state_dir)]
+        cmd = [sys.executable, "-m", self.module]
+        if self.placement is not None:
+            cmd += ["--placement", str(self.placement.path)]
+        cmd += ["--port", str(port), "--size", size, "--seed", str(seed)]
+        cmd += ["--state-dir", str(state_dir)]
         for name, value in knobs.items():
             cmd += [flag_name(name), str(value)]
         return cmd
 
 
-VARIANTS: dict[str, VariantSpec] = {
-    "monolith": VariantSpec(
-        module="variants.monolith",
-        description="one process, a thread pool, every bounded context in-process",
-        hosts={c: "monolith" for c in COMPONENTS},
-        restarted_by_harness="monolith-master",
-        knobs={
-            "threads": Knob(8, "request threads per worker process"),
-            "workers": Knob(1, "worker processes (>1 gives the replicated-monolith baseline)"),
-        },
-    ),
-    "distributed": VariantSpec(
-        module="variants.distributed",
-        description="one HTTP service per bounded context behind an API gateway",
-        restarted_by_harness="launcher",
-        knobs={
-            "threads": Knob(8, "request threads per service process"),
-            "replicas": Knob(
-                1, "processes per scalable service (gateway, catalog, recommendations)"
+def _knobs(p: Placement) -> dict[str, Knob]:
+    """The knobs of the deployer that runs `p`, with the placement's values as defaults."""
+    threads = Knob(DEFAULT_THREADS, "request threads per process")
+    edge_replicas = p.replicas(p.edge, available_cpus())
+    per_cpu = "the CPUs available" if p.groups[p.edge].replicas == "cpus" else ""
+    if p.supervisor == "monolith":
+        return {
+            "threads": threads,
+            "workers": Knob(
+                edge_replicas,
+                "copies of the whole process on one socket (>1: the replicated-monolith baseline)",
+                default_is=per_cpu,
             ),
-            "netns": Knob(
-                "off",
-                "each service in its own network namespace (needs root)",
-                choices=("off", "on"),
-            ),
-        },
-    ),
-    "multiprocess": VariantSpec(
-        module="variants.multiprocess",
-        description="a PostgreSQL-style family: postmaster, request backends, one auxiliary "
-        "process per stateful context, the catalog in shared memory",
-        hosts={c: "backend" if c == "catalog" else c for c in COMPONENTS},
-        restarted_by_harness="postmaster",
-        knobs={
+        }
+    if p.supervisor == "family":
+        return {
             "backends": Knob(
-                mp.available_cpus(), "request backend processes", default_is="the CPUs available"
+                edge_replicas, f"request backend processes (the {p.edge} group)", default_is=per_cpu
             ),
-            "threads": Knob(8, "request threads per backend process"),
+            "threads": threads,
             **{
-                f"policy_{role}": Knob(
-                    mp.DEFAULT_POLICIES[role],
-                    f"crash policy of the {role} process(es)",
-                    choices=mp.POLICIES,
+                policy_knob(group): Knob(
+                    p.policy(group), f"crash policy of the {group} process(es)", choices=POLICIES
                 )
-                for role in mp.ROLES
+                for group in p.groups
             },
-        },
-    ),
-}
+        }
+    return {
+        "threads": threads,
+        "replicas": Knob(1, "processes per scalable service (gateway, catalog, recommendations)"),
+        "netns": Knob(
+            "off", "each service in its own network namespace (needs root)", choices=("off", "on")
+        ),
+    }
+
+
+def spec_for(name_or_path: str | Path) -> VariantSpec:
+    """The spec of a named placement or a placement file; PlacementError if it is bad."""
+    p = placements.load(name_or_path)
+    restarted = {
+        "monolith": f"{p.edge}-master",
+        "family": "postmaster",
+        "launcher": "launcher",
+    }[p.supervisor]
+    return VariantSpec(
+        module=MODULES[p.supervisor],
+        description=p.description,
+        knobs=_knobs(p),
+        hosts=dict(p.host),
+        restarted_by_harness=restarted,
+        name=p.name,
+        placement=p,
+    )
+
+
+VARIANTS: dict[str, VariantSpec] = {name: spec_for(name) for name in placements.named()}
 
 
 def get_variant(name: str) -> VariantSpec:
-    """Look up a variant by name, with the known names in the error."""
-    try:
+    """A named placement's spec, or a placement file's (a path: it has a '/' or ends .toml).
+
+    KeyError naming the known placements for an unknown name; PlacementError (a ValueError
+    naming the field) for a bad file.
+    """
+    if name in VARIANTS:
         return VARIANTS[name]
-    except KeyError:
-        raise KeyError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
+    if "/" in name or name.endswith(".toml"):
+        return spec_for(name)
+    raise KeyError(
+        f"unknown placement {name!r}; known: {', '.join(VARIANTS)} (or a placement file)"
+    )
 
 
 def all_knobs() -> dict[str, Knob]:
-    """Every knob of every variant (the CLI offers each as an option)."""
+    """Every knob of every named placement (the CLI offers each as an option)."""
     knobs: dict[str, Knob] = {}
     for spec in VARIANTS.values():
         for name, knob in spec.knobs.items():
             knobs.setdefault(name, knob)
     return knobs
+
+
+def knob_owners(name: str) -> dict[str, Knob]:
+    """placement -> its version of knob `name` (defaults differ between placements)."""
+    return {v: spec.knobs[name] for v, spec in VARIANTS.items() if name in spec.knobs}

@@ -57,6 +57,12 @@ SPEEDSCOPE = "profile.speedscope.json"  # in PROFILE_DIR
 TOP_FRAMES = "top_frames.csv"  # in PROFILE_DIR
 PROFILE_LOG = "py-spy.log"  # in PROFILE_DIR
 
+# meta.json `server_telemetry`: whether the deployment's own processes were measured; a run
+# against a deployment the harness did not start (`archlab run --target`) lacks SERVER_SIDE
+SERVER_TELEMETRY_COLLECTED = "collected"
+SERVER_TELEMETRY_NOT_COLLECTED = "not collected (--target)"
+SERVER_SIDE = (PROCESSES, GC, ROLES, SERVER_LOG)
+
 # ---------------------------------------------------------------- columns
 RECORD_COLUMNS = ("start_time", "endpoint", "latency_ms", "status", "error", "intended_time")
 RECORD_COLUMNS_V1 = RECORD_COLUMNS[:5]  # before open-loop load (schema 1)
@@ -299,6 +305,11 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> Path:
 def read_meta(run_dir: Path) -> dict[str, Any]:
     """meta.json of a run; {} when there is none (a run killed before it wrote one)."""
     return read_json(run_dir / META) or {}
+
+
+def server_telemetry_collected(meta: dict[str, Any]) -> bool:
+    """The run measured the deployment's processes (every run but a --target one)."""
+    return meta.get("server_telemetry", SERVER_TELEMETRY_COLLECTED) == SERVER_TELEMETRY_COLLECTED
 
 
 def warmup_of(meta: dict[str, Any]) -> float:

@@ -1,6 +1,6 @@
-"""The harness end to end: a short real run of every variant, interruption, process cleanup.
+"""The harness end to end: a short real run of every placement, interruption, process cleanup.
 
-Each registered variant (archlab.deployers.VARIANTS, so a new variant is covered by itself) gets
+Each named placement (archlab.deployers.VARIANTS, so a new placement is covered by itself) gets
 one short profiled run; the tests check that it wrote every file of the results schema, that
 every role the variant declared has GC records and was seen by the process sampler, and that
 the summary's percentiles agree with an independent computation on the same raw records.
@@ -104,6 +104,12 @@ def test_meta(smoke_run: tuple[Path, str]) -> None:
     assert meta["run_id"] == "smoke"
     assert meta["status"] == "completed"
     assert set(meta["knobs"]) == set(VARIANTS[variant].knobs)
+    placement = VARIANTS[variant].placement
+    assert placement is not None
+    assert meta["placement"] == json.loads(json.dumps(placement.describe()))
+    assert meta["placement_file"] == str(placement.path)
+    assert meta["variant_module"] == VARIANTS[variant].module
+    assert meta["server_telemetry"] == "collected" and "target" not in meta
     assert meta["scenario"]["name"] == "steady"
     assert set(meta["scenario"]["weights"]) <= set(TASKS)
     assert (meta["seed"], meta["dataset_size"], meta["duration_s"], meta["users"]) == (
@@ -394,6 +400,7 @@ def test_variant_command_passes_every_knob(tmp_path: Path) -> None:
     knobs = spec.resolve_knobs({"threads": 4})
     cmd = spec.command(port=1234, size="tiny", seed=7, state_dir=tmp_path, knobs=knobs)
     assert cmd[1:3] == ["-m", "variants.monolith"]
+    assert cmd[cmd.index("--placement") + 1] == str(spec.placement.path)  # type: ignore[union-attr]
     assert cmd[cmd.index("--threads") + 1] == "4"
     assert cmd[cmd.index("--workers") + 1] == str(spec.knobs["workers"].default)
     with pytest.raises(ValueError, match="no knob"):

@@ -177,3 +177,69 @@ def test_an_open_loop_that_fell_behind_is_not_on_schedule() -> None:
 def test_an_open_loop_ramp_has_no_single_schedule_to_keep() -> None:
     load = {"loop": "open", "offered_rps": None, "steps": [1, 2], "step_s": 5.0}
     assert load_stats(_scheduled(100, 0.0), load, window_s=10.0)["on_schedule"] is None
+
+
+def test_a_run_without_server_telemetry_is_summarized_and_valid(tmp_path: Path) -> None:
+    """A --target run: no processes.csv, gc.csv, roles.csv or server.log, and that is fine."""
+    import json
+
+    from archlab.analysis import validate
+    from archlab.analysis.summary import summarize_run, write_summary
+    from archlab.measure.integrity import METHOD_API
+    from archlab.rundir import (
+        LEDGER_COLUMNS,
+        RECORD_COLUMNS,
+        SERVER_TELEMETRY_NOT_COLLECTED,
+        new_meta,
+        utc_now,
+        write_meta,
+    )
+
+    run = tmp_path / "t"
+    run.mkdir()
+    meta = new_meta(
+        run_id="t", variant="target", module="", knobs={}, scenario={}, seed=1, size="unknown",
+        duration_s=5, users=1, spawn_rate=1.0, base_url="http://127.0.0.1:9",
+        started_at=utc_now(),
+    )  # fmt: skip
+    meta.update(
+        status="completed",
+        variant_module=None,
+        server_telemetry=SERVER_TELEMETRY_NOT_COLLECTED,
+        load={"loop": "closed"},
+        telemetry={"gc": None, "sample_interval_s": 1.0, "window_s": None},
+        profile={"enabled": False},
+        warmup_s=0,
+    )
+    write_meta(run, meta)
+    (run / "requests.csv").write_text(
+        ",".join(RECORD_COLUMNS) + "\n" + "".join(f"{i / 10},/a,2.0,200,,\n" for i in range(50))
+    )
+    (run / "ledger.csv").write_text(",".join(LEDGER_COLUMNS) + "\n1.0,k,1\n")
+    (run / "generator_cpu.csv").write_text(
+        "time,pid,name,cpu_percent,rss_bytes,cpu_user_s,cpu_system_s\n"
+        + "".join(f"{t},7,python,20.0,1000,{t / 10},0\n" for t in range(1, 6))
+    )
+    for name in ("locust.log",):
+        (run / name).write_text("")
+    report = {
+        "method": METHOD_API, "ok": True, "checks": {"acknowledged_orders_read_back": True},
+        "counts": {}, "violations": {}, "outbox": {"drained": None},
+        "notifications_verified": False, "not_checked": ["stock_conserved"],
+    }  # fmt: skip
+    (run / "invariants.json").write_text(json.dumps(report))
+    summary = summarize_run(run)
+    assert "server" not in summary and "gc" not in summary
+    assert summary["invariants"]["method"] == METHOD_API
+    assert any("through the API" in note for note in summary["notes"])
+    assert not any("outbox had not drained" in note for note in summary["notes"])
+    format_table(summary)
+    write_summary(run, summary)
+    write_meta(run, {**meta, "target": "http://127.0.0.1:9"})
+    assert validate.validate_run(run) == [], validate.validate_run(run)
+    write_meta(run, meta)
+    assert any("missing field 'target'" in p for p in validate.validate_run(run))
+    write_meta(run, {**meta, "target": "http://127.0.0.1:9", "server_telemetry": "collected"})
+    problems = validate.validate_run(run)
+    assert any("missing processes.csv" in p for p in problems)
+    assert any("method api in a run whose server telemetry is collected" in p for p in problems)

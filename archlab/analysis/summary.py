@@ -23,6 +23,7 @@ from hdrh.histogram import HdrHistogram
 
 from archlab.analysis.records import Record, is_error, read_records
 from archlab.measure.gcdata import read_gc, read_roles, summarize_gc
+from archlab.measure.integrity import METHOD_API, METHOD_DATABASES
 from archlab.measure.profiler import read_top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
 from archlab.rundir import (
@@ -563,6 +564,7 @@ def summarize_run(
         try:
             inv = json.loads(inv_path.read_text())
             summary["invariants"] = {
+                "method": inv.get("method", METHOD_DATABASES),
                 "ok": inv["ok"],
                 "checks": inv["checks"],
                 "counts": inv["counts"],
@@ -574,7 +576,12 @@ def summarize_run(
             if not inv["ok"]:
                 failed = [name for name, ok in inv["checks"].items() if not ok]
                 notes.append(f"INVARIANTS VIOLATED: {', '.join(failed)} (see invariants.json)")
-            if not summary["invariants"]["notifications_verified"]:
+            if inv.get("method") == METHOD_API:
+                notes.append(
+                    "invariants checked through the API (--target): "
+                    f"{', '.join(inv.get('not_checked', []))} need the databases, not checked"
+                )
+            elif not summary["invariants"]["notifications_verified"]:
                 notes.append(
                     "the outbox had not drained when the variant stopped: unsent notifications "
                     "were not checked"

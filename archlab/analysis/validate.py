@@ -5,7 +5,9 @@ here. `validate_run(run_dir)` returns a list of problems (empty = valid): missin
 headers, rows that do not parse, meta.json and summary.json fields that are missing or of the
 wrong type. Notebooks and tests rely on what it checks; `archlab validate RUN...` runs it.
 Runs of older schema versions (1: before the instruments, 2: before the ledger and the
-invariant check) are checked against the files they had.
+invariant check) are checked against the files they had; a run against a deployment the
+harness did not start (`--target`, meta.json `server_telemetry` not collected) against the
+files it can have: no server-side ones (rundir.SERVER_SIDE).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from archlab.measure.integrity import METHOD_API, METHOD_DATABASES
 from archlab.rundir import (
     COMPLETED_FILES,
     COMPLETED_STATUSES,
@@ -32,6 +35,7 @@ from archlab.rundir import (
     PROFILE_LOG,
     REQUESTS,
     ROLES,
+    SERVER_SIDE,
     SPEEDSCOPE,
     SUMMARY,
     SUPPORTED_VERSIONS,
@@ -39,6 +43,7 @@ from archlab.rundir import (
     TOP_FRAMES,
     Status,
     open_stored,
+    server_telemetry_collected,
     stored,
 )
 
@@ -98,6 +103,8 @@ ENDPOINT_FIELDS: dict[str, Any] = {
     "latency_ms": dict,
 }
 LATENCY_KEYS = ("min", "mean", "p50", "p90", "p99", "p99_9", "max")
+TARGET_META_FIELDS: dict[str, Any] = {"target": str, "variant_module": type(None)}
+SERVER_SUMMARY_FIELDS = ("server", "gc")  # absent from a run without server telemetry
 INVARIANTS_FIELDS: dict[str, Any] = {
     "ok": bool,
     "checks": dict,
@@ -229,10 +236,15 @@ def validate_csv(path: Path, name: str | None = None, max_problems: int = 5) -> 
     return problems
 
 
-def _validate_summary(summary: Any, version: int) -> list[str]:
+def _validate_summary(summary: Any, version: int, server_side: bool = True) -> list[str]:
     problems = _check_fields(summary, SUMMARY_FIELDS, SUMMARY)
     if version >= 2:
-        problems += _check_fields(summary, SUMMARY_FIELDS_V2, SUMMARY)
+        fields = {
+            k: v
+            for k, v in SUMMARY_FIELDS_V2.items()
+            if server_side or k not in SERVER_SUMMARY_FIELDS
+        }
+        problems += _check_fields(summary, fields, SUMMARY)
     if problems:
         return problems
     if summary["schema_version"] != version:
@@ -250,12 +262,13 @@ def _validate_summary(summary: Any, version: int) -> list[str]:
             problems.append(f"summary.json endpoints[{name!r}].latency_ms lacks {missing}")
         if version >= 2 and summary.get("corrected") and "latency_corrected_ms" not in st:
             problems.append(f"summary.json endpoints[{name!r}] lacks latency_corrected_ms")
-    if version >= 2:
+    if version >= 2 and server_side:
         server = summary["server"]
         problems += _check_fields(server, {"roles": dict, "total": dict}, "summary.json server")
         problems += _check_fields(
             summary["gc"], {"roles": dict, "collections": int}, "summary.json gc"
         )
+    if version >= 2:
         problems += _check_fields(
             summary["windows"], {"width_s": _NUM, "rows": list}, "summary.json windows"
         )
@@ -270,6 +283,14 @@ def _validate_invariants(path: Path, meta: dict[str, Any]) -> list[str]:
     problems = _check_fields(report, INVARIANTS_FIELDS, INVARIANTS)
     if problems:
         return problems
+    method = report.get("method", METHOD_DATABASES)
+    if method not in (METHOD_DATABASES, METHOD_API):
+        problems.append(f"invariants.json: method {method!r}")
+    if (method == METHOD_API) == server_telemetry_collected(meta):
+        problems.append(
+            f"invariants.json: method {method} in a run whose server telemetry is "
+            f"{meta.get('server_telemetry', 'collected')}"
+        )
     if report["ok"] != all(report["checks"].values()):
         problems.append("invariants.json: ok disagrees with its checks")
     status = meta.get("status")
@@ -292,7 +313,9 @@ def validate_run(run_dir: Path) -> list[str]:
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if version not in SUPPORTED_VERSIONS:
         return [f"meta.json: schema_version {version!r} is not one of {SUPPORTED_VERSIONS}"]
-    problems = _check_fields(meta, META_FIELDS, META)
+    server_side = server_telemetry_collected(meta)
+    fields = META_FIELDS if server_side else {**META_FIELDS, **TARGET_META_FIELDS}
+    problems = _check_fields(meta, fields, META)
     if version >= 2:
         problems += _check_fields(meta, META_FIELDS_V2, META)
     if meta.get("run_id") != run_dir.name:
@@ -302,6 +325,8 @@ def validate_run(run_dir: Path) -> list[str]:
         required = list(COMPLETED_FILES[version])
         if version >= 2 and (meta.get("telemetry") or {}).get("gc") is False:
             required.remove(GC)  # switched off: may still exist, header only
+        if not server_side:
+            required = [name for name in required if name not in SERVER_SIDE]
         for name in required:
             if stored(run_dir / name) is None:
                 problems.append(f"missing {name} (required in a completed run)")
@@ -311,7 +336,8 @@ def validate_run(run_dir: Path) -> list[str]:
     summary_path = run_dir / SUMMARY
     if summary_path.is_file():
         try:
-            problems += _validate_summary(json.loads(summary_path.read_text()), version)
+            summary = json.loads(summary_path.read_text())
+            problems += _validate_summary(summary, version, server_side)
         except ValueError as exc:
             problems.append(f"summary.json does not parse: {exc}")
     profile = meta.get("profile") or {}

@@ -120,11 +120,14 @@ def drive_load(
     processes: int,
     cpus: list[int] | None,
     sample_interval_s: float,
-    server_sampler: ProcessSampler,
+    server_sampler: ProcessSampler | None,
     profiler: Profiler | None,
     echo: Echo,
 ) -> None:
-    """Run locust headless for the run's duration, printing progress; raise if it fails."""
+    """Run locust headless for the run's duration, printing progress; raise if it fails.
+
+    `server_sampler` None: the server's CPU is not known (a --target run).
+    """
     records = run_dir / REQUESTS
     start_csv(records)
     ledger = run_dir / LEDGER
@@ -156,10 +159,14 @@ def drive_load(
                 count = counter.count()
                 rate = (count - last_count) / (now - last_t)
                 gen = sum(sampler.latest.values())
-                sut = sum(server_sampler.latest.values())
+                sut = (
+                    "   -"
+                    if server_sampler is None
+                    else f"{sum(server_sampler.latest.values()):4.0f}%"
+                )
                 echo(
                     f"  {now - start:4.0f} s / {duration_s} s   requests {count:>8}"
-                    f"   {rate:7.1f}/s   CPU: server {sut:4.0f}%  generator {gen:4.0f}%"
+                    f"   {rate:7.1f}/s   CPU: server {sut}  generator {gen:4.0f}%"
                 )
                 next_report, last_count, last_t = now + PROGRESS_EVERY_S, count, now
             time.sleep(0.1)

@@ -1,8 +1,12 @@
 """What one run is: the plan a caller writes (`RunPlan`) and what it resolves to (`Setup`).
 
 The CLI and `reproduce` write plans; `resolve` turns one into everything the run needs to know
-before it starts anything (the variant's knobs, the CPU split, the load, the durations), and
+before it starts anything (the placement's knobs, the CPU split, the load, the durations), and
 rejects a plan that cannot run with a one-line ValueError, so a mistake costs no server start.
+
+A plan names a placement (`variant`: a named placement or a placement file) that the harness
+starts, or a `target` URL: a deployment someone else started, which the harness only drives
+and checks through its API (archlab/run/target.py).
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ from archlab.host.cpus import CpuPlan, plan_cpus
 from archlab.host.machine import usable_cpus
 from archlab.measure import integrity
 from archlab.measure.profiler import ProfilePlan
+from archlab.run import target as targets
+from variants.placement import Placement
 from workloads.scenarios import LoadSpec, Scenario, get_scenario, resolve_load
 
 DEFAULT_DURATION_S = 30
+TARGET_NAME = "target"  # meta.json's `variant` of a --target run that names no placement
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """What to run. None means: the scenario's default (or, for CPUs, the machine's)."""
 
-    variant: str
+    variant: str | None = None  # a named placement or a placement file (None: only a target)
+    target: str | None = None  # drive this URL instead of starting `variant` (it only labels)
     scenario: str = "steady"
     duration_s: int | None = None  # None: a ramp's own length, else DEFAULT_DURATION_S
     size: str = "tiny"
@@ -60,15 +68,25 @@ class RunPlan:
 
 @dataclass(frozen=True)
 class Setup:
-    """A plan resolved against the variant, the scenario and this machine's CPUs."""
+    """A plan resolved against the placement, the scenario and this machine's CPUs."""
 
-    spec: VariantSpec
+    spec: VariantSpec | None  # None: a --target run that names no placement
     scenario: Scenario
     knobs: dict[str, int | str]
     cpus: CpuPlan
     load: LoadSpec
     duration_s: int
     warmup_s: float
+    target: str | None = None  # the normalised --target URL
+
+    @property
+    def name(self) -> str:
+        """The placement's name (meta.json's `variant`), or TARGET_NAME."""
+        return self.spec.name if self.spec is not None else TARGET_NAME
+
+    @property
+    def placement(self) -> Placement | None:
+        return self.spec.placement if self.spec is not None else None
 
     def describe_generator(self) -> str:
         """The load generator in one line, for meta.json and the terminal."""
@@ -85,7 +103,7 @@ class Setup:
 
     def telemetry(self, plan: RunPlan) -> dict[str, Any]:
         return {
-            "gc": plan.gc_telemetry,
+            "gc": plan.gc_telemetry if self.target is None else None,  # None: not recorded
             "sample_interval_s": plan.sample_interval_s,
             "window_s": plan.window_s,
         }
@@ -93,16 +111,31 @@ class Setup:
 
 def resolve(plan: RunPlan) -> Setup:
     """Everything the run needs before it starts; ValueError for a plan that cannot run."""
-    spec = get_variant(plan.variant)
     scenario = get_scenario(plan.scenario)
-    knobs = spec.resolve_knobs(plan.knobs)
-    cpus = plan_cpus(
-        usable_cpus(),
-        sut=plan.sut_cpus,
-        generator=plan.gen_cpus,
-        processes=plan.processes,
-        pin=plan.pin,
-    )
+    target = None
+    if plan.target is not None:
+        target = targets.target_url(plan.target)
+        spec = get_variant(plan.variant) if plan.variant is not None else None
+        _refuse_with_target(plan, scenario)
+        knobs: dict[str, int | str] = {}
+        cpus = targets.plan_generator_cpus(
+            usable_cpus(), target, generator=plan.gen_cpus, processes=plan.processes, pin=plan.pin
+        )
+    else:
+        if plan.variant is None:
+            raise ValueError(
+                "name a placement: --placement NAME|FILE (`archlab placements` lists them), "
+                "or --target URL"
+            )
+        spec = get_variant(plan.variant)
+        knobs = spec.resolve_knobs(plan.knobs)
+        cpus = plan_cpus(
+            usable_cpus(),
+            sut=plan.sut_cpus,
+            generator=plan.gen_cpus,
+            processes=plan.processes,
+            pin=plan.pin,
+        )
     load = resolve_load(
         scenario,
         users=plan.users,
@@ -130,7 +163,26 @@ def resolve(plan: RunPlan) -> Setup:
         raise ValueError(f"warm-up ({warmup_s} s) must be shorter than the run ({duration_s} s)")
     if plan.sample_interval_s <= 0:
         raise ValueError("--sample-interval must be positive")
-    return Setup(spec, scenario, knobs, cpus, load, duration_s, warmup_s)
+    return Setup(spec, scenario, knobs, cpus, load, duration_s, warmup_s, target)
+
+
+def _refuse_with_target(plan: RunPlan, scenario: Scenario) -> None:
+    """What needs the deployment's processes cannot run against a deployment it did not start."""
+    if scenario.faults:
+        raise ValueError(
+            f"--target: scenario {scenario.name} injects faults, which needs the deployment's "
+            "processes; pick a scenario without faults"
+        )
+    if plan.profile is not None:
+        raise ValueError("--target: --profile needs the deployment's processes; drop it")
+    given = sorted(k for k, v in plan.knobs.items() if v is not None)
+    if given:
+        raise ValueError(
+            f"--target: knobs ({', '.join(given)}) configure a deployment the harness starts; "
+            "set them where the target is deployed"
+        )
+    if plan.sut_cpus is not None:
+        raise ValueError("--target: --sut-cpus pins a deployment the harness starts; drop it")
 
 
 def parse_duration(text: str) -> int:

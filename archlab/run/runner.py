@@ -14,6 +14,10 @@ plans. A run goes through its stages in one place, `execute`, each stage a metho
 4. `finish` (whatever happened): every child stopped, GC files merged, the variant's lifecycle
    log copied, the invariants checked, the summary written.
 
+A `--target` run (archlab/run/target.py) replaces 2 and 3 with `drive_target`: the target's
+health, then locust against it; it starts nothing else, and `finish` checks the invariants
+through the target's API.
+
 The harness itself moves to the generator CPUs for the run.
 """
 
@@ -37,7 +41,7 @@ from archlab.host.cpus import format_cpu_list, pin_command, set_affinity
 from archlab.measure import gcdata, integrity
 from archlab.measure.profiler import Profiler, format_top_frames, read_top_frames
 from archlab.measure.sampler import ProcessSampler, sampling_processes
-from archlab.run import fault_schedule, restart
+from archlab.run import fault_schedule, restart, target
 from archlab.run.generator import drive_load
 from archlab.run.plan import RunPlan, Setup, resolve
 from archlab.rundir import (
@@ -47,6 +51,8 @@ from archlab.rundir import (
     REQUESTS,
     ROLES,
     SERVER_LOG,
+    SERVER_TELEMETRY_COLLECTED,
+    SERVER_TELEMETRY_NOT_COLLECTED,
     STATE_DIR,
     TELEMETRY_DIR,
     TOP_FRAMES,
@@ -132,15 +138,19 @@ class _Run:
         """The run folder with its state and telemetry folders, meta.json, the server command."""
         setup = resolve(plan)
         run_dir = make_run_dir(
-            results_dir or default_runs_dir(), plan.variant, plan.scenario, plan.run_id
+            results_dir or default_runs_dir(), setup.name, plan.scenario, plan.run_id
         )
-        (run_dir / STATE_DIR).mkdir()
-        (run_dir / TELEMETRY_DIR).mkdir()
-        port = procs.free_port()
+        if setup.target is None:
+            (run_dir / STATE_DIR).mkdir()
+            (run_dir / TELEMETRY_DIR).mkdir()
+            port = procs.free_port()
+            base_url = f"http://127.0.0.1:{port}"
+        else:
+            base_url = setup.target
         meta = new_meta(
             run_id=run_dir.name,
-            variant=plan.variant,
-            module=setup.spec.module,
+            variant=setup.name,
+            module=setup.spec.module if setup.spec is not None else "",
             knobs=setup.knobs,
             scenario=setup.scenario.to_dict(),
             seed=plan.seed,
@@ -148,7 +158,7 @@ class _Run:
             duration_s=setup.duration_s,
             users=setup.load.users,
             spawn_rate=setup.load.spawn_rate,
-            base_url=f"http://127.0.0.1:{port}",
+            base_url=base_url,
             started_at=utc_now(),
             argv=argv,
             load=setup.load.to_dict(),
@@ -156,11 +166,22 @@ class _Run:
             load_generator=setup.describe_generator(),
             notes=setup.cpus.notes,
         )
+        placement = setup.placement
+        meta["placement"] = placement.describe() if placement is not None else None
+        meta["placement_file"] = str(placement.path) if placement is not None else None
         meta["warmup_s"] = setup.warmup_s
         meta["shop_config"] = msgspec.to_builtins(setup.scenario.shop)
         meta["telemetry"] = setup.telemetry(plan)
         meta["profile"] = {"enabled": False}
+        if setup.target is not None:
+            meta["variant_module"] = None  # the harness started no deployer
+            meta["target"] = setup.target
+            meta["server_telemetry"] = SERVER_TELEMETRY_NOT_COLLECTED
+            write_meta(run_dir, meta)
+            return cls(plan, setup, run_dir, meta, [], {}, echo)
+        meta["server_telemetry"] = SERVER_TELEMETRY_COLLECTED
         write_meta(run_dir, meta)
+        assert setup.spec is not None
         state_dir = run_dir / STATE_DIR
         server = setup.spec.command(
             port=port, size=plan.size, seed=plan.seed, state_dir=state_dir, knobs=setup.knobs
@@ -176,10 +197,14 @@ class _Run:
 
     def announce(self) -> None:
         plan, setup, meta = self.plan, self.setup, self.meta
-        self.echo(
-            f"run {self.run_dir.name}: {plan.variant} {setup.knobs} size={plan.size} "
-            f"seed={plan.seed}"
-        )
+        if setup.target is not None:
+            label = "" if setup.spec is None else f" (placement {setup.name})"
+            self.echo(f"run {self.run_dir.name}: target {setup.target}{label} seed={plan.seed}")
+        else:
+            self.echo(
+                f"run {self.run_dir.name}: {setup.name} {setup.knobs} size={plan.size} "
+                f"seed={plan.seed}"
+            )
         self.echo(f"  {meta['load_generator']} for {setup.duration_s} s -> {self.run_dir}")
         cpus = setup.cpus
         if cpus.sut is not None and cpus.generator is not None:
@@ -198,7 +223,7 @@ class _Run:
             _pinned(self.setup.cpus.generator),
             procs.running(
                 self.cmd,
-                name=f"{plan.variant} server",
+                name=f"{self.setup.name} server",
                 log_path=self.run_dir / SERVER_LOG,
                 env=self.env,
             ) as server,
@@ -224,6 +249,7 @@ class _Run:
             meta["status"] = Status.RUNNING
             meta["load_started_at"] = iso(utc_now())
             self.echo(f"  ready after {meta['server_ready_s']:.1f} s; driving load")
+            assert self.setup.spec is not None
             role = self.setup.spec.restarted_by_harness
             if role is not None:
                 self.restarter = restart.Restarter(
@@ -246,6 +272,7 @@ class _Run:
         Returns the variant's top process at the end (a restarted one if it was restarted).
         """
         plan, setup, meta = self.plan, self.setup, self.meta
+        assert setup.spec is not None
         if plan.profile is not None:
             self.profiler = Profiler(
                 plan.profile, self.run_dir, server.pid, setup.duration_s, setup.cpus.generator
@@ -301,6 +328,35 @@ class _Run:
         )
         return server
 
+    def drive_target(self) -> None:
+        """A --target run: wait for the target's health, then the load; nothing else starts."""
+        plan, setup, meta = self.plan, self.setup, self.meta
+        assert setup.target is not None
+        with _pinned(setup.cpus.generator):
+            meta["status"] = Status.WAITING
+            write_meta(self.run_dir, meta)
+            self.echo(f"  waiting for {self.health_url} (up to {plan.ready_timeout_s:.0f} s) ...")
+            t0 = time.monotonic()
+            meta["health"] = target.wait_healthy(setup.target, plan.ready_timeout_s)
+            meta["server_ready_s"] = round(time.monotonic() - t0, 3)
+            meta["status"] = Status.RUNNING
+            meta["load_started_at"] = iso(utc_now())
+            self.echo(f"  healthy after {meta['server_ready_s']:.1f} s; driving load")
+            drive_load(
+                self.run_dir,
+                meta,
+                load=setup.load,
+                seed=plan.seed,
+                duration_s=setup.duration_s,
+                processes=setup.cpus.processes,
+                cpus=setup.cpus.generator,
+                sample_interval_s=plan.sample_interval_s,
+                server_sampler=None,
+                profiler=None,
+                echo=self.echo,
+            )
+            meta["load_ended_at"] = iso(utc_now())
+
     def stop_restarted(self) -> None:
         """Stop what the restarter started (the first server is stopped by `serving`)."""
         if self.restarter is not None:
@@ -320,8 +376,11 @@ class _Run:
             ]
             if sampler.error:
                 meta["telemetry"]["sampler_error"] = sampler.error
-        self._collect()
-        report = integrity.judge_run(run_dir, meta, self.state_dir)
+        if self.setup.target is None:
+            self._collect()
+            report = integrity.judge_run(run_dir, meta, self.state_dir)
+        else:
+            report = integrity.judge_target(run_dir, meta, self.setup.target)
         summary = None
         if (run_dir / REQUESTS).exists():
             write_meta(run_dir, meta)  # the summary reads the final meta
@@ -332,7 +391,7 @@ class _Run:
                 write_summary(run_dir, summary)
             except Exception as exc:  # noqa: BLE001 - never mask the run's own outcome
                 meta["summary_error"] = f"{type(exc).__name__}: {exc}"
-        if not self.plan.keep_state:
+        if not self.plan.keep_state and self.setup.target is None:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         write_meta(run_dir, meta)
         if summary is not None:
@@ -373,10 +432,13 @@ def execute(
     meta = run.meta
     summary = None
     try:
-        with run.serving() as (server, sampler):
-            server = run.measure(server, sampler)
-        run.stop_restarted()
-        meta["server_exit_code"] = server.popen.returncode
+        if run.setup.target is not None:
+            run.drive_target()
+        else:
+            with run.serving() as (server, sampler):
+                server = run.measure(server, sampler)
+            run.stop_restarted()
+            meta["server_exit_code"] = server.popen.returncode
         meta["status"] = Status.COMPLETED
     except KeyboardInterrupt:
         meta["status"] = Status.INTERRUPTED
