@@ -200,6 +200,18 @@ def test_differences_name_the_dataset_the_loop_and_the_pinning() -> None:
     assert compare.warning_text([]) == ""
 
 
+def test_a_run_without_server_telemetry_is_a_difference() -> None:
+    """A --target run has no server-side records: comparing its CPU or GC with a run that has
+    them needs a warning (the reference's runs predate the field, so it is left out there)."""
+    base = read_meta(LATENCY[0])
+    target = copy.deepcopy(base)
+    target["run_id"] = "target"
+    base["server_telemetry"] = "collected"
+    target["server_telemetry"] = "not collected (--target)"
+    (line,) = compare.differences([base, target])
+    assert line.startswith("server telemetry:") and "not collected (--target) (target)" in line
+
+
 def test_only_knobs_two_runs_share_can_differ() -> None:
     metas = [read_meta(run) for run in LATENCY]
     assert compare.differences(metas) == []  # monolith workers vs distributed replicas: no

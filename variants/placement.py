@@ -216,7 +216,7 @@ class Placement:
             "start_order": list(self.start_order),
             "groups": {
                 name: {
-                    **msgspec.to_builtins(g),
+                    **msgspec.json.decode(msgspec.json.encode(g)),  # lists, as JSON reads back
                     "transport": self.transport(name),
                     "policy": self.policy(name),
                     "depends_on": list(self.depends_on(name)),
@@ -325,7 +325,11 @@ def load(name_or_path: str | Path) -> Placement:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise PlacementError(f"{path}: {exc}") from None
+    name = path.stem
+    known = named().get(name)
+    if known is not None and known.resolve() != path.resolve():
+        name = f"file-{name}"  # never recorded under the name of a different, named placement
     try:
-        return parse(doc, path.stem, path.resolve())
+        return parse(doc, name, path.resolve())
     except PlacementError as exc:
         raise PlacementError(f"{path}: {exc}") from None

@@ -310,6 +310,7 @@ ASPECTS: tuple[tuple[str, Callable[[Meta], Any]], ...] = (
     ("CPU pinning", pinning),
     ("profiled", lambda m: dig(m, "profile", "enabled")),
     ("GC telemetry", lambda m: dig(m, "telemetry", "gc")),
+    ("server telemetry", lambda m: m.get("server_telemetry")),
     ("machine", _machine),
 )
 # (what, the dict in meta.json): compared key by key, between the runs that have the key
