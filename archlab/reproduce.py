@@ -1,10 +1,12 @@
 """`archlab reproduce`: the scenario matrix behind every figure (resumable), then the figures.
 
 A *scale* (`test`, `quick`, `full`) decides the dataset size and how long each run lasts; the
-matrix is the same at every scale: per variant a latency ramp (open-loop staircase of arrival
-rates, all CPUs), the same ramp pinned to 1 .. n-1 CPUs (the scaling study; its n-CPU point is
-the latency ramp), the fault scenarios (`gc-pressure` is also the GC-stall run), a profiled run,
-and once the per-hop micro-benchmark.
+matrix is the same at every scale: per variant (the three compared deployments) a latency ramp
+(open-loop staircase of arrival rates, all CPUs), the same ramp pinned to 1 .. n-1 CPUs (the
+scaling study; its n-CPU point is the latency ramp), the fault scenarios (`gc-pressure` is also
+the GC-stall run), a profiled run; then the migration path (each placement of
+`variants.placement.PATH` at one open-loop rate: steady, and under `crash-recommendations` and
+`gc-pressure`; the `test` scale runs a slice of it); and once the per-hop micro-benchmark.
 
 Everything goes into one *run set* folder (default `results/repro/<scale>/`):
 
@@ -26,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis import migration
+from archlab.analysis.runset import VARIANT_ORDER
 from archlab.bench import hop
-from archlab.deployers import VARIANTS
 from archlab.host.machine import machine_info, usable_cpus
 from archlab.measure.profiler import ProfilePlan
 from archlab.run.plan import RunPlan
@@ -48,11 +51,20 @@ from archlab.rundir import (
     utc_now,
     write_json,
 )
+from variants.placement import PATH
 from workloads.scenarios import get_scenario
 
 Echo = Callable[[str], None]
 HOP_EXPECTED_S = 20.0  # the hop micro-benchmark, for the time-left estimate
 RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
+PATH_RATE = 50.0
+"""The migration path's offered load (requests/s, open loop), the same for every step and
+scenario: the knee of the slowest variant in the reference latency ramps (`ramp.knee`, the last
+step before p99 passed 3x its first step's). The distributed variant's p99 was 17 ms at 50 req/s
+and 66 ms at 100, while the monolith and the process family stayed flat up to 300 and 500; at
+50 req/s it used 28 % of a CPU, which leaves room on 2 CPUs for what the faults add (the model
+rebuilt every second under gc-pressure, reloaded after a crash), so the path's runs measure the
+placements, not a saturated machine."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +81,14 @@ class Scale:
     gc_s: int  # the gc-pressure run: also the GC-stall figures' data, so a little longer
     profile_s: int
     profile_rate: float  # open loop, requests/s, for the profiled run
+    path_s: int  # each run of the migration path: steady and under each fault scenario
     scaling: bool = True  # pinned ramps on 1 .. n-1 CPUs
     separate_profile_run: bool = True  # False: py-spy rides on the latency ramp (test only)
     hop_calls: int = 2000
     expected_overhead_s: float = 12.0  # per run: start-up, model load, drain, summary
+    path_rate: float = PATH_RATE
+    path_steps: tuple[str, ...] = PATH  # the placements run (the test scale: a slice)
+    path_scenarios: tuple[str, ...] = migration.FAULT_SCENARIOS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,14 +108,17 @@ SCALES: dict[str, Scale] = {
             gc_s=6,
             profile_s=4,
             profile_rate=50.0,
+            path_s=6,
             separate_profile_run=False,
             hop_calls=200,
             expected_overhead_s=5.0,
+            path_steps=(PATH[0], PATH[-1]),  # both ends of the path
+            path_scenarios=(migration.REPLICATE_SCENARIO,),
         ),
         Scale(
             name="quick",
-            description="short runs on the small dataset, three faults: every figure in ~8 min "
-            "on 2 CPUs",
+            description="short runs on the small dataset, three faults, the migration path: every "
+            "figure in ~12 min on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10),
             ramp_step_s=4.0,
@@ -108,12 +127,13 @@ SCALES: dict[str, Scale] = {
             gc_s=20,
             profile_s=15,
             profile_rate=100.0,
+            path_s=10,
             hop_calls=2000,
         ),
         Scale(
             name="full",
-            description="the publication run: longer steps, every fault of the catalogue, ~20 min "
-            "on 2 CPUs",
+            description="the publication run: longer steps, every fault of the catalogue, the "
+            "migration path: ~27 min on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
             ramp_step_s=8.0,
@@ -129,6 +149,7 @@ SCALES: dict[str, Scale] = {
             gc_s=40,
             profile_s=20,
             profile_rate=100.0,
+            path_s=24,
             hop_calls=5000,
         ),
     )
@@ -177,13 +198,13 @@ def plan_steps(scale: Scale, cpus: Sequence[int] | None = None) -> list[Step]:
 
     ramp = {"scenario": "ramp", "steps": scale.ramp_steps, "step_s": scale.ramp_step_s}
     along = not scale.separate_profile_run  # py-spy rides on the latency ramp
-    for variant in VARIANTS:
+    for variant in VARIANT_ORDER:
         kinds = ("latency", "scaling", "profile") if along else ("latency", "scaling")
         prof = ProfilePlan() if along else None
         add(f"latency-{variant}", kinds, ramp_s, variant=variant, pin=False, profile=prof, **ramp)
     if scale.scaling:
         for n in range(1, len(cpus)):
-            for variant in VARIANTS:
+            for variant in VARIANT_ORDER:
                 add(
                     f"scaling-{variant}-{n}cpu", ("scaling",), ramp_s, n,
                     variant=variant, sut_cpus=cpus[:n], gen_cpus=cpus[n:], **ramp,
@@ -191,17 +212,25 @@ def plan_steps(scale: Scale, cpus: Sequence[int] | None = None) -> list[Step]:
     for scenario in scale.fault_scenarios:
         gc = scenario == "gc-pressure"
         seconds = scale.gc_s if gc else scale.fault_s
-        for variant in VARIANTS:
+        for variant in VARIANT_ORDER:
             add(
                 f"{scenario}-{variant}", ("fault", "gc") if gc else ("fault",), seconds,
                 variant=variant, scenario=scenario, duration_s=seconds, pin=False,
             )  # fmt: skip
     if scale.separate_profile_run:
-        for variant in VARIANTS:
+        for variant in VARIANT_ORDER:
             add(
                 f"profile-{variant}", ("profile",), scale.profile_s,
                 variant=variant, scenario="open", duration_s=scale.profile_s,
                 rate=scale.profile_rate, pin=False, profile=ProfilePlan(),
+            )  # fmt: skip
+    path_scenarios = (migration.STEADY, *scale.path_scenarios)
+    for scenario in path_scenarios:  # one scenario's steps back to back
+        for placement in scale.path_steps:
+            add(
+                migration.tag(placement, scenario), (migration.KIND,), scale.path_s,
+                variant=placement, scenario=scenario, duration_s=scale.path_s,
+                rate=scale.path_rate, pin=False,
             )  # fmt: skip
     return steps
 

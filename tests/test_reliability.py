@@ -1,9 +1,10 @@
 """Reliability (issue 6): SIGKILL random processes of a variant under order load; lose nothing.
 
 For each placement of the migration path, four client threads place orders while the test
-SIGKILLs a randomly chosen process of the variant about every 0.7 s, chosen by role among *all* its processes (supervisors
-included, a few times), until it has made 14 kills or 90 s have passed (a busy machine recovers
-more slowly, so fewer kills fit: the test asserts only that a few happened). What the variant
+SIGKILLs a randomly chosen process of the variant about every 0.7 s, chosen by role among *all*
+its processes (supervisors included, a few times), until it has made 14 kills or 90 s have
+passed (a busy machine recovers more slowly, so fewer kills fit: the test asserts only that a
+few happened). What the variant
 supervises restarts itself (gunicorn masters restart workers, the postmaster its backends and
 auxiliaries, the launcher its services); when the top process dies, the harness restarts the
 whole command from the same state directory and port, as `archlab.run.restart.Restarter` does

@@ -20,12 +20,16 @@ from matplotlib.figure import Figure
 from support import run_cli, wait_until, watching
 
 from archlab import reproduce as repro
-from archlab.analysis.runset import ENV_RUNSET, default_runset_path, load_runset
+from archlab.analysis import migration, ramp
+from archlab.analysis.runset import ENV_RUNSET, VARIANT_ORDER, default_runset_path, load_runset
 from archlab.analysis.validate import validate_run
 from archlab.figures import figure_functions
 from archlab.figures.notebooks import notebook_paths
 from archlab.host import procs
 from archlab.rundir import MANIFEST, read_json, read_meta
+from variants.placement import PATH
+
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -70,12 +74,55 @@ def test_every_step_of_the_matrix_ran_and_is_a_valid_run(reproduction: dict[str,
     assert tags == [s.tag for s in repro.plan_steps(repro.SCALES["test"])]
     for variant in ("monolith", "multiprocess", "distributed"):
         assert f"latency-{variant}" in tags and f"gc-pressure-{variant}" in tags
+    for placement in (PATH[0], PATH[-1]):
+        assert {f"path-{placement}", f"path-{placement}-crash-recommendations"} <= set(tags)
     for step in manifest["steps"]:
         run_dir = reproduction["out"] / step["run"]
         assert step["status"] == "completed", step
         assert validate_run(run_dir) == [], step["tag"]
     hop = json.loads((reproduction["out"] / "hop.json").read_text())
     assert set(hop["results"]["catalog.get"]) >= {"in-process", "IPC (Unix socket, msgpack)"}
+
+
+@pytest.mark.parametrize("scale", ["quick", "full"])
+def test_the_migration_path_runs_every_step_at_one_rate_steady_and_under_both_faults(
+    scale: str,
+) -> None:
+    """Every placement of the path under each scenario, one scenario's steps back to back, all
+    at the same open-loop rate and length; the variants' own matrix stays the three variants."""
+    s = repro.SCALES[scale]
+    steps = repro.plan_steps(s, [0, 1])
+    path = [st for st in steps if st.kinds == ("path",)]
+    scenarios = ("open", "crash-recommendations", "gc-pressure")
+    assert [st.tag for st in path] == [
+        f"path-{p}" if sc == "open" else f"path-{p}-{sc}" for sc in scenarios for p in PATH
+    ]
+    assert steps[-len(path) :] == path  # after the variants' runs: their order is unchanged
+    for st in path:
+        plan = st.plan
+        assert plan.variant in PATH and plan.scenario in scenarios and plan.run_id == st.tag
+        assert (plan.rate, plan.duration_s, plan.size) == (repro.PATH_RATE, s.path_s, s.size)
+        assert plan.steps is None and plan.pin is False and plan.profile is None
+        assert st.fingerprint()["rate"] == repro.PATH_RATE
+    assert {st.plan.variant for st in steps if st not in path} == set(VARIANT_ORDER)
+    assert s.to_dict()["path_rate"] == repro.PATH_RATE  # recorded in the manifest
+
+
+def test_the_test_scale_runs_both_ends_of_the_path_and_the_replicate_fault() -> None:
+    steps = repro.plan_steps(repro.SCALES["test"], [0, 1])
+    tags = [st.tag for st in steps if st.kinds == ("path",)]
+    ends = (PATH[0], PATH[-1])
+    assert tags == [migration.tag(p) for p in ends] + [
+        migration.tag(p, migration.REPLICATE_SCENARIO) for p in ends
+    ]
+
+
+@pytest.mark.skipif(not (REFERENCE / MANIFEST).exists(), reason="no reference run set")
+def test_the_path_rate_is_at_or_below_every_reference_ramps_knee() -> None:
+    rs = load_runset(REFERENCE)
+    knees = {run.variant: ramp.knee(run) for run in rs.of("latency")}
+    assert knees and all(k and k["offered_rps"] >= repro.PATH_RATE for k in knees.values())
+    assert min(k["offered_rps"] for k in knees.values() if k) == repro.PATH_RATE  # the slowest
 
 
 def test_progress_shows_the_time_left_and_where_everything_is(
@@ -106,7 +153,7 @@ def test_every_notebook_executed_and_ends_with_a_reading_computed_from_the_runs(
     reproduction: dict[str, Path],
 ) -> None:
     sources = notebook_paths()
-    assert [p.name[:2] for p in sources] == ["01", "02", "03", "04", "05", "06"]
+    assert [p.name[:2] for p in sources] == ["01", "02", "03", "04", "05", "06", "07"]
     for source in sources:
         nb = nbformat.read(reproduction["notebooks"] / source.name, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

@@ -1,9 +1,10 @@
 """Per-process fault injection shared by every variant: the same faults, injected the same way.
 
 Every process that hosts bounded contexts calls `arm(role, components)` where it builds them
-(next to `telemetry.install`) and passes each context through the wrapper it gets back. When the harness
-sets `ARCHLAB_FAULTS_DIR`, the process starts a controller; without it `install` returns the
-contexts unchanged and starts nothing.
+(next to `telemetry.install`) and passes each context through the wrapper it gets back (the
+shop's one wiring does), so a fault is on the callee's side of every call. When the harness
+sets `ARCHLAB_FAULTS_DIR`, the process starts a controller; without it the wrapper returns
+each context unchanged and nothing starts.
 
 Control plane (local, file + signal, no network; an HTTP admin endpoint is a later step):
 

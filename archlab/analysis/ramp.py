@@ -22,7 +22,9 @@ SLO_MAX_ERROR_RATE = 0.01
 KNEE_FACTOR = 3.0  # the knee: the last step before p99 exceeds 3x the first step's, or the SLO
 
 
-def _latency(stats: dict[str, Any]) -> dict[str, Any]:
+def latency(stats: dict[str, Any]) -> dict[str, Any]:
+    """An endpoint's percentiles from summary.json: corrected from the intended start when the
+    load was scheduled (open loop), else as observed."""
     return stats.get("latency_corrected_ms") or stats.get("latency_ms") or {}
 
 
@@ -35,7 +37,7 @@ def endpoint_steps(run: Run) -> pd.DataFrame:
         for endpoint, stats in w["endpoints"].items():
             if endpoint == SETUP_ENDPOINT:
                 continue
-            lat = _latency(stats)
+            lat = latency(stats)
             count = stats.get("count", 0)
             rows.append(
                 {

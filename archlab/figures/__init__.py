@@ -24,6 +24,7 @@ MODULES = {
     "04_cost": "archlab.figures.cost",
     "05_profiles": "archlab.figures.profiles",
     "06_scaling": "archlab.figures.scaling",
+    "07_migration_path": "archlab.figures.migration",
 }
 
 

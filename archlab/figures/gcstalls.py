@@ -108,7 +108,8 @@ def path_roles(variant: str, endpoint: str, roles: set[str]) -> set[str]:
 def inside_outside(
     requests: pd.DataFrame, engine_pauses: pd.DataFrame
 ) -> list[dict[str, float | int | str]]:
-    """Per endpoint: p99 of requests overlapping an engine full collection vs the others."""
+    """Per endpoint: p99 and errors of requests overlapping an engine full collection vs the
+    others (errors: `is_error`, none when the frame has no such column)."""
     full = engine_pauses[engine_pauses["generation"] == FULL_GENERATION]
     inside = (
         overlap_counts(
@@ -118,6 +119,11 @@ def inside_outside(
             full["end"].to_numpy(),
         )
         > 0
+    )
+    failed = (
+        requests["is_error"].to_numpy(dtype=bool)
+        if "is_error" in requests
+        else np.zeros(len(requests), dtype=bool)
     )
     rows: list[dict[str, float | int | str]] = []
     for endpoint in _endpoints(requests):
@@ -130,6 +136,8 @@ def inside_outside(
                 "endpoint": endpoint,
                 "n_inside": int(lat_in.size),
                 "n_outside": int(lat_out.size),
+                "errors_inside": int((failed & mask & inside).sum()),
+                "errors_outside": int((failed & mask & ~inside).sum()),
                 "p99_inside_ms": p_in,
                 "p99_outside_ms": p_out,
                 "ratio": p_in / p_out if p_out and not math.isnan(p_out) else math.nan,
@@ -188,14 +196,19 @@ def _runs(rs: RunSet) -> list[Run]:
     return [r for r in rs.of(KIND) if not r.requests.empty and not r.gc.empty]
 
 
+def engine_pauses(run: Run) -> tuple[pd.DataFrame, set[str]]:
+    """The run's pauses of the roles hosting the recommendation engine, and those roles."""
+    engine = engine_roles(run.variant, set(run.gc["role"].unique()) if not run.gc.empty else set())
+    all_pauses = pauses(run.gc)
+    return all_pauses[all_pauses["role"].isin(engine)], engine
+
+
 def inside_outside_table(rs: RunSet) -> pd.DataFrame:
     """Per variant and endpoint: p99 inside vs outside the engine's full collections."""
     rows = []
     for run in _runs(rs):
-        all_pauses = pauses(run.gc)
-        engine = engine_roles(run.variant, set(run.gc["role"].unique()))
-        engine_pauses = all_pauses[all_pauses["role"].isin(engine)]
-        for row in inside_outside(measured_requests(run), engine_pauses):
+        engine_only, engine = engine_pauses(run)
+        for row in inside_outside(measured_requests(run), engine_only):
             rows.append({"variant": run.variant, "engine_roles": ", ".join(sorted(engine)), **row})
     return pd.DataFrame(rows)
 

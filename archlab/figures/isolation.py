@@ -17,6 +17,7 @@ An endpoint is **targeted** when the faulty component is one of the contexts it 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -36,7 +37,7 @@ BUCKET_S = 1.0
 BEFORE_S = 10.0  # timelines start this long before the fault
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=32)
 def _matrix(paths: tuple[str, ...]) -> pd.DataFrame:
     from pathlib import Path
 
@@ -44,8 +45,12 @@ def _matrix(paths: tuple[str, ...]) -> pd.DataFrame:
 
 
 def blast_table(rs: RunSet) -> pd.DataFrame:
-    """blast.matrix over the fault runs, plus `p99_ratio`, `targeted` and `within`."""
-    runs = rs.of("fault")
+    """`blast_rows` of the run set's fault runs."""
+    return blast_rows(rs.of("fault"))
+
+
+def blast_rows(runs: Sequence[Run]) -> pd.DataFrame:
+    """blast.matrix over `runs`, plus `p99_ratio`, `targeted` and `within`."""
     if not runs:
         return pd.DataFrame()
     df = _matrix(tuple(str(r.path) for r in runs)).copy()

@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from archlab.analysis.runset import RunSet
 
 VARIANT_COLORS = {"monolith": "#d62728", "multiprocess": "#1f77b4", "distributed": "#2ca02c"}
+# the migration path's steps between the variants: hues between their neighbours
+STEP_COLORS = {"recs-process": "#9467bd", "recs-service": "#17becf"}
 CAPTION_CHARS_PER_INCH = 17  # at 7 pt: a longer caption wraps instead of running off the figure
 
 
@@ -27,8 +29,16 @@ def new_figure(
     return fig, axes
 
 
+def new_mosaic(
+    layout: list[list[str]], *, width: float, height: float, **kw: Any
+) -> tuple[Figure, dict[str, Any]]:
+    """A figure and its named axes (like plt.subplot_mosaic), for panels of unequal width."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.subplot_mosaic(layout, **kw)
+
+
 def color(variant: str) -> str:
-    return VARIANT_COLORS.get(variant, "#7f7f7f")
+    return VARIANT_COLORS.get(variant) or STEP_COLORS.get(variant, "#7f7f7f")
 
 
 def caption(fig: Figure, rs: RunSet, extra: str = "") -> Figure:
