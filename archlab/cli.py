@@ -494,7 +494,8 @@ def _parse_reproduce(sub: Subparsers) -> None:
         help="run the scenario matrix, render every figure, execute every notebook",
         description="Run the matrix behind every figure over the three variants (latency "
         "ramps, pinned ramps for the scaling study, fault scenarios, profiled runs, the hop "
-        "micro-benchmark), render every figure (PNG and SVG) into results/figures/ and execute "
+        "micro-benchmark) and along the migration path (each placement at one open-loop rate, "
+        "steady, crashed and collecting), render every figure (PNG and SVG) into results/figures/ and execute "
         "every notebook into results/notebooks/. Interrupted, it keeps finished runs: the same "
         "command resumes.",
         epilog="scales: " + "; ".join(f"{s.name}: {s.description}" for s in repro.SCALES.values()),
