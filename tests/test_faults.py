@@ -22,6 +22,7 @@ import pytest
 from support import wait_until
 
 from archlab.analysis import blast
+from archlab.analysis.runset import VARIANT_ORDER
 from archlab.deployers import VARIANTS
 from archlab.host import procs
 from archlab.run import fault_schedule as harness
@@ -195,9 +196,11 @@ KINDS = Scenario(
 )
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS), ids=str)
+@pytest.fixture(scope="module", params=list(VARIANT_ORDER), ids=str)
 def kinds_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One run of every variant under the four non-crash faults (the same plan for each)."""
+    """One run of each kind of deployer (the three ends of the migration path) under the four
+    non-crash faults (the same plan for each). That every placement puts the fault on the
+    callee's side is tests/test_placement.py's; the crash of each placement, test_blast_shape's."""
     variant: str = request.param
     results = tmp_path_factory.mktemp(f"fault-kinds-{variant}")
     with pytest.MonkeyPatch.context() as mp:

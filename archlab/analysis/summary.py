@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 
 from archlab.analysis.records import Record, is_error, read_records
 from archlab.measure.gcdata import read_gc, read_roles, summarize_gc
-from archlab.measure.integrity import METHOD_API, METHOD_DATABASES
+from archlab.measure.integrity import METHOD_API
 from archlab.measure.profiler import read_top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
 from archlab.rundir import (
@@ -564,7 +564,8 @@ def summarize_run(
         try:
             inv = json.loads(inv_path.read_text())
             summary["invariants"] = {
-                "method": inv.get("method", METHOD_DATABASES),
+                # runs before --target existed checked the databases and did not say so
+                **({"method": inv["method"]} if "method" in inv else {}),
                 "ok": inv["ok"],
                 "checks": inv["checks"],
                 "counts": inv["counts"],
