@@ -208,7 +208,7 @@ def open_stored(path: Path) -> TextIO:
     found = stored(path)
     if found is None:
         raise FileNotFoundError(f"{path} not found")
-    if found != path:
+    if found.name.endswith(".gz"):  # a copy found for `path`, or `path` named with its .gz
         return gzip.open(found, "rt", newline="")
     return path.open(newline="")
 

@@ -243,3 +243,19 @@ def test_a_run_without_server_telemetry_is_summarized_and_valid(tmp_path: Path) 
     problems = validate.validate_run(run)
     assert any("missing processes.csv" in p for p in problems)
     assert any("method api in a run whose server telemetry is collected" in p for p in problems)
+
+
+def test_a_raw_file_reads_the_same_by_its_name_or_by_its_gzipped_copy(tmp_path: Path) -> None:
+    """Readers are handed either `processes.csv` or what `stored` found (`processes.csv.gz`)."""
+    import gzip
+
+    from archlab.rundir import open_stored, stored
+
+    plain = tmp_path / "processes.csv"
+    with gzip.open(tmp_path / "processes.csv.gz", "wt") as fh:
+        fh.write("time,pid\n1.0,7\n")
+    found = stored(plain)
+    assert found is not None and found.name == "processes.csv.gz"
+    for path in (plain, found):
+        with open_stored(path) as fh:
+            assert fh.read().splitlines() == ["time,pid", "1.0,7"]
