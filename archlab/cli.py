@@ -495,9 +495,9 @@ def _parse_reproduce(sub: Subparsers) -> None:
         description="Run the matrix behind every figure over the three variants (latency "
         "ramps, pinned ramps for the scaling study, fault scenarios, profiled runs, the hop "
         "micro-benchmark) and along the migration path (each placement at one open-loop rate, "
-        "steady, crashed and collecting), render every figure (PNG and SVG) into results/figures/ and execute "
-        "every notebook into results/notebooks/. Interrupted, it keeps finished runs: the same "
-        "command resumes.",
+        "steady, crashed and collecting), render every figure (PNG and SVG) into "
+        "results/figures/ and execute every notebook into results/notebooks/. Interrupted, it "
+        "keeps finished runs: the same command resumes.",
         epilog="scales: " + "; ".join(f"{s.name}: {s.description}" for s in repro.SCALES.values()),
     )
     rep.add_argument(

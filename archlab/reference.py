@@ -15,6 +15,7 @@ from typing import Any
 from archlab.rundir import (
     GC,
     LEDGER,
+    LOCUST_HTML,
     MANIFEST,
     PARTIAL_DIR,
     PROCESSES,
@@ -28,7 +29,7 @@ from archlab.rundir import (
     results_root,
 )
 
-COMPRESS = (REQUESTS, GC, PROCESSES, LEDGER, f"{PROFILE_DIR}/{SPEEDSCOPE}")
+COMPRESS = (REQUESTS, GC, PROCESSES, LEDGER, LOCUST_HTML, f"{PROFILE_DIR}/{SPEEDSCOPE}")
 LEAVE_OUT = (STATE_DIR, PARTIAL_DIR, TELEMETRY_DIR, "*.tmp")
 
 

@@ -209,6 +209,24 @@ def running(
         stop(proc, grace_s=grace_s)
 
 
+def health_once(url: str, timeout_s: float) -> tuple[dict[str, Any] | None, str]:
+    """One GET of a health URL: (its JSON body, "") on a 200, else (None, why not)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body = resp.read()
+            if resp.status == 200:
+                try:
+                    return dict(json.loads(body)), ""
+                except ValueError:
+                    return {"raw": body.decode("utf-8", errors="replace")}, ""
+            return None, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return None, f"HTTP {exc.code}"
+    except (OSError, urllib.error.URLError) as exc:
+        return None, str(getattr(exc, "reason", exc))
+
+
 def wait_healthy(
     proc: Proc, url: str, timeout_s: float = 120.0, interval_s: float = 0.2
 ) -> dict[str, Any]:
@@ -226,20 +244,9 @@ def wait_healthy(
                 f"{proc.name} exited with code {code} before {url} was healthy.\n"
                 f"--- last lines of {proc.log_path} ---\n{proc.log_tail()}"
             )
-        try:
-            with urllib.request.urlopen(url, timeout=2.0) as resp:
-                body = resp.read()
-                if resp.status == 200:
-                    try:
-                        return dict(json.loads(body))
-                    except ValueError:
-                        return {"raw": body.decode("utf-8", errors="replace")}
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-            exc.close()
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(getattr(exc, "reason", exc))
+        body, last = health_once(url, 2.0)
+        if body is not None:
+            return body
         if time.monotonic() >= deadline:
             raise ProcessError(
                 f"{proc.name} was not healthy at {url} after {timeout_s:.0f} s (last: {last}).\n"

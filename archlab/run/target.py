@@ -15,10 +15,7 @@ deployment by itself.
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,22 +94,10 @@ def plan_generator_cpus(
 def wait_healthy(url: str, timeout_s: float) -> dict[str, Any]:
     """Poll the target's /healthz until it answers 200; its body. ProcessError after timeout_s."""
     deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
     while True:
-        try:
-            with urllib.request.urlopen(url + HEALTH_PATH, timeout=5.0) as resp:
-                body = resp.read()
-                if resp.status == 200:
-                    try:
-                        return dict(json.loads(body))
-                    except ValueError:
-                        return {"raw": body.decode("utf-8", errors="replace")}
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-            exc.close()
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(getattr(exc, "reason", exc))
+        body, last = procs.health_once(url + HEALTH_PATH, 5.0)
+        if body is not None:
+            return body
         if time.monotonic() >= deadline:
             raise procs.ProcessError(
                 f"the target {url} was not healthy at {HEALTH_PATH} after {timeout_s:.0f} s "
