@@ -191,7 +191,7 @@ def get_variant(name: str) -> VariantSpec:
     """
     if name in VARIANTS:
         return VARIANTS[name]
-    if "/" in name or name.endswith(".toml"):
+    if placements.is_file_name(name):
         return spec_for(name)
     raise KeyError(
         f"unknown placement {name!r}; known: {', '.join(VARIANTS)} (or a placement file)"

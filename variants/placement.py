@@ -140,6 +140,14 @@ class Placement:
             and any("catalog" in self.needs_contexts(n) for n in self.groups if n != self.edge)
         )
 
+    def maps_catalog(self, group: str) -> bool:
+        """A process of `group` maps the shared catalog segment (it hosts the catalog, or
+        needs it and does not host it)."""
+        return self.shared_catalog and "catalog" in (
+            *self.groups[group].contexts,
+            *self.needs_contexts(group),
+        )
+
     def needs_contexts(self, group: str) -> tuple[str, ...]:
         """Contexts the group's contexts need and it does not host itself."""
         hosted = set(self.groups[group].contexts)
@@ -311,10 +319,15 @@ def named() -> dict[str, Path]:
     return {**{n: found[n] for n in PATH if n in found}, **found}
 
 
+def is_file_name(text: str) -> bool:
+    """`text` names a placement file (it has a '/' or ends .toml), not a named placement."""
+    return "/" in text or text.endswith(".toml")
+
+
 def load(name_or_path: str | Path) -> Placement:
     """A named placement, or the placement file at a path; PlacementError if it is bad."""
     text = str(name_or_path)
-    path = named().get(text) if "/" not in text and not text.endswith(".toml") else None
+    path = None if is_file_name(text) else named().get(text)
     if path is None:
         path = Path(text)
         if not path.is_file():

@@ -28,12 +28,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Place
     )
     known, _ = p.parse_known_args(argv)
     placement = cli.load_placement(known.placement, "family")
-    edge = placement.groups[placement.edge]
-    backends = available_cpus() if edge.replicas == "cpus" else edge.replicas
     p.add_argument(
         "--backends",
         type=int,
-        default=backends,
+        default=placement.replicas(placement.edge, available_cpus()),
         help="request backend processes (default: the placement's, %(default)s)",
     )
     p.add_argument("--threads", type=int, default=8, help="request threads per backend")

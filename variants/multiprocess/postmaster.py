@@ -155,7 +155,7 @@ def service_options(
     """How an `http` group of the family is served (built in the postmaster first, so that a
     group that cannot be served fails the start with its reason)."""
     local: dict[str, Any] = {}
-    if placement.shared_catalog and "catalog" in placement.needs_contexts(group):
+    if placement.maps_catalog(group):
         local["catalog"] = SnapshotCatalog(catalog) if catalog is not None else object()
     return service.Options(
         placement=placement,
@@ -223,10 +223,6 @@ def child_kinds(placement: Placement) -> dict[str, ChildKind]:
     PostgreSQL's `child_process_kinds[]`: the edge group's numbered backends, an auxiliary per
     `ipc` group, a gunicorn service per `http` group."""
 
-    def reads_catalog(group: str) -> bool:
-        hosts = "catalog" in placement.groups[group].contexts
-        return placement.shared_catalog and (hosts or "catalog" in placement.needs_contexts(group))
-
     kinds = {
         placement.edge: ChildKind(
             placement.edge,
@@ -234,7 +230,7 @@ def child_kinds(placement: Placement) -> dict[str, ChildKind]:
             numbered=True,
             accepts_connections=True,
             attaches_control=True,
-            attaches_catalog=reads_catalog(placement.edge),
+            attaches_catalog=placement.maps_catalog(placement.edge),
         )
     }
     for group in placement.start_order:
@@ -242,7 +238,7 @@ def child_kinds(placement: Placement) -> dict[str, ChildKind]:
         kinds[group] = ChildKind(
             group,
             _auxiliary_main if ipc else _service_main,
-            attaches_catalog=reads_catalog(group),
+            attaches_catalog=placement.maps_catalog(group),
             blocked_signals=auxiliary.HANDLED if ipc else frozenset(),
             stop_signal=signal.SIGUSR2 if ipc else signal.SIGTERM,
             master=not ipc,
