@@ -10,9 +10,19 @@ endif
 BIN := $(ENV)/bin
 STAMP := $(ENV)/.archlab-installed
 
+# The recommendation engine in Rust, built offline from Debian's packaged crates; its script
+# installs them (as root) and says so, or says why the Python engine alone will be used.
+ENGINE_DIR := engines/recommendations-rs
+ENGINE := $(ENGINE_DIR)/target/release/archlab-recommendations
+ENGINE_SOURCES := $(ENGINE_DIR)/Cargo.toml $(ENGINE_DIR)/Cargo.lock $(ENGINE_DIR)/setup.sh \
+	$(wildcard $(ENGINE_DIR)/src/*.rs) .cargo/config.toml
+
 .PHONY: setup test reproduce lab lint format clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(ENGINE)
+
+$(ENGINE): $(ENGINE_SOURCES)
+	bash $(ENGINE_DIR)/setup.sh && { [ ! -f $@ ] || touch $@; }
 
 $(ENV)/bin/python:
 	$(PYTHON) -m venv $(ENV)
@@ -40,4 +50,4 @@ format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf .venv build *.egg-info
+	rm -rf .venv build *.egg-info $(ENGINE_DIR)/target

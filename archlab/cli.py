@@ -28,6 +28,7 @@ from archlab import __version__, reference
 from archlab import reproduce as repro
 from archlab.analysis import blast, compare, validate
 from archlab.analysis.summary import format_table, summarize_run, write_summary
+from archlab.bench import engine as engine_bench
 from archlab.bench import gcpause, hop
 from archlab.deployers import SIZES, VARIANTS, Knob, all_knobs, flag_name, get_variant, knob_owners
 from archlab.host import procs
@@ -762,18 +763,39 @@ def cmd_gc_pause(args: argparse.Namespace) -> int:
 def _parse_bench(sub: Subparsers) -> None:
     bench = sub.add_parser(
         "bench",
-        help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP)",
+        help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP; engine: the "
+        "recommendation model rebuilt in Python and in Rust)",
         description="hop: time the same catalog calls as a method call, through the msgpack "
         "codec alone, over a Unix socket to another process (the multiprocess variant's IPC) "
-        "and over HTTP to a gunicorn service (the distributed variant's transport).",
+        "and over HTTP to a gunicorn service (the distributed variant's transport), and one "
+        "recommendation call into each engine. engine: rebuild the recommendation model in a "
+        "process of each engine over the same store, alternating, at each --sizes, and read "
+        "each process's memory.",
     )
-    bench.add_argument("which", choices=["hop"], help="which micro-benchmark")
-    bench.add_argument("--calls", type=int, default=5000, help="timed calls per hop and call")
-    bench.add_argument("--warmup", type=int, default=500, help="untimed calls first")
+    bench.add_argument("which", choices=["hop", "engine"], help="which micro-benchmark")
+    bench.add_argument("--calls", type=int, default=5000, help="hop: timed calls per hop and call")
+    bench.add_argument("--warmup", type=int, default=500, help="hop: untimed calls first")
+    bench.add_argument(
+        "--sizes", default="small,full", help="engine: dataset sizes, comma-separated"
+    )
+    bench.add_argument("--rounds", type=int, default=5, help="engine: rebuilds per engine")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.which == "engine":
+        sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip())
+        unknown = [s for s in sizes if s not in SIZES]
+        if unknown or args.rounds < 1:
+            print(f"error: --sizes from {', '.join(SIZES)}; --rounds at least 1", file=sys.stderr)
+            return 2
+        print(
+            f"rebuilding the model {args.rounds} times per engine at {', '.join(sizes)} ...",
+            file=sys.stderr,
+        )
+        report = engine_bench.measure(sizes, args.rounds, echo=lambda t: print(t, file=sys.stderr))
+        print(json.dumps(report, indent=2) if args.json else engine_bench.format_table(report))
+        return 0
     print(f"timing {args.calls} calls per hop ...", file=sys.stderr)
     report = hop.measure(n=args.calls, warmup=args.warmup)
     print(json.dumps(report, indent=2) if args.json else hop.format_table(report))

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from variants import native
 from variants import placement as placements
+from variants.cli import engine_dest
 from variants.multiprocess.config import available_cpus
 from variants.placement import POLICIES, Placement
 from workloads.shop.dataset import CONTEXTS as COMPONENTS
@@ -125,8 +127,25 @@ class VariantSpec:
         return cmd
 
 
+def _engine_knobs(p: Placement) -> dict[str, Knob]:
+    """`engine_<group>` for each group that could run on a native engine."""
+    return {
+        engine_dest(group): Knob(
+            p.groups[group].engine,
+            f"what serves the {group} group: python, or the native program behind the same "
+            "contract",
+            choices=native.ENGINES,
+        )
+        for group in p.native_capable
+    }
+
+
 def _knobs(p: Placement) -> dict[str, Knob]:
     """The knobs of the deployer that runs `p`, with the placement's values as defaults."""
+    return {**_deployer_knobs(p), **_engine_knobs(p)}
+
+
+def _deployer_knobs(p: Placement) -> dict[str, Knob]:
     threads = Knob(DEFAULT_THREADS, "request threads per process")
     edge_replicas = p.replicas(p.edge, available_cpus())
     per_cpu = "the CPUs available" if p.groups[p.edge].replicas == "cpus" else ""

@@ -6,7 +6,10 @@ matrix is the same at every scale: per variant (the three compared deployments) 
 scaling study; its n-CPU point is the latency ramp), the fault scenarios (`gc-pressure` is also
 the GC-stall run), a profiled run; then the migration path (each placement of
 `variants.placement.PATH` at one open-loop rate: steady, and under `crash-recommendations` and
-`gc-pressure`; the `test` scale runs a slice of it); and once the per-hop micro-benchmark.
+`gc-pressure`; the `test` scale runs a slice of it); the recommendation engine in Python and
+in Rust in the same family (`archlab.analysis.polyglot`: a latency ramp, `gc-pressure`,
+`cpu-hog` and a profiled run per engine, interleaved; skipped, saying why, where the Rust
+engine is not built); and once the per-hop and the engine micro-benchmarks.
 
 Everything goes into one *run set* folder (default `results/repro/<scale>/`):
 
@@ -28,8 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis import migration
+from archlab.analysis import migration, polyglot
 from archlab.analysis.runset import VARIANT_ORDER
+from archlab.bench import engine as engine_bench
 from archlab.bench import hop
 from archlab.host.machine import machine_info, usable_cpus
 from archlab.measure.profiler import ProfilePlan
@@ -37,6 +41,7 @@ from archlab.run.plan import RunPlan
 from archlab.run.runner import execute
 from archlab.rundir import (
     COMPLETED_STATUSES,
+    ENGINE_BENCH,
     HOP,
     KEPT_STATUS,
     MANIFEST,
@@ -51,6 +56,7 @@ from archlab.rundir import (
     utc_now,
     write_json,
 )
+from variants import native
 from variants.placement import PATH
 from workloads.scenarios import get_scenario
 
@@ -89,6 +95,9 @@ class Scale:
     path_rate: float = PATH_RATE
     path_steps: tuple[str, ...] = PATH  # the placements run (the test scale: a slice)
     path_scenarios: tuple[str, ...] = migration.FAULT_SCENARIOS
+    polyglot_scenarios: tuple[str, ...] = polyglot.SCENARIOS
+    engine_sizes: tuple[str, ...] = ("small", "full")  # `archlab bench engine`
+    engine_rounds: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +123,9 @@ SCALES: dict[str, Scale] = {
             expected_overhead_s=5.0,
             path_steps=(PATH[0], PATH[-1]),  # both ends of the path
             path_scenarios=(migration.REPLICATE_SCENARIO,),
+            polyglot_scenarios=("gc-pressure",),
+            engine_sizes=("tiny",),
+            engine_rounds=2,
         ),
         Scale(
             name="quick",
@@ -129,6 +141,8 @@ SCALES: dict[str, Scale] = {
             profile_rate=100.0,
             path_s=10,
             hop_calls=2000,
+            engine_sizes=("small",),
+            engine_rounds=3,
         ),
         Scale(
             name="full",
@@ -181,11 +195,15 @@ class Step:
             "sut_cpus": p.sut_cpus,
             "pin": p.pin,
             "profile": p.profile.to_dict() if p.profile else None,
+            **({"knobs": dict(p.knobs)} if p.knobs else {}),  # absent before knobs were planned
         }
 
 
-def plan_steps(scale: Scale, cpus: Sequence[int] | None = None) -> list[Step]:
-    """The matrix of `scale` on a machine with `cpus` usable CPUs, in the order it runs."""
+def plan_steps(
+    scale: Scale, cpus: Sequence[int] | None = None, *, native_engines: bool = True
+) -> list[Step]:
+    """The matrix of `scale` on a machine with `cpus` usable CPUs, in the order it runs
+    (without the Python-vs-Rust comparison when `native_engines` is False)."""
     cpus = list(cpus if cpus is not None else usable_cpus())
     ramp_s = len(scale.ramp_steps) * scale.ramp_step_s
     steps: list[Step] = []
@@ -232,6 +250,20 @@ def plan_steps(scale: Scale, cpus: Sequence[int] | None = None) -> list[Step]:
                 variant=placement, scenario=scenario, duration_s=scale.path_s,
                 rate=scale.path_rate, pin=False,
             )  # fmt: skip
+    for scenario in scale.polyglot_scenarios if native_engines else ():
+        for engine in polyglot.ENGINES:  # each pair back to back
+            run: dict[str, Any] = {"variant": polyglot.PLACEMENT, "pin": False}
+            run["knobs"] = {polyglot.KNOB: engine}
+            if scenario == polyglot.RAMP:
+                seconds, run = ramp_s, {**run, **ramp}
+            elif scenario == polyglot.PROFILE:
+                seconds = scale.profile_s
+                run.update(scenario="open", duration_s=seconds, rate=scale.profile_rate)
+                run["profile"] = ProfilePlan()
+            else:
+                seconds = scale.gc_s if scenario == "gc-pressure" else scale.fault_s
+                run.update(scenario=scenario, duration_s=seconds)
+            add(polyglot.tag(scenario, engine), (polyglot.KIND,), seconds, **run)
     return steps
 
 
@@ -313,7 +345,10 @@ def reproduce(
         echo(f"previous run set moved to {aside}")
     runs_dir = out / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
-    steps = plan_steps(scale)
+    no_native = native.unavailable_reason()
+    if no_native:
+        echo(f"the Python-vs-Rust engine runs are skipped: {no_native}")
+    steps = plan_steps(scale, native_engines=no_native is None)
     old = read_json(out / MANIFEST) or {}
     old_steps = {s["tag"]: s for s in old.get("steps", [])}
     manifest: dict[str, Any] = {
@@ -388,6 +423,12 @@ def reproduce(
             write_json(hop_path, report)
             echo(hop.format_table(report))
         manifest["hop"] = HOP
+        engine_path = out / ENGINE_BENCH
+        if not engine_path.exists() and no_native is None:
+            echo("=== the recommendation engines' model rebuild (archlab bench engine)")
+            engines = engine_bench.measure(scale.engine_sizes, scale.engine_rounds, echo=echo)
+            write_json(engine_path, engines)
+            echo(engine_bench.format_table(engines))
     except KeyboardInterrupt:
         manifest["interrupted_at"] = iso(utc_now())
         write_json(out / MANIFEST, manifest)

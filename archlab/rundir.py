@@ -88,7 +88,10 @@ PROCESS_COLUMNS = (
     "ctx_involuntary",
 )
 GC_COLUMNS = telemetry.GC_COLUMNS
-ROLE_COLUMNS = ("pid", "role", "declared_at")
+ROLE_COLUMNS = ("pid", "role", "declared_at", "collector")
+ROLE_COLUMNS_V1 = ("pid", "role", "declared_at")
+COLLECTORS = ("python", "none")
+"""roles.csv's `collector`: CPython's cyclic GC, or none (a native engine's process)."""
 FAULT_COLUMNS = ("id", "kind", "component", "role", "pids", "start", "end", "params")
 TOP_COLUMNS = (
     "role",
@@ -107,7 +110,7 @@ CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
     GENERATOR_CPU: (CPU_COLUMNS, CPU_COLUMNS_V1),
     PROCESSES: (PROCESS_COLUMNS,),
     GC: (GC_COLUMNS,),
-    ROLES: (ROLE_COLUMNS,),
+    ROLES: (ROLE_COLUMNS, ROLE_COLUMNS_V1),
     LEDGER: (LEDGER_COLUMNS,),
     FAULTS: (FAULT_COLUMNS,),
 }
@@ -322,3 +325,4 @@ MANIFEST = "manifest.json"  # the scale, the machine, every step with its status
 RUNS_DIR = "runs"  # one run directory per step
 PARTIAL_DIR = ".partial"  # in RUNS_DIR: unfinished runs set aside on resume
 HOP = "hop.json"  # `archlab bench hop` output
+ENGINE_BENCH = "engine.json"  # `archlab bench engine` output

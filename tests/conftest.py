@@ -2,8 +2,10 @@
 
 The same conformance tests run unchanged against every placement of the migration path
 (`variants.placement.PATH`), with its default knobs, and the three ends of it once more with a
-second worker / backend / replica count; restrict them with
-ARCHLAB_TEST_VARIANTS=monolith,recs-process. Deployments come from `support.deployment`, so
+second worker / backend / replica count, and with the recommendation engine in Rust in the
+family (over IPC) and as a service (over HTTP); restrict them with
+ARCHLAB_TEST_VARIANTS=monolith,recs-process. The Rust runs skip, saying why, only where the
+engine could not be built (`make setup` builds it). Deployments come from `support.deployment`, so
 nothing they start outlives the session, whatever happens.
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 from support import Deployment, deployment
 
+from variants import native
 from variants.multiprocess import config as mp
 from variants.placement import PATH
 
@@ -33,12 +36,21 @@ SCALED_OUT: dict[str, dict[str, int | str]] = {
 }
 
 
+RUST_ENGINE = ("multiprocess", "distributed")
+"""Placements run once more with `engine = "rust"` for the recommendations group."""
+NO_RUST = native.unavailable_reason()
+needs_rust = pytest.mark.skipif(NO_RUST is not None, reason=NO_RUST or "")
+
+
 def _deployments() -> Iterator[object]:
     for variant in _test_variants():
         yield pytest.param((variant, {}), id=variant)
         if variant in SCALED_OUT:
             ((key, value),) = SCALED_OUT[variant].items()
             yield pytest.param((variant, SCALED_OUT[variant]), id=f"{variant}-{key}{value}")
+        if variant in RUST_ENGINE:
+            rust = {"engine_recommendations": "rust"}
+            yield pytest.param((variant, rust), id=f"{variant}-rust", marks=needs_rust)
 
 
 @pytest.fixture(scope="session", params=list(_deployments()))

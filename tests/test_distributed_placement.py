@@ -106,7 +106,8 @@ def test_the_launcher_hands_each_service_the_resolved_placement_and_its_peers(
     )
     launcher._plan()
     for name, child in launcher.children.items():
-        cmd = launcher._command(child)
+        program, cmd = launcher._command(child)
+        assert program is None
         assert cmd[cmd.index("variants.distributed.service") + 1] == name
         assert cmd[cmd.index("--placement") + 1] == str(DISTRIBUTED.path)
         assert DISTRIBUTED.path.is_absolute()

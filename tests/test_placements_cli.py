@@ -144,7 +144,7 @@ def test_the_old_variant_names_name_the_same_deployments() -> None:
     assert mp.knobs["policy_backend"].default == "crash-restart-all"
     dist = VARIANTS["distributed"]
     assert dist.module == "variants.distributed" and dist.restarted_by_harness == "launcher"
-    assert set(dist.knobs) == {"threads", "replicas", "netns"}
+    assert set(dist.knobs) == {"threads", "replicas", "netns", "engine_recommendations"}
     assert dist.hosts == {c: c for c in CONTEXTS}
 
 
@@ -164,6 +164,7 @@ def test_recs_process_spec() -> None:
         "threads": 8,
         "policy_backend": "crash-restart-all",
         "policy_recommendations": "restart-one",
+        "engine_recommendations": "python",  # the group could run the Rust engine
     }
     assert spec.knobs["backends"].default_is == ""
     assert spec.knobs["policy_backend"].choices == ("restart-one", "crash-restart-all")

@@ -1,6 +1,7 @@
 """Reliability (issue 6): SIGKILL random processes of a variant under order load; lose nothing.
 
-For each placement of the migration path, four client threads place orders while the test
+For each placement of the migration path (and the process family with its recommendation
+engine in Rust), four client threads place orders while the test
 SIGKILLs a randomly chosen process of the variant about every 0.7 s, chosen by role among *all*
 its processes (supervisors included, a few times), until it has made 10 kills or 90 s have
 passed (a busy machine recovers more slowly, so fewer kills fit: the test asserts only that a
@@ -37,14 +38,23 @@ from archlab.deployers import get_variant
 from archlab.host import procs
 from archlab.run import fault_schedule, restart
 from archlab.rundir import LIFECYCLE
-from variants import telemetry
+from variants import native, telemetry
 from variants.distributed.launcher import healthy
 from variants.placement import PATH
 from workloads.shop import invariants
 from workloads.shop.dataset import state_paths
 from workloads.shop.db import connect
 
-VARIANTS = list(PATH)
+NO_RUST = native.unavailable_reason()
+VARIANTS = [
+    *(pytest.param(v, {}, id=v) for v in PATH),
+    pytest.param(
+        "multiprocess",
+        {"engine_recommendations": "rust"},
+        id="multiprocess-rust",
+        marks=pytest.mark.skipif(NO_RUST is not None, reason=NO_RUST or ""),
+    ),
+]
 SEED = 6
 CLIENTS = 4
 KILL_EVERY_S = 0.7
@@ -142,8 +152,10 @@ def _outbox_pending(state_dir: Path) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_sigkill_anything_loses_nothing(variant: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("variant", "knobs"), VARIANTS)
+def test_sigkill_anything_loses_nothing(
+    variant: str, knobs: dict[str, int | str], tmp_path: Path
+) -> None:
     spec = get_variant(variant)
     top = spec.restarted_by_harness
     assert top is not None, f"{variant}: nothing restarts its top process"
@@ -157,7 +169,9 @@ def test_sigkill_anything_loses_nothing(variant: str, tmp_path: Path) -> None:
     supervisor_kills = top_kills = 0
 
     with (
-        support.deployment(variant, tmp_path, env=env, ready_timeout_s=READY_TIMEOUT_S) as first,
+        support.deployment(
+            variant, tmp_path, knobs=knobs, env=env, ready_timeout_s=READY_TIMEOUT_S
+        ) as first,
         contextlib.ExitStack() as restarted_trees,
     ):
         port, state_dir = first.port, first.state_dir

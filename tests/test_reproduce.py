@@ -91,7 +91,7 @@ def test_the_migration_path_runs_every_step_at_one_rate_steady_and_under_both_fa
     """Every placement of the path under each scenario, one scenario's steps back to back, all
     at the same open-loop rate and length; the variants' own matrix stays the three variants."""
     s = repro.SCALES[scale]
-    steps = repro.plan_steps(s, [0, 1])
+    steps = repro.plan_steps(s, [0, 1], native_engines=False)
     path = [st for st in steps if st.kinds == ("path",)]
     scenarios = ("open", "crash-recommendations", "gc-pressure")
     assert [st.tag for st in path] == [

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from variants import placement
+from variants import native, placement
 from variants.placement import Placement
 from workloads.shop import dataset
 from workloads.shop.config import ShopConfig
@@ -68,6 +68,33 @@ def load_placement(text: str, supervisor: str) -> Placement:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     return found
+
+
+def engine_dest(group: str) -> str:
+    """The parsed name of a group's `--engine-<group>` option (the harness's knob too)."""
+    return "engine_" + group.replace("-", "_")
+
+
+def add_engine_options(p: argparse.ArgumentParser, found: Placement) -> None:
+    """`--engine-<group>` for each group that could run on a native engine."""
+    for group in found.native_capable:
+        p.add_argument(
+            f"--engine-{group}",
+            dest=engine_dest(group),
+            choices=native.ENGINES,
+            default=found.groups[group].engine,
+            help=f"what serves the {group} group: the shop's Python code or a native program "
+            "behind the same contract (default: the placement's, %(default)s)",
+        )
+
+
+def with_engines(args: argparse.Namespace, found: Placement) -> Placement:
+    """The placement with the engines chosen on the command line; one-line exit 2 if bad."""
+    try:
+        return found.with_engines({g: getattr(args, engine_dest(g)) for g in found.native_capable})
+    except placement.PlacementError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def add_shop_options(p: argparse.ArgumentParser) -> None:

@@ -25,8 +25,10 @@ the field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from variants import native
 from workloads.shop.dataset import CONTEXTS, SIZES
 from workloads.shop.wiring import NEEDS
 
@@ -64,6 +67,9 @@ class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     """Processes of this group; "cpus": as many as the CPUs available (the family's edge)."""
     policy: Policy | None = None
     """The family's crash policy (default: crash-restart-all for the edge, else restart-one)."""
+    engine: str = "python"
+    """What serves the group's context: the shop's Python code, or a native program behind
+    the same contract (`variants.native`; "rust" for recommendations)."""
     # http groups: the callers' policy, and what compose/Kubernetes give the service
     scalable: bool = False
     stateful: bool = False
@@ -213,6 +219,33 @@ class Placement:
             return g.policy
         return "crash-restart-all" if g.edge and self.supervisor == "family" else "restart-one"
 
+    @cached_property
+    def native_capable(self) -> tuple[str, ...]:
+        """Groups that could run on a native engine (one context that has a program)."""
+        return tuple(
+            n
+            for n, g in self.groups.items()
+            if not g.edge and any(native.supports(e, g.contexts) for e in native.ENGINES[1:])
+        )
+
+    def with_engines(self, engines: Mapping[str, str]) -> Placement:
+        """This placement with some groups' engines replaced (group -> engine); validated."""
+        unknown = sorted(set(engines) - set(self.groups))
+        if unknown:
+            raise PlacementError(
+                f"no group {', '.join(unknown)} in placement {self.name} "
+                f"(groups: {', '.join(self.groups)})"
+            )
+        if all(self.groups[g].engine == e for g, e in engines.items()):
+            return self
+        groups = {
+            n: msgspec.structs.replace(g, engine=engines.get(n, g.engine))
+            for n, g in self.groups.items()
+        }
+        changed = dataclasses.replace(self, groups=groups)
+        _check(changed)
+        return changed
+
     def describe(self) -> dict[str, Any]:
         """The placement in full, as meta.json records it."""
         return {
@@ -266,6 +299,17 @@ def _check(p: Placement) -> None:
                 )
             if not g.contexts:
                 raise PlacementError(f"{where}.contexts: a group other than the edge hosts some")
+        if g.engine not in native.ENGINES:
+            raise PlacementError(
+                f"{where}.engine: unknown engine {g.engine!r} (choose {', '.join(native.ENGINES)})"
+            )
+        if g.engine != "python" and (g.edge or not native.supports(g.engine, g.contexts)):
+            served = sorted(c for e, c in native.NATIVE if e == g.engine)
+            raise PlacementError(
+                f"{where}.engine: the {g.engine} engine serves one context in a group of its "
+                f"own, not the edge ({', '.join(served)}); this group hosts "
+                f"{', '.join(g.contexts) or 'none'}"
+            )
         if g.transport == "http" and len(g.contexts) != 1:
             raise PlacementError(f"{where}.contexts: an http group hosts exactly one context")
         if isinstance(g.replicas, int) and g.replicas < 1:

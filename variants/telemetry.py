@@ -35,6 +35,9 @@ from typing import Any
 ENV_DIR = "ARCHLAB_TELEMETRY_DIR"
 ENV_SWITCH = "ARCHLAB_TELEMETRY"  # "0": declare roles, do not record GC
 ROLES_DIR = "roles"
+NO_COLLECTOR_DIR = "no-collector"
+"""`<dir>/no-collector/<pid>` (holding the role): a native process declares it has no garbage
+collector, so its role's GC record reads "no collector" rather than zero collections."""
 GC_COLUMNS = ("pid", "role", "generation", "start", "duration_ms", "collected", "uncollectable")
 FLUSH_EVERY_S = 1.0
 TITLE_PREFIX = "archlab: "  # every process of a variant shows as `archlab: <role ...>` in ps

@@ -141,7 +141,10 @@ def compare_rows(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[
                 ),
             )
         )
-    gc_roles = sorted({r for _, s in runs for r in (dig(s, "gc", "roles") or {})})
+    gc_roles = sorted(
+        {r for _, s in runs for r in (dig(s, "gc", "roles") or {})}
+        | {r for _, s in runs for r in (dig(s, "gc", "no_collector") or ())}
+    )
     for role in gc_roles:
         rows.append(row(f"GC pause total ms (collections) {role}", lambda m, s, r=role: _gc(s, r)))
         rows.append(
@@ -173,6 +176,8 @@ def compare_rows(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[
 
 
 def _gc(summary: dict[str, Any], role: str) -> str:
+    if role in (dig(summary, "gc", "no_collector") or ()):
+        return "no collector"
     st = dig(summary, "gc", "roles", role)
     return "-" if not st else f"{st['total_pause_ms']:.1f} ({st['collections']})"
 

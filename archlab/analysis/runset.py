@@ -17,6 +17,7 @@ import pandas as pd
 
 from archlab.rundir import (
     COMPLETED_STATUSES,
+    ENGINE_BENCH,
     FAULTS,
     GC,
     HOP,
@@ -188,6 +189,11 @@ class RunSet:
     @cached_property
     def hop(self) -> dict[str, Any] | None:
         return read_json(self.path / (self.manifest.get("hop") or HOP))
+
+    @cached_property
+    def engine_bench(self) -> dict[str, Any] | None:
+        """`archlab bench engine`: the model rebuilt by each engine (None: not run)."""
+        return read_json(self.path / ENGINE_BENCH)
 
 
 def _variant_rank(variant: str) -> int:

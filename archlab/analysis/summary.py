@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from hdrh.histogram import HdrHistogram
 
 from archlab.analysis.records import Record, is_error, read_records
-from archlab.measure.gcdata import read_gc, read_roles, summarize_gc
+from archlab.measure.gcdata import read_gc, read_roles, roles_without_collector, summarize_gc
 from archlab.measure.integrity import METHOD_API
 from archlab.measure.profiler import read_top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE
@@ -545,6 +545,10 @@ def summarize_run(
             )
     if (run_dir / ROLES).exists():
         summary["roles_declared"] = sorted(set(read_roles(run_dir / ROLES).values()))
+        native = roles_without_collector(run_dir / ROLES)
+        if native and "gc" in summary:
+            summary["gc"]["no_collector"] = native
+            notes.append(f"no garbage collector in role(s) {', '.join(native)} (native code)")
     profile = meta.get("profile") or {}
     if profile.get("enabled"):
         summary["profile"] = {

@@ -6,6 +6,11 @@ the same calls four ways: a method call; a method call through the msgpack codec
 multiprocess variant's `UdsTransport` + `IpcServer`); and over HTTP to another process
 (the distributed variant's `HttpTransport` to a gunicorn service). Calls are sequential
 from one thread, so the numbers are per-hop latency, not throughput.
+
+`engines` times one recommendation call (`related`, k = 10) three ways over the same store: a
+method call into the Python engine, and the same IPC into a process of each engine (the
+Python one as the family's auxiliary serves it, the Rust one as its own program); without a
+built Rust engine it says why instead.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from variants import rpc
 from workloads.shop import dataset
 from workloads.shop.catalog_snapshot import open_catalog
 
+ENGINE_CALL = "recommendations.related(k=10)"
+ENGINE_HOPS = ("in-process (Python engine)", "IPC -> Python engine", "IPC -> Rust engine")
 CALLS: dict[str, Callable[[Any, int], Any]] = {
     "catalog.get": lambda c, i: c.get(1 + i % 150),
     "catalog.search(page of 20)": lambda c, i: c.search("", 1 + i % 5, 20),
@@ -61,6 +68,78 @@ def serve_ipc(socket_path: Path, state_dir: Path) -> None:
     server = IpcServer(socket_path, dispatcher.handle)
     print("ready", flush=True)
     server.serve_forever()
+
+
+def serve_engine_ipc(socket_path: Path, state_dir: Path, orders: Path | None = None) -> None:
+    """The Python engine's server process, as the family's recommendations auxiliary (its
+    orders over IPC at `orders`, for a rebuild)."""
+    from variants.multiprocess.ipc import IpcServer, UdsTransport
+    from workloads.shop.recommendations import Recommendations
+
+    peer = None
+    if orders is not None:
+        peer = rpc.make_proxy("orders", UdsTransport(orders), rpc.Codec("msgpack"))
+    engine = Recommendations(state_dir / "recommendations.db", peer)  # type: ignore[arg-type]
+    dispatcher = rpc.Dispatcher("recommendations", engine, rpc.Codec("msgpack"))
+    server = IpcServer(socket_path, dispatcher.handle)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+def wait_for_socket(sock: Path, proc: procs.Proc, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not sock.exists():
+        if not proc.alive() or time.monotonic() > deadline:
+            raise procs.ProcessError(f"{proc.name} did not start:\n{proc.log_tail()}")
+        time.sleep(0.05)
+
+
+def measure_engines(state: Path, n: int, warmup: int) -> dict[str, Any]:
+    """One `related` call into each engine: in-process (Python), and over IPC to each."""
+    from variants import native
+    from variants.multiprocess.ipc import UdsTransport
+    from workloads.shop.recommendations import Recommendations
+
+    reason = native.unavailable_reason()
+    if reason is not None:
+        return {"skipped": reason}
+    msgpack = rpc.Codec("msgpack")
+    py_sock, rs_sock = state / "engine-py.sock", state / "engine-rs.sock"
+    py_cmd = [
+        sys.executable, "-m", "archlab.bench.hop", "--serve-engine-ipc", str(py_sock), str(state),
+    ]  # fmt: skip
+    rs_args = native.argv(
+        "rust",
+        "recommendations",
+        role="recommendations",
+        state_dir=state,
+        rebuild_interval_s=0,
+        serve={"socket": str(rs_sock)},
+        peers={"orders-socket": str(state / "no-orders.sock")},
+    )
+    rs_cmd = [str(native.binary("rust", "recommendations")), *rs_args[1:]]
+    local = Recommendations(state / "recommendations.db", None)  # type: ignore[arg-type]
+    call: Callable[[Any, int], Any] = lambda r, i: r.related(1 + i % 150, 10)  # noqa: E731
+    try:
+        with (
+            procs.running(py_cmd, name="python engine", log_path=state / "py.log") as py,
+            procs.running(rs_cmd, name="rust engine", log_path=state / "rs.log", grace_s=2) as rs,
+        ):
+            wait_for_socket(py_sock, py)
+            wait_for_socket(rs_sock, rs)
+            targets = {
+                ENGINE_HOPS[0]: local,
+                ENGINE_HOPS[1]: rpc.make_proxy("recommendations", UdsTransport(py_sock), msgpack),
+                ENGINE_HOPS[2]: rpc.make_proxy("recommendations", UdsTransport(rs_sock), msgpack),
+            }
+            return {
+                ENGINE_CALL: {
+                    hop: _stats(_time_calls(target, call, n, warmup))
+                    for hop, target in targets.items()
+                }
+            }
+    finally:
+        local.close()
 
 
 def measure(n: int = 5000, warmup: int = 500, size: str = "tiny") -> dict[str, Any]:
@@ -109,7 +188,8 @@ def measure(n: int = 5000, warmup: int = 500, size: str = "tiny") -> dict[str, A
                     for hop, target in hops.items()
                 }
             transport.close()
-    return {"calls": n, "warmup": warmup, "size": size, "results": results}
+        engines = measure_engines(state, n, warmup)
+    return {"calls": n, "warmup": warmup, "size": size, "results": results, "engines": engines}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -120,12 +200,30 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"{call:<28} {hop:<28} {s['p50_us']:>9.1f} {s['p99_us']:>9.1f} {s['mean_us']:>9.1f}"
             )
+    engines = report.get("engines") or {}
+    if "skipped" in engines:
+        lines.append(f"{ENGINE_CALL:<28} skipped: {engines['skipped']}")
+    for call, hops in engines.items():
+        if call == "skipped":
+            continue
+        for hop, s in hops.items():
+            lines.append(
+                f"{call:<28} {hop:<28} {s['p50_us']:>9.1f} {s['p99_us']:>9.1f} {s['mean_us']:>9.1f}"
+            )
     lines.append(f"{report['calls']} sequential calls each after {report['warmup']} warm-up calls")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m archlab.bench.hop")
-    parser.add_argument("--serve-ipc", nargs=2, metavar=("SOCKET", "STATE_DIR"), required=True)
+    served = parser.add_mutually_exclusive_group(required=True)
+    served.add_argument("--serve-ipc", nargs=2, metavar=("SOCKET", "STATE_DIR"))
+    served.add_argument("--serve-engine-ipc", nargs=2, metavar=("SOCKET", "STATE_DIR"))
+    parser.add_argument("--orders", type=Path, help="with --serve-engine-ipc: orders' socket")
     args = parser.parse_args()
-    serve_ipc(Path(args.serve_ipc[0]), Path(args.serve_ipc[1]))
+    if args.serve_ipc:
+        serve_ipc(Path(args.serve_ipc[0]), Path(args.serve_ipc[1]))
+    else:
+        serve_engine_ipc(
+            Path(args.serve_engine_ipc[0]), Path(args.serve_engine_ipc[1]), args.orders
+        )

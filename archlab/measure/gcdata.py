@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from archlab.rundir import GC, GC_COLUMNS, ROLE_COLUMNS, ROLES, open_stored, stored
-from variants.telemetry import ROLES_DIR
+from variants.telemetry import NO_COLLECTOR_DIR, ROLES_DIR
 
 
 class GcEvent(NamedTuple):
@@ -70,6 +70,18 @@ def read_roles(path: Path) -> dict[int, str]:
         return {int(row["pid"]): row["role"] for row in csv.DictReader(fh)}
 
 
+def roles_without_collector(path: Path) -> list[str]:
+    """Roles whose every process declared it has no garbage collector (a native engine)."""
+    if stored(path) is None:
+        return []
+    with open_stored(path) as fh:
+        rows = list(csv.DictReader(fh))
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        kinds[row["role"]].add(row.get("collector") or "python")
+    return sorted(role for role, k in kinds.items() if k == {"none"})
+
+
 def collect(telemetry_dir: Path, run_dir: Path, *, keep_raw: bool = False) -> dict[str, Any]:
     """Merge the per-process files into run_dir/gc.csv and run_dir/roles.csv."""
     events: list[GcEvent] = []
@@ -92,15 +104,16 @@ def collect(telemetry_dir: Path, run_dir: Path, *, keep_raw: bool = False) -> di
                     e.uncollectable,
                 )
             )
-    roles: list[tuple[int, str, str]] = []
+    roles: list[tuple[int, str, str, str]] = []
     roles_dir = telemetry_dir / ROLES_DIR
+    native = telemetry_dir / NO_COLLECTOR_DIR
     if roles_dir.is_dir():
         for path in roles_dir.iterdir():
             if path.name.isdigit():
+                collector = "none" if (native / path.name).exists() else "python"
                 try:
-                    roles.append(
-                        (int(path.name), path.read_text().strip(), f"{path.stat().st_mtime:.3f}")
-                    )
+                    declared = f"{path.stat().st_mtime:.3f}"
+                    roles.append((int(path.name), path.read_text().strip(), declared, collector))
                 except OSError:
                     continue
     roles.sort()

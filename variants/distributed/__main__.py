@@ -44,15 +44,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run each service in its own network namespace (needs root; default off)",
     )
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds per start level")
+    known, _ = p.parse_known_args(argv)
+    cli.add_engine_options(p, cli.load_placement(known.placement, "launcher"))
     args = p.parse_args(argv)
     if args.threads < 1 or args.replicas < 1:
         p.error("--threads and --replicas must be at least 1")
     return args
 
 
-def topology_of(text: str) -> Topology:
-    """The placement `text` names as services; a one-line error and exit 2 if it cannot be."""
-    placement = cli.load_placement(text, "launcher")
+def topology_of(args: argparse.Namespace) -> Topology:
+    """The placement `args` name as services; a one-line error and exit 2 if it cannot be."""
+    placement = cli.with_engines(args, cli.load_placement(args.placement, "launcher"))
     try:
         return from_placement(placement)
     except TopologyError as exc:
@@ -62,7 +64,7 @@ def topology_of(text: str) -> Topology:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    topology = topology_of(args.placement)
+    topology = topology_of(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s launcher[%(process)d] %(name)s %(message)s"
     )

@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from variants import cli
+from variants import cli, native
 from variants.distributed.http import healthy
 from variants.distributed.netns import NetnsUnavailable, Network
 from variants.distributed.topology import Service, Topology
 from variants.lifecycle import LIFECYCLE_FILE
 from variants.lifecycle import record as record_lifecycle
 from variants.ports import free_port
+from workloads.shop import dataset
 from workloads.shop.config import ShopConfig
 
 log = logging.getLogger("archlab.distributed")
@@ -187,9 +188,45 @@ class Launcher:
                 child = Child(svc, "127.0.0.1", free_port(exclude=[self.port]), workers)
             self.children[name] = child
 
-    def _command(self, child: Child) -> list[str]:
+    def _command(self, child: Child) -> tuple[str | None, list[str]]:
+        """(the program to exec if not argv[0], argv): a native program's argv[0] is its title."""
         svc = child.service
-        cmd = [sys.executable, "-m", "variants.distributed.service", svc.name]
+        engine = self.topology.placement.groups[svc.name].engine
+        program = None
+        if engine != "python":
+            program = str(native.binary(engine, svc.context))
+            cmd = self._native_command(child, engine)
+        else:
+            cmd = [sys.executable, "-m", "variants.distributed.service", svc.name]
+            cmd += self._service_args(child)
+        if self.network is not None and not svc.is_gateway:
+            cmd = self.network.exec_prefix(svc.name) + ([program, *cmd[1:]] if program else cmd)
+            program = None
+        return program, cmd
+
+    def _native_command(self, child: Child, engine: str) -> list[str]:
+        """The group's native program: its title as argv[0] (see `_spawn`), its store prepared."""
+        svc = child.service
+        dataset.prepare_state(dataset.ensure(self.size, self.seed), self.state_dir, [svc.context])
+        args = native.argv(
+            engine,
+            svc.context,
+            role=svc.name,
+            state_dir=self.state_dir,
+            rebuild_interval_s=self.config.rebuild_interval_s,
+            serve={"host": child.host, "port": str(child.port)},
+            peers={
+                f"{self.topology.services[dep].context}-url": self.children[dep].url
+                for dep in svc.depends_on
+            },
+            threads=self.threads,
+            parent_pid=os.getpid(),
+        )
+        return args
+
+    def _service_args(self, child: Child) -> list[str]:
+        svc = child.service
+        cmd: list[str] = []
         cmd += ["--host", child.host, "--port", str(child.port)]
         cmd += ["--state-dir", str(self.state_dir), "--size", self.size, "--seed", str(self.seed)]
         cmd += ["--threads", str(self.threads), "--workers", str(child.workers)]
@@ -199,13 +236,12 @@ class Launcher:
         cmd += cli.shop_args(self.config)
         for dep in svc.depends_on:
             cmd += ["--peer", f"{dep}={self.children[dep].url}"]
-        if self.network is not None and not svc.is_gateway:
-            cmd = self.network.exec_prefix(svc.name) + cmd
         return cmd
 
     def _spawn(self, child: Child, event: str, **extra: object) -> None:
+        program, cmd = self._command(child)
         child.proc = subprocess.Popen(
-            self._command(child), stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, executable=program, stdin=subprocess.DEVNULL, start_new_session=True
         )
         child.started_at = time.monotonic()
         child.restart_at = None

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -166,18 +165,14 @@ class Hosted:
 
 def prepare_database(opts: Options) -> None:
     """Copy the group's databases (only its own) from the dataset if they are not there yet."""
+    contexts = opts.placement.groups[opts.group].contexts
     paths = dataset.state_paths(opts.state_dir)
-    for context in opts.placement.groups[opts.group].contexts:
-        target = paths[context]
-        if target.exists():
-            continue
-        if opts.size is None:
-            raise ServiceError(f"{target} is missing and no dataset was named to copy it from")
-        source = dataset.ensure(opts.size, opts.seed)
-        opts.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp-{os.getpid()}")
-        shutil.copyfile(source / f"{context}.db", tmp)
-        tmp.rename(target)
+    if all(paths[c].exists() for c in contexts):
+        return
+    if opts.size is None:
+        missing = next(paths[c] for c in contexts if not paths[c].exists())
+        raise ServiceError(f"{missing} is missing and no dataset was named to copy it from")
+    dataset.prepare_state(dataset.ensure(opts.size, opts.seed), opts.state_dir, contexts)
 
 
 _HOSTED: dict[int, Hosted] = {}

@@ -16,7 +16,9 @@ Two crash policies, chosen per role:
   process table under its lock on every request.
 
 `FamilyConfig` holds what SIGHUP may change; the file it is reloaded from is JSON with any of
-its fields, e.g. `{"policies": {"backend": "restart-one"}, "backends": 4}`.
+its fields, e.g. `{"policies": {"backend": "restart-one"}, "backends": 4}`. `engines` swaps a
+group's engine live: `{"engines": {"recommendations": "rust"}}` then SIGHUP starts the native
+program on the same state, and once it is ready the old process finishes its calls and stops.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import msgspec
 
+from variants.native import ENGINES
 from variants.peers import DEFAULT_CALL_TIMEOUTS_MS
 from variants.placement import POLICIES, Placement, Policy
 
@@ -63,12 +66,14 @@ class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
     )
     """context -> how long an IPC caller waits for it."""
     log_level: str = "INFO"
+    engines: dict[str, str] = msgspec.field(default_factory=dict)
+    """role -> engine ("python", "rust"), over the placement's (see `Placement.with_engines`)."""
 
     def validate(self, known_roles: Iterable[str]) -> None:
         if not 1 <= self.backends <= MAX_BACKENDS or self.threads < 1:
             raise ValueError(f"backends must be 1 to {MAX_BACKENDS}, threads at least 1")
         known = tuple(known_roles)
-        unknown = set(self.policies) - set(known)
+        unknown = (set(self.policies) | set(self.engines)) - set(known)
         if unknown:
             raise ValueError(f"unknown role(s) {sorted(unknown)}; roles are {', '.join(known)}")
         unknown = set(self.call_timeouts_ms) - set(DEFAULT_CALL_TIMEOUTS_MS)
@@ -82,6 +87,9 @@ class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
                 raise ValueError(
                     f"crash policy of {role} must be one of {', '.join(POLICIES)}, got {policy!r}"
                 )
+        for role, engine in self.engines.items():
+            if engine not in ENGINES:
+                raise ValueError(f"engine of {role} must be one of {', '.join(ENGINES)}")
         if any(ms <= 0 for ms in self.call_timeouts_ms.values()):
             raise ValueError("call timeouts must be positive")
 
@@ -94,7 +102,7 @@ class FamilyConfig(msgspec.Struct, forbid_unknown_fields=True):
             return self
         changes = msgspec.json.decode(path.read_bytes(), type=dict)
         merged = msgspec.to_builtins(self)
-        for key in ("policies", "call_timeouts_ms"):
+        for key in ("policies", "call_timeouts_ms", "engines"):
             merged[key] = {**merged[key], **changes.pop(key, {})}
         merged.update(changes)
         config = msgspec.convert(merged, FamilyConfig)

@@ -105,6 +105,15 @@ def listen_unix(path: Path, backlog: int = 1024) -> socket.socket:
 ACCEPT_POLL_S = 0.5
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the socket file at `path`, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class IpcServer:
     """Serves `handler(method, args) -> (ok, body)` on a Unix socket, a thread per connection."""
 
@@ -127,6 +136,7 @@ class IpcServer:
             self._sock = listening
         else:
             self._sock = listen_unix(self.path, backlog)
+        self._bound = _identity(self.path) if self._owned else None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
@@ -209,7 +219,8 @@ class IpcServer:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self._sock.close()
-        if self._owned:
+        if self._owned and _identity(self.path) == self._bound:
+            # Not if a replacement (an engine swap) has bound the path since: it is theirs.
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
         deadline = time.monotonic() + grace_s

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import setproctitle
 
-from variants import lifecycle, telemetry
+from variants import lifecycle, native, telemetry
 from variants.distributed import service
 from variants.multiprocess import auxiliary, backend, process
 from variants.multiprocess.config import FamilyConfig, roles
@@ -108,6 +108,8 @@ class Launch:
     config: FamilyConfig
     shop: ShopConfig
     ready: Callable[[], None]
+    ready_fd: int
+    """The write end of the readiness pipe (`ready` writes to it; an exec'd program too)."""
 
 
 def _backend_main(launch: Launch) -> int:
@@ -186,6 +188,42 @@ def _service_main(launch: Launch) -> int:
     return service.serve(opts, launch.ready)
 
 
+def _native_main(launch: Launch) -> int:
+    """Exec the group's native program in place of this child: same pid, same slot, same
+    readiness pipe and parent-death signal; it answers the same stop signals."""
+    placement = launch.placement
+    group = placement.groups[launch.role]
+    (context,) = group.contexts
+    socket_dir = launch.endpoints.socket_dir or launch.state_dir
+    if placement.transport(launch.role) == "ipc":
+        serve = {"socket": str(socket_path(socket_dir, context))}
+    else:
+        serve = {"port": launch.endpoints.urls[launch.role].rsplit(":", 1)[1]}
+    peers = {}
+    for peer, host in placement.peers(launch.role).items():
+        if placement.reach(peer) == "ipc":
+            peers[f"{peer}-socket"] = str(socket_path(socket_dir, peer))
+        else:
+            peers[f"{peer}-url"] = launch.endpoints.urls[host]
+    timeouts = launch.endpoints.ipc_timeouts_ms
+    argv = native.argv(
+        group.engine,
+        context,
+        role=launch.role,
+        state_dir=launch.state_dir,
+        rebuild_interval_s=launch.shop.rebuild_interval_s,
+        serve=serve,
+        peers=peers,
+        call_timeout_ms=max((timeouts[c] for c in placement.peers(launch.role)), default=None),
+        threads=launch.config.threads,
+        parent_pid=launch.postmaster_pid,
+        ready_fd=launch.ready_fd,
+    )
+    os.set_inheritable(launch.ready_fd, True)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a signal mask survives exec
+    os.execv(native.binary(group.engine, context), argv)
+
+
 @dataclass(frozen=True)
 class ChildKind:
     """One kind of child, after PostgreSQL's `child_process_kinds[]`: how to start and treat it.
@@ -212,6 +250,8 @@ class ChildKind:
     """What asks it to finish its calls in flight and exit."""
     master: bool = False
     """A gunicorn master whose workers serve: its own role is `<role>-master`."""
+    native: bool = False
+    """Execs a native program (`variants.native`), which declares its own telemetry."""
 
     def title(self, number: int) -> str:
         """Its name in `ps` and in its log lines."""
@@ -235,6 +275,14 @@ def child_kinds(placement: Placement) -> dict[str, ChildKind]:
     }
     for group in placement.start_order:
         ipc = placement.transport(group) == "ipc"
+        if placement.groups[group].engine != "python":
+            kinds[group] = ChildKind(
+                group,
+                _native_main,
+                stop_signal=signal.SIGUSR2 if ipc else signal.SIGTERM,
+                native=True,
+            )
+            continue
         kinds[group] = ChildKind(
             group,
             _auxiliary_main if ipc else _service_main,
@@ -303,13 +351,13 @@ class Postmaster:
     signals: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.placement = self.options.placement
+        self.roles = roles(self.options.placement)
+        self.config = self.options.config.overlaid(self.options.config_path, self.roles)
+        self.placement = self.options.placement.with_engines(self.config.engines)
         self.kinds = child_kinds(self.placement)
         self.edge = self.placement.edge
         self.auxiliaries = self.placement.start_order
         """The roles other than the edge's, in start order (each needs only those before it)."""
-        self.roles = roles(self.placement)
-        self.config = self.options.config.overlaid(self.options.config_path, self.roles)
         self.state_dir = self.options.state_dir
         self.lifecycle_path = self.state_dir / lifecycle.LIFECYCLE_FILE
         self.socket_dir = self.state_dir / "sockets"
@@ -494,7 +542,8 @@ class Postmaster:
             old = self.children.get(child.replaces)
             child.replaces = None
             if old is not None:
-                self._terminate(old, signal.SIGTERM, BACKEND_STOP_S)
+                grace = BACKEND_STOP_S if old.kind.numbered else AUX_STOP_S
+                self._terminate(old, old.kind.stop_signal, grace)
 
     def _reap(self) -> None:
         while True:
@@ -524,7 +573,11 @@ class Postmaster:
         )
         control = self._control()
         served = {}
-        if not restart_all and self.recovery is None and child.generation == control.generation:
+        sibling = None if kind.numbered else self._aux(child.role)
+        if sibling is not None:  # a swap: the role's slot is its replacement's (or its old one's)
+            if sibling.ready_at is not None:
+                self._shm(lambda c: c.claim(sibling.role, 0, sibling.pid, "ok"))
+        elif not restart_all and self.recovery is None and child.generation == control.generation:
             if control.recover_lock(child.pid):  # it died holding the lock
                 self.record("lock-recovered", pid=child.pid, role=child.role)
             state = "free" if kind.numbered else "down"
@@ -739,7 +792,9 @@ class Postmaster:
     def _spawn(self, role: str, number: int, replaces: int | None = None) -> Child | None:
         kind = self.kinds[role]
         control = self._control()
-        slot = self._shm(lambda c: c.claim(role, number, 0))
+        # A replacement auxiliary shares its role's fixed slot: the one it replaces serves on.
+        state = "ok" if replaces is not None and not kind.numbered else "starting"
+        slot = self._shm(lambda c: c.claim(role, number, 0, state))
         if slot is None:  # the segment is being rebuilt: start it afterwards
             self.pending[(role, number)] = time.monotonic()
             return None
@@ -782,11 +837,18 @@ class Postmaster:
                     config=config,
                     shop=self.options.shop,
                     ready=ready,
+                    ready_fd=ready_w,
                 )
             )
 
         own_role = f"{role}-master" if kind.master else role
-        pid = process.fork(own_role, kind.title(number), body, block=kind.blocked_signals)
+        pid = process.fork(
+            own_role,
+            kind.title(number),
+            body,
+            block=kind.blocked_signals,
+            telemetry=not kind.native,
+        )
         os.close(ready_w)
         self._shm(lambda c: c.set_pid(slot, pid))
         child = Child(
@@ -809,14 +871,24 @@ class Postmaster:
     def _reload(self) -> None:
         try:
             new = self.options.config.overlaid(self.options.config_path, self.roles)
+            placement = self.options.placement.with_engines(new.engines)
         except Exception as exc:
             self.record("reload-failed", error=f"{type(exc).__name__}: {exc}")
             return
         old, self.config = self.config, new
         logging.getLogger().setLevel(new.log_level.upper())
         self.record("reload", config=json.loads(new.describe()))
+        swapped = [
+            g
+            for g in self.auxiliaries
+            if placement.groups[g].engine != self.placement.groups[g].engine
+        ]
+        self.placement = placement
+        self.kinds = child_kinds(placement)
         if self.phase is not PMState.RUNNING:
             return
+        for role in swapped:
+            self._swap(role)
         for child in list(self.children.values()):
             if child.kind.numbered and child.number > new.backends and not child.stopping:
                 self._terminate(child, signal.SIGTERM, BACKEND_STOP_S)
@@ -828,6 +900,17 @@ class Postmaster:
             for c in self.children.values()
             if c.kind.numbered and not c.stopping and c.number <= kept
         ]
+
+    def _swap(self, role: str) -> None:
+        """Start the role's process on its new engine; once it is ready (it has taken over the
+        socket), the old one is asked to finish its calls and stop (`_read_ready`)."""
+        old = self._aux(role)
+        engine = self.placement.groups[role].engine
+        self.record("engine-swap", role=role, engine=engine, replaces=old.pid if old else None)
+        if old is None:
+            self.pending[(role, 0)] = time.monotonic()
+            return
+        self._spawn(role, 0, replaces=old.pid)
 
     def _shutdown(self, reason: str, exit_code: int = 0) -> None:
         if self.phase.stopping or self.phase is PMState.DONE:

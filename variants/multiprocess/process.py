@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import setproctitle
 
-from variants import telemetry
+from variants import telemetry as _telemetry
 from variants.lifecycle import die_with_parent
 
 EXIT_FAILED = 70
@@ -38,19 +38,28 @@ _RESET = (
 
 
 def title(text: str) -> str:
-    return telemetry.process_title(text)
+    return _telemetry.process_title(text)
 
 
 def log_format(role: str) -> logging.Formatter:
     return logging.Formatter(f"%(asctime)s [%(process)d] {role} %(levelname)s %(name)s %(message)s")
 
 
-def fork(role: str, name: str, body: Callable[[], int], block: frozenset[int] = frozenset()) -> int:
+def fork(
+    role: str,
+    name: str,
+    body: Callable[[], int],
+    block: frozenset[int] = frozenset(),
+    *,
+    telemetry: bool = True,
+) -> int:
     """Fork a child that runs `body()` as `role` (its telemetry role) titled `name`; its pid.
 
     `block`: signals the child takes synchronously (`sigtimedwait`). They are blocked before
     its first thread starts: the kernel hands a process-directed signal to any thread that
     does not block it, where its default action would end the process.
+    `telemetry=False`: `body` execs a program that declares its own role (no Python GC rows
+    under its pid).
     """
     gc.collect()
     gc.freeze()
@@ -68,7 +77,7 @@ def fork(role: str, name: str, body: Callable[[], int], block: frozenset[int] = 
         setproctitle.setproctitle(title(name))
         for handler in logging.getLogger().handlers:
             handler.setFormatter(log_format(name))
-        recorder = telemetry.install(role)
+        recorder = _telemetry.install(role) if telemetry else None
         try:
             code = body()
         finally:

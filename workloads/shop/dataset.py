@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -253,14 +254,22 @@ def info(folder: Path) -> dict:
     return json.loads((folder / "dataset.json").read_text())
 
 
-def prepare_state(dataset: Path, state_dir: Path) -> dict[str, Path]:
-    """Copy the dataset's databases into `state_dir`, keeping any state already there.
+def prepare_state(
+    dataset: Path, state_dir: Path, contexts: Iterable[str] = CONTEXTS
+) -> dict[str, Path]:
+    """Copy the dataset's databases (of `contexts`) into `state_dir`, keeping any state
+    already there.
 
-    Keeping existing files is what lets a restarted variant carry on with its data.
+    Keeping existing files is what lets a restarted variant carry on with its data. A copy
+    goes to a temporary name first, so a process that copies at the same time as another
+    (services starting in parallel) never opens half a file.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     paths = state_paths(state_dir)
-    for name, path in paths.items():
+    for name in contexts:
+        path = paths[name]
         if not path.exists():
-            shutil.copyfile(dataset / f"{name}.db", path)
+            tmp = path.with_suffix(f".tmp-{os.getpid()}")
+            shutil.copyfile(dataset / f"{name}.db", tmp)
+            tmp.rename(path)
     return paths
