@@ -32,9 +32,10 @@ from variants.multiprocess.ipc import HEADER, IpcServer, UdsTransport, recv_fram
 from variants.rpc import Codec, Dispatcher, make_proxy
 from variants.telemetry import ENV_DIR, NO_COLLECTOR_DIR, ROLES_DIR
 from workloads.shop import dataset
+from workloads.shop.config import ShopConfig
 from workloads.shop.contracts import ErrorBody, PlaceOrder
-from workloads.shop.local import LocalShop
 from workloads.shop.recommendations import Recommendations
+from workloads.shop.wiring import Hosted, build, unwrapped
 
 NO_RUST = native.unavailable_reason()
 pytestmark = pytest.mark.skipif(NO_RUST is not None, reason=NO_RUST or "")
@@ -48,12 +49,17 @@ def _prepare(folder: Path, size: str = "tiny") -> Path:
     return folder
 
 
+def _ordering(state_dir: Path) -> Hosted:
+    """The contexts an order needs, as the monolith builds them (no engine: it is under test)."""
+    return build(("catalog", "inventory", "orders"), state_dir, {}, ShopConfig(), unwrapped)
+
+
 @contextlib.contextmanager
 def orders_over_ipc(state_dir: Path) -> Iterator[Path]:
     """The shop's Python orders context on a Unix socket, as the family's orders process."""
-    shop = LocalShop(state_dir)
+    shop = _ordering(state_dir)
     path = state_dir / "orders.sock"
-    server = IpcServer(path, Dispatcher("orders", shop.hosted.served["orders"], MSGPACK).handle)
+    server = IpcServer(path, Dispatcher("orders", shop.served["orders"], MSGPACK).handle)
     server.start()
     try:
         yield path
@@ -99,7 +105,13 @@ def rust_engine(
             )
         else:
             wait_until(lambda: _pings(sock), 30, "the engine answers a ping")
-        yield proc, sock
+        try:
+            yield proc, sock
+        finally:
+            if proc.alive():  # its own stop signal (SIGTERM is the family's, and ignored)
+                os.kill(proc.pid, signal.SIGTERM if http_port else signal.SIGUSR2)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(5)
 
 
 def _pings(path: Path) -> bool:
@@ -122,12 +134,12 @@ def _proxy(sock: Path) -> Any:
 
 
 def _place_orders(state_dir: Path, n: int) -> None:
-    shop = LocalShop(state_dir)
+    shop = _ordering(state_dir)
     try:
         for i in range(n):
             body = order_body(1 + (i * 13) % 150)
             body["items"].append({"product_id": 1 + (i * 31 + 7) % 150, "qty": 1})
-            shop.shop.orders.place(msgspec.convert(body, PlaceOrder))
+            shop.served["orders"].place(msgspec.convert(body, PlaceOrder))
     finally:
         shop.close()
 
@@ -153,9 +165,9 @@ def test_the_same_answers_after_the_same_rebuild(tmp_path: Path, size: str, samp
     products = dataset.info(dataset.ensure(size, 1))["spec"]["products"]
     step = 1 if sample is None else max(1, products // sample)
     ids = [*range(1, products + 1, step), products + 10_000]
-    py_shop = LocalShop(py_dir)
+    py_shop = build(("catalog", "inventory", "orders", "recommendations"), py_dir, {}, ShopConfig())
     try:
-        python = py_shop.hosted.served["recommendations"]
+        python = py_shop.served["recommendations"]
         assert isinstance(python, Recommendations)
         with orders_over_ipc(rs_dir) as orders, rust_engine(rs_dir, orders=orders) as (_, sock):
             rust = _proxy(sock)
