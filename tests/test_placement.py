@@ -18,6 +18,8 @@ import pytest
 from support import deployment, order_body, request, wait_until
 
 from variants import faults, placement
+from variants.multiprocess import config
+from variants.multiprocess.config import FamilyConfig
 from variants.placement import PATH, PlacementError
 from workloads.shop.dataset import CONTEXTS
 
@@ -107,6 +109,18 @@ BAD = {
         '"recommendations", "notifications"]\ntransport = "ipc"\n',
         "exactly one group must have edge = true",
     ),
+    "an unknown engine": (
+        'description = "x"\n[groups.a]\nedge = true\ncontexts = ["catalog", "inventory", '
+        '"orders", "notifications"]\n[groups.r]\ncontexts = ["recommendations"]\n'
+        'transport = "ipc"\nengine = "go"\n',
+        "groups.r.engine: unknown engine 'go'",
+    ),
+    "a native engine for a context it does not serve": (
+        'description = "x"\n[groups.a]\nedge = true\ncontexts = ["catalog", "inventory", '
+        '"recommendations", "notifications"]\n[groups.o]\ncontexts = ["orders"]\n'
+        'transport = "ipc"\nengine = "rust"\n',
+        "groups.o.engine: the rust engine serves one context",
+    ),
     "an unknown field": (
         'description = "x"\n[groups.a]\nedge = true\nreplicaz = 2\ncontexts = ["catalog", '
         '"inventory", "orders", "recommendations", "notifications"]\n',
@@ -191,3 +205,28 @@ def test_a_slow_fault_on_inventory_slows_orders_in_process_calls_too(tmp_path: P
         for pid in faults.armed(folder):
             os.kill(pid, faults.SIGNAL)
         wait_until(lambda: place() >= 0.4, 10.0, "the slow inventory on POST /orders")
+
+
+def test_a_groups_engine_is_chosen_by_name_and_recorded_in_full() -> None:
+    mp = placement.load("multiprocess")
+    assert mp.native_capable == ("recommendations",)
+    rust = mp.with_engines({"recommendations": "rust"})
+    assert rust.groups["recommendations"].engine == "rust"
+    assert mp.groups["recommendations"].engine == "python"  # the original is unchanged
+    assert rust.describe()["groups"]["recommendations"]["engine"] == "rust"
+    assert placement.load("monolith").native_capable == ()  # in-process: no program to run
+    with pytest.raises(PlacementError, match="no group nowhere"):
+        mp.with_engines({"nowhere": "rust"})
+    with pytest.raises(PlacementError, match="groups.orders.engine"):
+        mp.with_engines({"orders": "rust"})
+
+
+def test_the_familys_config_file_names_engines_by_role() -> None:
+    base = FamilyConfig(backends=2)
+    roles = config.roles(placement.load("multiprocess"))
+    FamilyConfig(backends=2, engines={"recommendations": "rust"}).validate(roles)
+    with pytest.raises(ValueError, match="unknown role"):
+        FamilyConfig(backends=2, engines={"engine": "rust"}).validate(roles)
+    with pytest.raises(ValueError, match="engine of recommendations"):
+        FamilyConfig(backends=2, engines={"recommendations": "cobol"}).validate(roles)
+    assert base.engines == {}

@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Place
         "--config",
         type=Path,
         help="JSON file re-read on SIGHUP (and at start) whose fields override these options: "
-        "backends, threads, policies, call_timeouts_ms, log_level "
+        "backends, threads, policies, call_timeouts_ms, log_level, engines (a changed engine "
+        "is swapped live) "
         "(default: <state-dir>/multiprocess.json)",
     )
     p.add_argument(

@@ -48,8 +48,23 @@ class OrdersApi(Protocol):
 
 
 class RecommendationsApi(Protocol):
-    def related(self, product_id: int, k: int) -> list[ScoredProduct]: ...
-    def rebuild(self) -> ModelStats: ...
+    def related(self, product_id: int, k: int) -> list[ScoredProduct]:
+        """The k products most often bought with `product_id`, best first.
+
+        Every engine answers alike (tests/test_engine_rust.py): a candidate's score is its
+        cosine co-purchase weight plus 0.5 x the two-hop weights (the first 20 neighbours'
+        first 40 each), ranked by score descending, then product id ascending; each score is
+        rounded to 6 decimals as Python's `round` does (correctly rounded, ties to even).
+        Fewer than k candidates are filled with the most popular products (by basket count
+        descending, then id), score 0.0, skipping `product_id` and those already listed; an
+        unknown product gets only those; k <= 0 gets none.
+        """
+        ...
+
+    def rebuild(self) -> ModelStats:
+        """Ingest the orders placed since the last rebuild (`OrdersApi.since`), then swap in a
+        model built from every basket; requests in the meantime use the old model."""
+        ...
 
 
 class NotificationsApi(Protocol):
