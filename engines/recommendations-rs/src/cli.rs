@@ -41,6 +41,11 @@ Supervision:
 Signals: over IPC, SIGUSR2 stops gracefully (calls in flight finish, up to 10 s), SIGQUIT exits
 at once with status 2, SIGTERM/SIGINT/SIGHUP are ignored (the supervisor orders the shutdown).
 Over HTTP, SIGTERM and SIGUSR2 stop gracefully, SIGINT and SIGQUIT exit at once.
+SIGRTMIN+3 makes an armed process re-read its fault file; it is ignored otherwise.
+
+Environment:
+  ARCHLAB_TELEMETRY_DIR    declare the role in DIR/roles/<pid> and DIR/no-collector/<pid>
+  ARCHLAB_FAULTS_DIR       arm for the lab's faults: DIR/armed/<pid>, DIR/recommendations.json
 ";
 
 #[derive(Debug, Clone, PartialEq)]

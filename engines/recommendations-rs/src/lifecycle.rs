@@ -84,6 +84,9 @@ pub fn signal_name(sig: c_int) -> String {
         libc::SIGTERM => "SIGTERM".into(),
         libc::SIGUSR1 => "SIGUSR1".into(),
         libc::SIGUSR2 => "SIGUSR2".into(),
+        other if other >= libc::SIGRTMIN() && other <= libc::SIGRTMAX() => {
+            format!("SIGRTMIN+{}", other - libc::SIGRTMIN())
+        }
         other => format!("signal {}", other),
     }
 }

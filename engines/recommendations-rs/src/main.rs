@@ -4,6 +4,7 @@
 
 mod cli;
 mod engine;
+mod faults;
 mod http;
 mod ipc;
 mod jobs;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use crate::cli::{Command, Options, OrdersAt, Serve};
 use crate::engine::Recommendations;
+use crate::faults::Delay;
 use crate::http::{HttpClient, HttpServer};
 use crate::ipc::{IpcServer, UdsClient};
 use crate::jobs::Periodic;
@@ -63,13 +65,16 @@ impl Server {
 fn run(o: Options) -> i32 {
     log::init(&o.role, o.log_level);
     let ipc_mode = matches!(o.serve, Serve::Socket(_));
-    // Before the first thread starts, so that every thread inherits the mask.
+    // Before the first thread starts, so that every thread inherits the mask. The fault
+    // signal too, armed or not: its default action would kill the process.
+    let fault_signal = faults::signal();
     let signals = match Signals::block(&[
         libc::SIGUSR2,
         libc::SIGQUIT,
         libc::SIGTERM,
         libc::SIGINT,
         libc::SIGHUP,
+        fault_signal,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -89,6 +94,15 @@ fn run(o: Options) -> i32 {
     if let Err(e) = telemetry::declare(&o.role) {
         warning!("cannot declare the telemetry role: {}", e);
     }
+    // Armed before readiness, as `faults.arm` runs where the Python process builds its contexts.
+    let delay = Arc::new(Delay::default());
+    let poke_faults = match faults::arm(&o.role, Arc::clone(&delay)) {
+        Ok(poke) => poke,
+        Err(e) => {
+            error!("cannot arm the fault controller: {}", e);
+            return 1;
+        }
+    };
     let serving = match &o.serve {
         Serve::Socket(path) => format!("IPC on {}", path.display()),
         Serve::Port { host, port } => format!("HTTP on {}:{}", host, port),
@@ -121,7 +135,7 @@ fn run(o: Options) -> i32 {
         "model built: {} baskets, {} products, {} pairs in {:.3} s",
         stats.baskets, stats.products, stats.pairs, stats.build_seconds
     );
-    let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&engine)));
+    let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&engine), Arc::clone(&delay)));
 
     let mut server = match &o.serve {
         Serve::Socket(socket) => {
@@ -147,7 +161,10 @@ fn run(o: Options) -> i32 {
     let job = match o.rebuild_interval {
         Some(interval) => {
             let engine = Arc::clone(&engine);
+            // The Python job calls the served (wrapped) context: a `slow` fault delays it too.
+            let delay = Arc::clone(&delay);
             match Periodic::start("recommendations-rebuild", interval, move || {
+                delay.wait();
                 engine.rebuild()
             }) {
                 Ok(job) => Some(job),
@@ -187,6 +204,18 @@ fn run(o: Options) -> i32 {
                 info!("{} from pid {}: exiting now", signal_name(sig), sender);
                 unsafe { libc::_exit(0) }
             }
+            s if s == fault_signal => match &poke_faults {
+                Some(poke) => {
+                    debug!("{} from pid {}: fault files", signal_name(sig), sender);
+                    let _ = poke.send(());
+                }
+                None => debug!(
+                    "ignoring {} from pid {}: not armed ({} is not set)",
+                    signal_name(sig),
+                    sender,
+                    faults::ENV_DIR
+                ),
+            },
             _ => debug!("ignoring {} from pid {}", signal_name(sig), sender),
         }
     }

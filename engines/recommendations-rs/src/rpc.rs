@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Recommendations;
+use crate::faults::Delay;
 use crate::log::error;
 
 pub const CONTEXT: &str = "recommendations";
@@ -74,11 +75,13 @@ pub struct Answer {
 
 pub struct Dispatcher {
     engine: Arc<Recommendations>,
+    /// A `slow` fault's delay, slept before each call into the context.
+    delay: Arc<Delay>,
 }
 
 impl Dispatcher {
-    pub fn new(engine: Arc<Recommendations>) -> Dispatcher {
-        Dispatcher { engine }
+    pub fn new(engine: Arc<Recommendations>, delay: Arc<Delay>) -> Dispatcher {
+        Dispatcher { engine, delay }
     }
 
     pub fn handle(&self, format: Format, method: &str, args: &[u8]) -> Answer {
@@ -105,6 +108,8 @@ impl Dispatcher {
                 return fail(format, ShopError::new("shop_error", detail));
             }
         };
+        // Where the Python wrapper sleeps: in the call, once its arguments are decoded.
+        self.delay.wait();
         let engine = &self.engine;
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| match method {
             "related" => Ok(format.encode(&engine.related(ints[0], ints[1]))),
