@@ -91,6 +91,15 @@ class VariantSpec:
                 f"known: {', '.join(self.hosts)}"
             ) from None
 
+    def placement_with(self, knobs: Mapping[str, int | str]) -> Placement | None:
+        """The placement as the knobs run it: each group on the engine its knob names."""
+        p = self.placement
+        if p is None:
+            return None
+        return p.with_engines(
+            {g: str(knobs[engine_dest(g)]) for g in p.native_capable if engine_dest(g) in knobs}
+        )
+
     def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
         """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""
         unknown = sorted(k for k, v in given.items() if v is not None and k not in self.knobs)

@@ -3,7 +3,7 @@
 For each placement of the migration path (and the process family with its recommendation
 engine in Rust), four client threads place orders while the test
 SIGKILLs a randomly chosen process of the variant about every 0.7 s, chosen by role among *all*
-its processes (supervisors included, a few times), until it has made 10 kills or 90 s have
+its processes (supervisors included, a few times), until it has made 6 kills or 90 s have
 passed (a busy machine recovers more slowly, so fewer kills fit: the test asserts only that a
 few happened). What the variant
 supervises restarts itself (gunicorn masters restart workers, the postmaster its backends and
@@ -58,7 +58,7 @@ VARIANTS = [
 SEED = 6
 CLIENTS = 4
 KILL_EVERY_S = 0.7
-TARGET_KILLS = 10  # the run stops after this many kills...
+TARGET_KILLS = 6  # the run stops after this many kills...
 LOAD_MAX_S = 90.0  # ...or after this long, whichever comes first
 MIN_KILLS = 3  # however slow the machine: a few kills happened, and each was survived
 MAX_SUPERVISOR_KILLS = 3

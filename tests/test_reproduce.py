@@ -27,8 +27,10 @@ from archlab.figures import figure_functions
 from archlab.figures.notebooks import notebook_paths
 from archlab.host import procs
 from archlab.rundir import MANIFEST, read_json, read_meta
+from variants import native
 from variants.placement import PATH
 
+NO_RUST = native.unavailable_reason()
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
 
 pytestmark = pytest.mark.timeout(600)
@@ -146,6 +148,9 @@ def test_every_figure_function_returns_a_figure_from_the_run_set(
 ) -> None:
     rs = load_runset(reproduction["out"])
     for name, fn in figure_functions().items():
+        if name == "08-polyglot" and NO_RUST:
+            assert fn(rs) is None, "no engine comparison without the Rust engine"
+            continue
         assert isinstance(fn(rs), Figure), name
 
 
@@ -153,16 +158,16 @@ def test_every_notebook_executed_and_ends_with_a_reading_computed_from_the_runs(
     reproduction: dict[str, Path],
 ) -> None:
     sources = notebook_paths()
-    assert [p.name[:2] for p in sources] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in sources] == ["01", "02", "03", "04", "05", "06", "07", "08"]
     for source in sources:
         nb = nbformat.read(reproduction["notebooks"] / source.name, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(c.get("execution_count") for c in code), source.name
         errors = [o for c in code for o in c.outputs if o.output_type == "error"]
         assert errors == [], source.name
-        assert any(o.get("data", {}).get("image/png") for c in code for o in c.outputs), (
-            f"{source.name} shows no figure"
-        )
+        assert (NO_RUST and source.name.startswith("08")) or any(
+            o.get("data", {}).get("image/png") for c in code for o in c.outputs
+        ), f"{source.name} shows no figure"
         last = code[-1].outputs
         text = "".join(o.get("data", {}).get("text/markdown", "") for o in last)
         assert any(ch.isdigit() for ch in text), f"{source.name}: the reading has no numbers"
@@ -267,7 +272,7 @@ def test_fresh_starts_over_and_moves_the_old_run_set_aside(
     out = _copy_of(reproduction, tmp_path / "set")
     old = (out / MANIFEST).read_text()
     first = repro.plan_steps(repro.SCALES["test"])[:1]  # one step is enough to start over
-    monkeypatch.setattr(repro, "plan_steps", lambda scale, cpus=None: first)
+    monkeypatch.setattr(repro, "plan_steps", lambda scale, cpus=None, native_engines=True: first)
     lines: list[str] = []
     outputs = repro.reproduce("test", out, fresh=True, render=False, echo=lines.append)
     assert outputs["failed"] == []

@@ -25,6 +25,7 @@ MODULES = {
     "05_profiles": "archlab.figures.profiles",
     "06_scaling": "archlab.figures.scaling",
     "07_migration_path": "archlab.figures.migration",
+    "08_polyglot": "archlab.figures.polyglot",
 }
 
 

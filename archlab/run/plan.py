@@ -86,7 +86,8 @@ class Setup:
 
     @property
     def placement(self) -> Placement | None:
-        return self.spec.placement if self.spec is not None else None
+        """The placement as it runs (its engines as the knobs chose them)."""
+        return self.spec.placement_with(self.knobs) if self.spec is not None else None
 
     def describe_generator(self) -> str:
         """The load generator in one line, for meta.json and the terminal."""
