@@ -79,17 +79,14 @@ def rust_engine(
     """The native engine serving `state_dir`'s store, ready (it answers a ping or /healthz)."""
     sock = state_dir / "recommendations.sock"
     serve = {"port": str(http_port)} if http_port else {"socket": str(sock)}
-    args = native.argv(
+    cmd = native.standalone(
         "rust",
         "recommendations",
-        role="recommendations",
-        state_dir=state_dir,
-        rebuild_interval_s=0,
+        state_dir,
         serve=serve,
         peers={"orders-socket": str(orders or state_dir / "no-orders.sock")},
         parent_pid=os.getpid(),  # it dies with the test, however the test ends
     )
-    cmd = [str(native.binary("rust", "recommendations")), *args[1:]]
     with procs.running(
         cmd,
         name="rust engine",
@@ -265,16 +262,14 @@ def test_it_dies_with_its_parent_and_declares_no_collector(tmp_path: Path) -> No
     state = _prepare(tmp_path)
     telemetry = tmp_path / "telemetry"
     sock = state / "recommendations.sock"
-    args = native.argv(
+    engine = native.standalone(
         "rust",
         "recommendations",
-        role="recommendations",
-        state_dir=state,
-        rebuild_interval_s=0,
+        state,
         serve={"socket": str(sock)},
         peers={"orders-socket": str(state / "none.sock")},
     )
-    cmd = [sys.executable, "-c", PARENT, str(native.binary("rust", "recommendations")), *args[1:]]
+    cmd = [sys.executable, "-c", PARENT, *engine]
     parent = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

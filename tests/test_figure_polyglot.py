@@ -406,10 +406,10 @@ def test_the_figure_renders_every_part(synthetic: Path) -> None:
     fig = polyglot.fig_polyglot(load_runset(synthetic))
     assert isinstance(fig, Figure)
     titles = [ax.get_title(loc="left") for ax in fig.axes]
-    for part in ("(a) GET", "(b) CPU", "(c) engine process PSS", "(c) model build",
-                 "(d) gc-pressure", "(d) cpu-hog"):  # fmt: skip
+    for part in ("(a) GET", "(b) engine role", "(c) CPU", "(d) engine process PSS",
+                 "(e) model build", "(f) gc-pressure", "(g) cpu-hog"):  # fmt: skip
         assert any(t.startswith(part) for t in titles), part
-    gc_panel = next(ax for ax in fig.axes if ax.get_title(loc="left").startswith("(d) gc-"))
+    gc_panel = next(ax for ax in fig.axes if ax.get_title(loc="left").startswith("(f) gc-"))
     texts = [t.get_text() for t in gc_panel.texts]
     assert pg.NO_COLLECTOR in texts  # written where the Rust engine's pauses would be
     assert "2 CPUs" in fig.get_suptitle()

@@ -119,3 +119,26 @@ def argv(
             args += [flag, str(value)]
     binary(engine, context)  # fail here, with the reason, rather than in exec
     return args
+
+
+def standalone(
+    engine: str,
+    context: str,
+    state_dir: Path,
+    serve: Mapping[str, str],
+    peers: Mapping[str, str],
+    parent_pid: int | None = None,
+) -> list[str]:
+    """The program's command line with its path first and no timed rebuild, for a process
+    that a benchmark or a test starts on its own (no supervisor to title it)."""
+    args = argv(
+        engine,
+        context,
+        role=context,
+        state_dir=state_dir,
+        rebuild_interval_s=0,
+        serve=serve,
+        peers=peers,
+        parent_pid=parent_pid,
+    )
+    return [str(binary(engine, context)), *args[1:]]

@@ -40,16 +40,13 @@ def _command(engine: str, sock: Path, state: Path, orders: Path) -> list[str]:
             sys.executable, "-m", "archlab.bench.hop", "--serve-engine-ipc", str(sock), str(state),
             "--orders", str(orders),
         ]  # fmt: skip
-    args = native.argv(
+    return native.standalone(
         "rust",
         "recommendations",
-        role="recommendations",
-        state_dir=state,
-        rebuild_interval_s=0,
+        state,
         serve={"socket": str(sock)},
         peers={"orders-socket": str(orders)},
     )
-    return [str(native.binary("rust", "recommendations")), *args[1:]]
 
 
 def _spread(values: list[float]) -> dict[str, float]:

@@ -108,16 +108,13 @@ def measure_engines(state: Path, n: int, warmup: int) -> dict[str, Any]:
     py_cmd = [
         sys.executable, "-m", "archlab.bench.hop", "--serve-engine-ipc", str(py_sock), str(state),
     ]  # fmt: skip
-    rs_args = native.argv(
+    rs_cmd = native.standalone(
         "rust",
         "recommendations",
-        role="recommendations",
-        state_dir=state,
-        rebuild_interval_s=0,
+        state,
         serve={"socket": str(rs_sock)},
         peers={"orders-socket": str(state / "no-orders.sock")},
     )
-    rs_cmd = [str(native.binary("rust", "recommendations")), *rs_args[1:]]
     local = Recommendations(state / "recommendations.db", None)  # type: ignore[arg-type]
     call: Callable[[Any, int], Any] = lambda r, i: r.related(1 + i % 150, 10)  # noqa: E731
     try:

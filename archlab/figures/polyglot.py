@@ -1,14 +1,14 @@
 """Notebook 08: the recommendation engine in Python and in Rust, in the same process family.
 
 The pairs of runs (`archlab.analysis.polyglot`, which holds every number and the noise rule)
-differ only in the recommendations group's engine. One figure, four parts:
+differ only in the recommendations group's engine. One figure, seven panels:
 
 - (a) the ramp: the recommendations endpoint's p99 and p50 against offered load per engine,
-  beside the engine role's CPU in each step;
-- (b) CPU: the engine's CPU-ms per related call and per request, the server's per request;
-- (c) memory and the model: the engine's PSS in the ramp run and after `archlab bench engine`,
-  and the model's build seconds per size (median, min-max whiskers);
-- (d) faults: the other endpoints' (and recommendations') p99 inside vs outside the
+  (b) beside the engine role's CPU in each step;
+- (c) CPU: the engine's CPU-ms per related call and per request, the server's per request;
+- (d) memory: the engine's PSS in the ramp run and after `archlab bench engine`, (e) the
+  model's build seconds per size (median, min-max whiskers);
+- (f, g) faults: the other endpoints' (and recommendations') p99 inside vs outside the
   gc-pressure and cpu-hog fault windows, with what the engine itself recorded (GC or "no
   collector", CPU, whether the fault reached a process).
 
@@ -126,7 +126,7 @@ def _ramp_panel(ax: Any, rs: RunSet) -> None:
 
 
 def _steps_panel(ax: Any, rs: RunSet) -> None:
-    """(a) the engine role's CPU per ramp step (cores), where a model rebuild shows up."""
+    """(b) the engine role's CPU per ramp step (cores), where a model rebuild shows up."""
     table = pg.ramps(rs)
     if table.empty:
         _missing(ax)
@@ -143,7 +143,7 @@ def _steps_panel(ax: Any, rs: RunSet) -> None:
     ax.set_xticks(range(len(rates)), [f"{r:g}" for r in rates], fontsize=7, rotation=45)
     ax.set_xlabel("offered load (req/s)", fontsize=8)
     ax.set_ylabel("engine role's CPU (cores)", fontsize=8)
-    ax.set_title("(a) engine role's CPU in each ramp step", fontsize=9, loc="left")
+    ax.set_title("(b) engine role's CPU in each ramp step", fontsize=9, loc="left")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
 
@@ -184,10 +184,10 @@ def _paired_bars(ax: Any, labels: Sequence[str], values: dict[str, list[float | 
 
 
 def _cpu_panel(ax: Any, rs: RunSet) -> None:
-    """(b) CPU-ms per related call (engine role) and per request (engine, whole server)."""
+    """(c) CPU-ms per related call (engine role) and per request (engine, whole server)."""
     table = pg.cpu_table(rs)
     if table.empty:
-        _missing(ax, f"(b) CPU: {NOT_MEASURED}")
+        _missing(ax, f"(c) CPU: {NOT_MEASURED}")
         return
     band = pg.noise(rs, pg.RAMP).bands.get("cpu_ms_per_request")
     cols = [
@@ -211,13 +211,13 @@ def _cpu_panel(ax: Any, rs: RunSet) -> None:
         judged = pg.inside_noise(a, b, band) if column == "server_cpu_ms_per_request" else None
         within.append(bool(judged))
     _paired_bars(ax, labels, values, "CPU ms", within)
-    ax.set_title("(b) CPU ms: engine per related call; engine, server per request", fontsize=9,
+    ax.set_title("(c) CPU ms: engine per related call; engine, server per request", fontsize=9,
                  loc="left")  # fmt: skip
     ax.legend(fontsize=7, loc="upper right")
 
 
 def _memory_panel(ax: Any, rs: RunSet) -> None:
-    """(c) the engine's PSS: the ramp run's median and peak, and after the bench's rebuilds."""
+    """(d) the engine's PSS: the ramp run's median and peak, and after the bench's rebuilds."""
     mem = pg.memory_table(rs)
     bench = pg.build_table(rs)
     labels: list[str] = []
@@ -237,18 +237,18 @@ def _memory_panel(ax: Any, rs: RunSet) -> None:
         for e in pg.ENGINES:
             values[e].append(_num(sub["pss_mib"].get(e)) if e in sub.index else None)
     if not labels:
-        _missing(ax, f"(c) memory: {NOT_MEASURED}")
+        _missing(ax, f"(d) memory: {NOT_MEASURED}")
         return
     _paired_bars(ax, labels, values, "PSS MiB")
-    ax.set_title("(c) engine process PSS, MiB", fontsize=9, loc="left")
+    ax.set_title("(d) engine process PSS, MiB", fontsize=9, loc="left")
 
 
 def _build_panel(ax: Any, rs: RunSet) -> None:
-    """(c) the model's build seconds per size and engine: median, min-max whiskers."""
+    """(e) the model's build seconds per size and engine: median, min-max whiskers."""
     bench = pg.build_table(rs)
     if bench.empty:
-        _missing(ax, f"(c) model build: {pg.engine_bench_status(rs) or NOT_MEASURED}")
-        ax.set_title("(c) model build seconds", fontsize=9, loc="left")
+        _missing(ax, f"(e) model build: {pg.engine_bench_status(rs) or NOT_MEASURED}")
+        ax.set_title("(e) model build seconds", fontsize=9, loc="left")
         return
     sizes = list(dict.fromkeys(bench["size"]))
     values: dict[str, list[float | None]] = {e: [] for e in pg.ENGINES}
@@ -269,16 +269,16 @@ def _build_panel(ax: Any, rs: RunSet) -> None:
             tops[engine].append(_num(r["build_s_max"]))
     _paired_bars(ax, [f"{s}" for s in sizes], values, "build seconds", tops=tops)
     rounds = (rs.engine_bench or {}).get("rounds")
-    ax.set_title(f"(c) model build s, median of {rounds} rounds (min-max)", fontsize=9,
+    ax.set_title(f"(e) model build s, median of {rounds} rounds (min-max)", fontsize=9,
                  loc="left")  # fmt: skip
     ax.set_xlabel("dataset size (archlab bench engine)", fontsize=8)
 
 
-def _fault_panel(ax: Any, rs: RunSet, scenario: str) -> None:
-    """(d) p99 inside (solid) vs outside (pale) the fault window: the other endpoints pooled
+def _fault_panel(ax: Any, rs: RunSet, scenario: str, letter: str) -> None:
+    """(f, g) p99 inside (solid) vs outside (pale) the fault window: the other endpoints pooled
     (dots: each one) and recommendations, per engine; what the engine recorded, as text."""
     table = pg.fault_table(rs, scenario)
-    title = f"(d) {SCENARIO_TITLES.get(scenario, scenario)}"
+    title = f"({letter}) {SCENARIO_TITLES.get(scenario, scenario)}"
     ax.set_title(title, fontsize=9, loc="left")
     if table.empty:
         _missing(ax)
@@ -381,8 +381,8 @@ def fig_polyglot(rs: RunSet) -> Figure | None:
     _cpu_panel(ax["cpu"], rs)
     _memory_panel(ax["mem"], rs)
     _build_panel(ax["build"], rs)
-    for scenario in pg.FAULT_SCENARIOS:
-        _fault_panel(ax[scenario], rs, scenario)
+    for scenario, letter in zip(pg.FAULT_SCENARIOS, "fg", strict=False):
+        _fault_panel(ax[scenario], rs, scenario, letter)
     fig.suptitle(
         f"Recommendation engine in Python vs Rust in the same process family "
         f"({pg.PLACEMENT}), {_engines_label(rs)}: measured, one run per engine and scenario",
