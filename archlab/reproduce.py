@@ -129,8 +129,8 @@ SCALES: dict[str, Scale] = {
         ),
         Scale(
             name="quick",
-            description="short runs on the small dataset, three faults, the migration path: every "
-            "figure in ~12 min on 2 CPUs",
+            description="short runs on the small dataset, three faults, the migration path, "
+            "Python vs Rust engine: every figure in ~16 min on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10),
             ramp_step_s=4.0,
@@ -147,7 +147,7 @@ SCALES: dict[str, Scale] = {
         Scale(
             name="full",
             description="the publication run: longer steps, every fault of the catalogue, the "
-            "migration path: ~27 min on 2 CPUs",
+            "migration path, Python vs Rust engine: ~36 min on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
             ramp_step_s=8.0,
