@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -456,3 +457,21 @@ def test_tags_name_the_scenario_and_the_engine() -> None:
     assert pg.tag(pg.GC_PRESSURE, "rust") == "polyglot-gc-pressure-rust"
     assert pg.RECS == RECS and RECS not in pg.OTHERS
     assert set(pg.OTHERS) | {RECS} == set(ENDPOINT_ORDER)
+
+
+def test_a_build_under_the_stats_resolution_is_not_a_ratio(tmp_path: Path) -> None:
+    """ModelStats.build_seconds has 1 ms steps: at tiny the Rust build reads 0.000, and the
+    reading says the ratio is not measurable instead of failing or dividing by zero."""
+    bench = _engine_json()
+    for engine in pg.ENGINES:
+        bench["sizes"]["small"][engine]["build_seconds"] = (
+            {"median": 0.0, "min": 0.0, "max": 0.0}
+            if engine == "rust"
+            else {"median": 0.004, "min": 0.004, "max": 0.005}
+        )
+    write_json(tmp_path / ENGINE_BENCH, bench)
+    write_json(tmp_path / HOP, {"calls": 1, "warmup": 1, "results": {}})
+    rs = load_runset(_manifest(tmp_path, []))
+    assert pd.isna(pg.build_ratios(rs).set_index("size").loc["small", "build_python_over_rust"])
+    assert "python/rust not measurable" in polyglot.reading(rs)
+    assert isinstance(polyglot.FIGURES["polyglot"](rs), Figure)

@@ -800,7 +800,12 @@ def _build_text(rs: RunSet) -> str:
             if e in sub.index
         ]
         text = f"{size}: " + " vs ".join(cells)
-        if size in ratios.index:
+        if size in ratios.index and pd.isna(ratios.loc[size, "build_python_over_rust"]):
+            text += (
+                ", python/rust not measurable (a build under the 1 ms resolution of "
+                "`ModelStats.build_seconds`)"
+            )
+        elif size in ratios.index:
             r = ratios.loc[size]
             text += (
                 f", python/rust x{r['build_python_over_rust']:.0f}"
