@@ -17,8 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from variants import telemetry
+
+if TYPE_CHECKING:
+    from variants.placement import Placement
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("python", "rust")
@@ -119,6 +123,22 @@ def argv(
             args += [flag, str(value)]
     binary(engine, context)  # fail here, with the reason, rather than in exec
     return args
+
+
+def peer_args(
+    placement: Placement, group: str, socket_dir: Path | None, urls: Mapping[str, str]
+) -> dict[str, str]:
+    """`--<context>-socket PATH` or `--<context>-url URL` for each context `group` calls, by
+    the placement's transport (`urls`: group -> its base URL)."""
+    from variants.peers import socket_path  # not at the top: peers -> placement -> here
+
+    found = {}
+    for context, host in placement.peers(group).items():
+        if placement.reach(context) == "ipc" and socket_dir is not None:
+            found[f"{context}-socket"] = str(socket_path(socket_dir, context))
+        else:
+            found[f"{context}-url"] = urls[host]
+    return found
 
 
 def standalone(

@@ -215,10 +215,12 @@ class Launcher:
             state_dir=self.state_dir,
             rebuild_interval_s=self.config.rebuild_interval_s,
             serve={"host": child.host, "port": str(child.port)},
-            peers={
-                f"{self.topology.services[dep].context}-url": self.children[dep].url
-                for dep in svc.depends_on
-            },
+            peers=native.peer_args(
+                self.topology.placement,
+                svc.name,
+                None,
+                {dep: self.children[dep].url for dep in svc.depends_on},
+            ),
             threads=self.threads,
             parent_pid=os.getpid(),
         )

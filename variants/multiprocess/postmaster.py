@@ -199,12 +199,7 @@ def _native_main(launch: Launch) -> int:
         serve = {"socket": str(socket_path(socket_dir, context))}
     else:
         serve = {"port": launch.endpoints.urls[launch.role].rsplit(":", 1)[1]}
-    peers = {}
-    for peer, host in placement.peers(launch.role).items():
-        if placement.reach(peer) == "ipc":
-            peers[f"{peer}-socket"] = str(socket_path(socket_dir, peer))
-        else:
-            peers[f"{peer}-url"] = launch.endpoints.urls[host]
+    peers = native.peer_args(placement, launch.role, socket_dir, launch.endpoints.urls)
     timeouts = launch.endpoints.ipc_timeouts_ms
     argv = native.argv(
         group.engine,
