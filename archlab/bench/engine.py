@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from archlab.bench.hop import wait_for_socket
+from archlab.bench.hop import engine_command, wait_for_socket
 from archlab.host import procs
 from variants import native, rpc
 from variants.multiprocess.ipc import IpcServer, UdsTransport
@@ -32,21 +31,6 @@ from workloads.shop.local import LocalShop
 ENGINES = ("python", "rust")
 MIB = 2**20
 REBUILD_TIMEOUT_S = 600.0
-
-
-def _command(engine: str, sock: Path, state: Path, orders: Path) -> list[str]:
-    if engine == "python":
-        return [
-            sys.executable, "-m", "archlab.bench.hop", "--serve-engine-ipc", str(sock), str(state),
-            "--orders", str(orders),
-        ]  # fmt: skip
-    return native.standalone(
-        "rust",
-        "recommendations",
-        state,
-        serve={"socket": str(sock)},
-        peers={"orders-socket": str(orders)},
-    )
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -83,12 +67,12 @@ def measure_size(size: str, rounds: int, echo: Any = None) -> dict[str, Any]:
         with (
             contextlib.ExitStack() as cleanup,
             procs.running(
-                _command("python", socks["python"], state, orders),
+                engine_command("python", socks["python"], state, orders),
                 name="python engine",
                 log_path=state / "python.log",
             ) as py,
             procs.running(
-                _command("rust", socks["rust"], state, orders),
+                engine_command("rust", socks["rust"], state, orders),
                 name="rust engine",
                 log_path=state / "rust.log",
                 grace_s=2.0,

@@ -86,7 +86,32 @@ def serve_engine_ipc(socket_path: Path, state_dir: Path, orders: Path | None = N
     server.serve_forever()
 
 
+def engine_command(engine: str, sock: Path, state: Path, orders: Path | None = None) -> list[str]:
+    """A process of `engine` serving recommendations over IPC on `sock` from `state`'s store
+    (calling orders at `orders`, for a rebuild), for a benchmark to start itself."""
+    from variants import native
+
+    if engine == "python":
+        cmd = [
+            sys.executable,
+            "-m",
+            "archlab.bench.hop",
+            "--serve-engine-ipc",
+            str(sock),
+            str(state),
+        ]
+        return cmd + (["--orders", str(orders)] if orders is not None else [])
+    return native.standalone(
+        engine,
+        "recommendations",
+        state,
+        serve={"socket": str(sock)},
+        peers={"orders-socket": str(orders or state / "no-orders.sock")},
+    )
+
+
 def wait_for_socket(sock: Path, proc: procs.Proc, timeout_s: float = 60.0) -> None:
+    """Until the server started as `proc` has bound `sock`; ProcessError with its log if not."""
     deadline = time.monotonic() + timeout_s
     while not sock.exists():
         if not proc.alive() or time.monotonic() > deadline:
@@ -105,16 +130,8 @@ def measure_engines(state: Path, n: int, warmup: int) -> dict[str, Any]:
         return {"skipped": reason}
     msgpack = rpc.Codec("msgpack")
     py_sock, rs_sock = state / "engine-py.sock", state / "engine-rs.sock"
-    py_cmd = [
-        sys.executable, "-m", "archlab.bench.hop", "--serve-engine-ipc", str(py_sock), str(state),
-    ]  # fmt: skip
-    rs_cmd = native.standalone(
-        "rust",
-        "recommendations",
-        state,
-        serve={"socket": str(rs_sock)},
-        peers={"orders-socket": str(state / "no-orders.sock")},
-    )
+    py_cmd = engine_command("python", py_sock, state)
+    rs_cmd = engine_command("rust", rs_sock, state)
     local = Recommendations(state / "recommendations.db", None)  # type: ignore[arg-type]
     call: Callable[[Any, int], Any] = lambda r, i: r.related(1 + i % 150, 10)  # noqa: E731
     try:
@@ -164,11 +181,7 @@ def measure(n: int = 5000, warmup: int = 500, size: str = "tiny") -> dict[str, A
             procs.running(http_cmd, name="http catalog", log_path=state / "http.log") as http_proc,
         ):
             procs.wait_healthy(http_proc, f"http://127.0.0.1:{port}/healthz", 60)
-            deadline = time.monotonic() + 30
-            while not sock.exists():
-                if not ipc_proc.alive() or time.monotonic() > deadline:
-                    raise procs.ProcessError(f"IPC server did not start:\n{ipc_proc.log_tail()}")
-                time.sleep(0.05)
+            wait_for_socket(sock, ipc_proc, 30)
             over_ipc = rpc.make_proxy("catalog", UdsTransport(sock), msgpack)
             over_http, transport = proxy(
                 "catalog", f"http://127.0.0.1:{port}", CallPolicy(timeout_s=5.0)
@@ -192,21 +205,15 @@ def measure(n: int = 5000, warmup: int = 500, size: str = "tiny") -> dict[str, A
 def format_table(report: dict[str, Any]) -> str:
     lines = [f"{'call':<28} {'hop':<28} {'p50 µs':>9} {'p99 µs':>9} {'mean µs':>9}"]
     lines.append("-" * len(lines[0]))
-    for call, hops in report["results"].items():
+    engines = dict(report.get("engines") or {})
+    skipped = engines.pop("skipped", None)
+    for call, hops in (*report["results"].items(), *engines.items()):
         for hop, s in hops.items():
             lines.append(
                 f"{call:<28} {hop:<28} {s['p50_us']:>9.1f} {s['p99_us']:>9.1f} {s['mean_us']:>9.1f}"
             )
-    engines = report.get("engines") or {}
-    if "skipped" in engines:
-        lines.append(f"{ENGINE_CALL:<28} skipped: {engines['skipped']}")
-    for call, hops in engines.items():
-        if call == "skipped":
-            continue
-        for hop, s in hops.items():
-            lines.append(
-                f"{call:<28} {hop:<28} {s['p50_us']:>9.1f} {s['p99_us']:>9.1f} {s['mean_us']:>9.1f}"
-            )
+    if skipped is not None:
+        lines.append(f"{ENGINE_CALL:<28} skipped: {skipped}")
     lines.append(f"{report['calls']} sequential calls each after {report['warmup']} warm-up calls")
     return "\n".join(lines)
 

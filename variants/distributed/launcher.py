@@ -208,7 +208,7 @@ class Launcher:
         """The group's native program: its title as argv[0] (see `_spawn`), its store prepared."""
         svc = child.service
         dataset.prepare_state(dataset.ensure(self.size, self.seed), self.state_dir, [svc.context])
-        args = native.argv(
+        return native.argv(
             engine,
             svc.context,
             role=svc.name,
@@ -224,7 +224,6 @@ class Launcher:
             threads=self.threads,
             parent_pid=os.getpid(),
         )
-        return args
 
     def _service_args(self, child: Child) -> list[str]:
         svc = child.service
