@@ -21,7 +21,7 @@ from pathlib import Path
 
 from variants import native
 from variants import placement as placements
-from variants.cli import engine_dest
+from variants.cli import engine_dest, group_dest
 from variants.multiprocess.config import available_cpus
 from variants.placement import POLICIES, Placement
 from workloads.shop.dataset import CONTEXTS as COMPONENTS
@@ -63,7 +63,7 @@ def flag_name(knob: str) -> str:
 
 def policy_knob(group: str) -> str:
     """The knob of a group's crash policy: `inv-orders` -> `policy_inv_orders`."""
-    return "policy_" + group.replace("-", "_")
+    return group_dest("policy", group)
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,14 @@ def load_placement(text: str, supervisor: str) -> Placement:
     return found
 
 
+def group_dest(setting: str, group: str) -> str:
+    """The parsed name of a group's `--<setting>-<group>` option, which is also the harness's
+    knob: (`policy`, `inv-orders`) -> `policy_inv_orders`."""
+    return f"{setting}_{group.replace('-', '_')}"
+
+
 def engine_dest(group: str) -> str:
-    """The parsed name of a group's `--engine-<group>` option (the harness's knob too)."""
-    return "engine_" + group.replace("-", "_")
+    return group_dest("engine", group)
 
 
 def add_engine_options(p: argparse.ArgumentParser, found: Placement) -> None:

@@ -77,9 +77,7 @@ def family_config(args: argparse.Namespace, placement: Placement) -> FamilyConfi
     config = FamilyConfig(
         backends=args.backends,
         threads=args.threads,
-        policies={
-            role: getattr(args, f"policy_{role.replace('-', '_')}") for role in roles(placement)
-        },
+        policies={role: getattr(args, cli.group_dest("policy", role)) for role in roles(placement)},
         call_timeouts_ms=timeouts,
         log_level=args.log_level.upper(),
     )
