@@ -22,6 +22,7 @@ from pathlib import Path
 from variants import native
 from variants import placement as placements
 from variants.cli import engine_dest, group_dest
+from variants.edge import servers
 from variants.multiprocess.config import available_cpus
 from variants.placement import POLICIES, Placement
 from workloads.shop.dataset import CONTEXTS as COMPONENTS
@@ -92,13 +93,15 @@ class VariantSpec:
             ) from None
 
     def placement_with(self, knobs: Mapping[str, int | str]) -> Placement | None:
-        """The placement as the knobs run it: each group on the engine its knob names."""
+        """The placement as the knobs run it: each group on the engine its knob names, every
+        HTTP-serving group on the server the `server` knob names."""
         p = self.placement
         if p is None:
             return None
-        return p.with_engines(
+        p = p.with_engines(
             {g: str(knobs[engine_dest(g)]) for g in p.native_capable if engine_dest(g) in knobs}
         )
+        return p.with_server(str(knobs["server"])) if "server" in knobs else p
 
     def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
         """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""
@@ -149,9 +152,19 @@ def _engine_knobs(p: Placement) -> dict[str, Knob]:
     }
 
 
+def _server_knob(p: Placement) -> dict[str, Knob]:
+    return {
+        "server": Knob(
+            p.server,
+            "the HTTP server under every Python process that serves HTTP (edge, http groups)",
+            choices=servers.SERVERS,
+        )
+    }
+
+
 def _knobs(p: Placement) -> dict[str, Knob]:
     """The knobs of the deployer that runs `p`, with the placement's values as defaults."""
-    return {**_deployer_knobs(p), **_engine_knobs(p)}
+    return {**_deployer_knobs(p), **_server_knob(p), **_engine_knobs(p)}
 
 
 def _deployer_knobs(p: Placement) -> dict[str, Knob]:

@@ -2,9 +2,9 @@
 
 The same conformance tests run unchanged against every placement of the migration path
 (`variants.placement.PATH`), with its default knobs, and the three ends of it once more with a
-second worker / backend / replica count, and with the recommendation engine in Rust in the
-family (over IPC) and as a service (over HTTP); restrict them with
-ARCHLAB_TEST_VARIANTS=monolith,recs-process. The Rust runs skip, saying why, only where the
+second worker / backend / replica count, with every HTTP server on granian, and with the
+recommendation engine in Rust in the family (over IPC) and as a service (over HTTP); restrict them
+with ARCHLAB_TEST_VARIANTS=monolith,recs-process. The Rust runs skip, saying why, only where the
 engine could not be built (`make setup` builds it). Deployments come from `support.deployment`, so
 nothing they start outlives the session, whatever happens.
 """
@@ -36,6 +36,8 @@ SCALED_OUT: dict[str, dict[str, int | str]] = {
 }
 
 
+FAST_SERVER = ("monolith", "multiprocess", "distributed")
+"""Placements run once more with every HTTP server on granian (`variants.edge.servers`)."""
 RUST_ENGINE = ("multiprocess", "distributed")
 """Placements run once more with `engine = "rust"` for the recommendations group."""
 NO_RUST = native.unavailable_reason()
@@ -48,6 +50,8 @@ def _deployments() -> Iterator[object]:
         if variant in SCALED_OUT:
             ((key, value),) = SCALED_OUT[variant].items()
             yield pytest.param((variant, SCALED_OUT[variant]), id=f"{variant}-{key}{value}")
+        if variant in FAST_SERVER:
+            yield pytest.param((variant, {"server": "granian"}), id=f"{variant}-granian")
         if variant in RUST_ENGINE:
             rust = {"engine_recommendations": "rust"}
             yield pytest.param((variant, rust), id=f"{variant}-rust", marks=needs_rust)

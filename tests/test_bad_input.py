@@ -47,6 +47,7 @@ from support import Deployment, deployment
 
 from archlab.deployers import VARIANTS
 from variants.edge import worker
+from variants.edge.granian_worker import BODYLESS_REFUSALS
 from variants.edge.limits import (
     DRAIN_MAX_BYTES,
     MAX_BODY_BYTES,
@@ -388,13 +389,17 @@ TRANSPORT = {
 }
 
 
-@pytest.mark.parametrize("case", list(TRANSPORT.values()), ids=list(TRANSPORT))
+@pytest.mark.parametrize("name", list(TRANSPORT))
 def test_what_the_server_refuses_is_a_documented_json_error(
-    api: Any, spec: dict[str, Any], case: tuple[bytes, str, int, str]
+    api: Any, spec: dict[str, Any], name: str
 ) -> None:
-    raw, template, status, code = case
+    raw, template, status, code = TRANSPORT[name]
     resp = _raw(api.base_url, raw)
     body = _body_of(resp)
+    if api.knobs.get("server") == "granian" and name in BODYLESS_REFUSALS:
+        # hyper, granian's parser, refuses these itself, with no body (see granian_worker)
+        assert (resp.status, body) == (BODYLESS_REFUSALS[name], b"")
+        return
     assert resp.status == status, body[:300]
     error = _error(resp, body)
     assert error.error == code and error.detail, error

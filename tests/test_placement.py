@@ -221,6 +221,20 @@ def test_a_groups_engine_is_chosen_by_name_and_recorded_in_full() -> None:
         mp.with_engines({"orders": "rust"})
 
 
+def test_the_server_knob_reaches_every_group_that_serves_http_and_no_other() -> None:
+    mp = placement.load("multiprocess").with_engines({"recommendations": "rust"})
+    fast = mp.with_server("granian")
+    served = {n: g.server for n, g in fast.groups.items()}
+    assert fast.server == "granian" and served["backend"] == "granian"
+    assert all(s == "gunicorn-gthread" for n, s in served.items() if n != "backend")  # ipc groups
+    dist = placement.load("distributed").with_server("granian")
+    assert {g.server for g in dist.groups.values()} == {"granian"}
+    assert dist.describe()["groups"]["gateway"]["server"] == "granian"
+    assert placement.load("distributed").server == "gunicorn-gthread"  # unchanged original
+    with pytest.raises(PlacementError, match=r"groups.gateway.server: unknown server 'nginx'"):
+        placement.load("distributed").with_server("nginx")
+
+
 def test_the_familys_config_file_names_engines_by_role() -> None:
     base = FamilyConfig(backends=2)
     roles = config.roles(placement.load("multiprocess"))

@@ -135,7 +135,7 @@ def test_the_old_variant_names_name_the_same_deployments() -> None:
     assert VARIANTS["monolith"].module == "variants.monolith"
     assert VARIANTS["monolith"].restarted_by_harness == "monolith-master"
     assert VARIANTS["monolith"].hosts == {c: "monolith" for c in CONTEXTS}
-    assert set(VARIANTS["monolith"].knobs) == {"threads", "workers"}
+    assert set(VARIANTS["monolith"].knobs) == {"threads", "workers", "server"}
     mp = VARIANTS["multiprocess"]
     assert mp.module == "variants.multiprocess" and mp.restarted_by_harness == "postmaster"
     assert mp.hosts == {c: "backend" if c == "catalog" else c for c in CONTEXTS}
@@ -144,7 +144,7 @@ def test_the_old_variant_names_name_the_same_deployments() -> None:
     assert mp.knobs["policy_backend"].default == "crash-restart-all"
     dist = VARIANTS["distributed"]
     assert dist.module == "variants.distributed" and dist.restarted_by_harness == "launcher"
-    assert set(dist.knobs) == {"threads", "replicas", "netns", "engine_recommendations"}
+    assert set(dist.knobs) == {"threads", "replicas", "netns", "server", "engine_recommendations"}
     assert dist.hosts == {c: c for c in CONTEXTS}
 
 
@@ -164,6 +164,7 @@ def test_recs_process_spec() -> None:
         "threads": 8,
         "policy_backend": "crash-restart-all",
         "policy_recommendations": "restart-one",
+        "server": "gunicorn-gthread",  # the placement's server for its HTTP-serving groups
         "engine_recommendations": "python",  # the group could run the Rust engine
     }
     assert spec.knobs["backends"].default_is == ""

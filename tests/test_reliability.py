@@ -48,6 +48,10 @@ from workloads.shop.db import connect
 NO_RUST = native.unavailable_reason()
 VARIANTS = [
     *(pytest.param(v, {}, id=v) for v in PATH),
+    *(
+        pytest.param(v, {"server": "granian"}, id=f"{v}-granian")
+        for v in ("monolith", "multiprocess", "distributed")
+    ),
     pytest.param(
         "multiprocess",
         {"engine_recommendations": "rust"},

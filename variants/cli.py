@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from variants import native, placement
+from variants.edge import servers
 from variants.placement import Placement
 from workloads.shop import dataset
 from workloads.shop.config import ShopConfig
@@ -80,8 +81,17 @@ def engine_dest(group: str) -> str:
     return group_dest("engine", group)
 
 
-def add_engine_options(p: argparse.ArgumentParser, found: Placement) -> None:
-    """`--engine-<group>` for each group that could run on a native engine."""
+def add_group_options(p: argparse.ArgumentParser, found: Placement) -> None:
+    """`--server`, for the groups that serve HTTP, and `--engine-<group>` for each group that
+    could run on a native engine."""
+    p.add_argument(
+        "--server",
+        choices=servers.SERVERS,
+        default=found.server,
+        help="the HTTP server under every Python process that serves HTTP (the edge, each http "
+        "group): gunicorn's threaded worker or granian's Rust server (default: the placement's, "
+        "%(default)s)",
+    )
     for group in found.native_capable:
         p.add_argument(
             f"--engine-{group}",
@@ -93,10 +103,12 @@ def add_engine_options(p: argparse.ArgumentParser, found: Placement) -> None:
         )
 
 
-def with_engines(args: argparse.Namespace, found: Placement) -> Placement:
-    """The placement with the engines chosen on the command line; one-line exit 2 if bad."""
+def chosen_placement(args: argparse.Namespace, found: Placement) -> Placement:
+    """The placement with the server and engines chosen on the command line; one-line exit 2
+    if bad."""
     try:
-        return found.with_engines({g: getattr(args, engine_dest(g)) for g in found.native_capable})
+        engines = {g: getattr(args, engine_dest(g)) for g in found.native_capable}
+        return found.with_engines(engines).with_server(args.server)
     except placement.PlacementError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

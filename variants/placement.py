@@ -37,6 +37,7 @@ from typing import Any, Literal
 import msgspec
 
 from variants import native
+from variants.edge import servers
 from workloads.shop.dataset import CONTEXTS, SIZES
 from workloads.shop.wiring import NEEDS
 
@@ -70,6 +71,9 @@ class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     engine: str = "python"
     """What serves the group's context: the shop's Python code, or a native program behind
     the same contract (`variants.native`; "rust" for recommendations)."""
+    server: str = "gunicorn-gthread"
+    """The HTTP server under the group's WSGI app, for a group that serves HTTP (the edge, an
+    http group): one of `variants.edge.servers.SERVERS`."""
     # http groups: the callers' policy, and what compose/Kubernetes give the service
     scalable: bool = False
     stateful: bool = False
@@ -246,6 +250,29 @@ class Placement:
         _check(changed)
         return changed
 
+    def serves_http(self, group: str) -> bool:
+        """Whether the group's processes serve HTTP with a Python server (the server knob's
+        reach): the edge, and every http group the shop's Python code serves."""
+        g = self.groups[group]
+        return g.edge or (g.transport == "http" and g.engine == "python")
+
+    @property
+    def server(self) -> str:
+        """The server under the edge's app (the `server` knob's value for this placement)."""
+        return self.groups[self.edge].server
+
+    def with_server(self, server: str) -> Placement:
+        """This placement with every group that serves HTTP on `server`; validated."""
+        if all(g.server == server for n, g in self.groups.items() if self.serves_http(n)):
+            return self
+        groups = {
+            n: msgspec.structs.replace(g, server=server) if self.serves_http(n) else g
+            for n, g in self.groups.items()
+        }
+        changed = dataclasses.replace(self, groups=groups)
+        _check(changed)
+        return changed
+
     def describe(self) -> dict[str, Any]:
         """The placement in full, as meta.json records it."""
         return {
@@ -309,6 +336,10 @@ def _check(p: Placement) -> None:
                 f"{where}.engine: the {g.engine} engine serves one context in a group of its "
                 f"own, not the edge ({', '.join(served)}); this group hosts "
                 f"{', '.join(g.contexts) or 'none'}"
+            )
+        if g.server not in servers.SERVERS:
+            raise PlacementError(
+                f"{where}.server: unknown server {g.server!r} (choose {', '.join(servers.SERVERS)})"
             )
         if g.transport == "http" and len(g.contexts) != 1:
             raise PlacementError(f"{where}.contexts: an http group hosts exactly one context")

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--ready-timeout", type=float, default=600.0, help="seconds per start level")
     known, _ = p.parse_known_args(argv)
-    cli.add_engine_options(p, cli.load_placement(known.placement, "launcher"))
+    cli.add_group_options(p, cli.load_placement(known.placement, "launcher"))
     args = p.parse_args(argv)
     if args.threads < 1 or args.replicas < 1:
         p.error("--threads and --replicas must be at least 1")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def topology_of(args: argparse.Namespace) -> Topology:
     """The placement `args` name as services; a one-line error and exit 2 if it cannot be."""
-    placement = cli.with_engines(args, cli.load_placement(args.placement, "launcher"))
+    placement = cli.chosen_placement(args, cli.load_placement(args.placement, "launcher"))
     try:
         return from_placement(placement)
     except TopologyError as exc:

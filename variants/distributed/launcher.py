@@ -232,6 +232,7 @@ class Launcher:
         cmd += ["--state-dir", str(self.state_dir), "--size", self.size, "--seed", str(self.seed)]
         cmd += ["--threads", str(self.threads), "--workers", str(child.workers)]
         cmd += ["--placement", str(self.topology.placement.path)]
+        cmd += ["--server", self.topology.placement.groups[svc.name].server]
         cmd += ["--lifecycle", str(self.lifecycle)]
         cmd += ["--parent-pid", str(os.getpid())]
         cmd += cli.shop_args(self.config)

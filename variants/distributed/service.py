@@ -39,8 +39,8 @@ from variants import cli, faults, peers, telemetry
 from variants import placement as placements
 from variants.distributed.http import WsgiApp, healthy, service_app
 from variants.distributed.topology import DEFAULT_PLACEMENT
+from variants.edge import servers
 from variants.edge.app import create_app
-from variants.edge.worker import SERVER_SETTINGS
 from variants.lifecycle import die_with_parent
 from variants.lifecycle import record as record_lifecycle
 from variants.peers import Endpoints
@@ -186,7 +186,8 @@ class _Master(Arbiter):
 
 
 class ServiceServer(BaseApplication):
-    """gunicorn (gthread) serving one group; the app is built in each worker after fork."""
+    """gunicorn's arbiter serving one group with the group's server (`variants.edge.servers`);
+    the app is built in each worker after fork."""
 
     def __init__(self, opts: Options, ready: Callable[[], None] | None = None) -> None:
         self.opts = opts
@@ -194,7 +195,7 @@ class ServiceServer(BaseApplication):
         self.options: dict[str, Any] = {
             "bind": f"{opts.host}:{opts.port}",
             "workers": opts.workers,
-            **SERVER_SETTINGS,  # gthread worker, bounded drain, JSON errors, edge limits
+            **servers.settings(opts.placement.groups[opts.group].server),
             "threads": opts.threads,
             "timeout": 300,
             "graceful_timeout": 10,
@@ -360,6 +361,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="GROUP=URL",
         help="where an http group this one calls listens (repeat per group)",
     )
+    p.add_argument(
+        "--server",
+        choices=servers.SERVERS,
+        help="the HTTP server under the group's app (default: the placement's)",
+    )
     p.add_argument("--socket-dir", type=Path, help="where the ipc groups this one calls listen")
     p.add_argument("--lifecycle", type=Path, help="JSON-lines file for worker deaths")
     p.add_argument("--parent-pid", type=int, help="exit when this process (the launcher) dies")
@@ -381,7 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def options(args: argparse.Namespace) -> Options:
     """The command line as Options; PlacementError or ServiceError (one line) if it is bad."""
     return Options(
-        placement=placements.load(args.placement),
+        placement=_with_server(placements.load(args.placement), args.server),
         group=args.name,
         port=args.port,
         state_dir=args.state_dir,
@@ -395,6 +401,10 @@ def options(args: argparse.Namespace) -> Options:
         size=args.size,
         seed=args.seed,
     )
+
+
+def _with_server(placement: Placement, server: str | None) -> Placement:
+    return placement if server is None else placement.with_server(server)
 
 
 def main(argv: list[str] | None = None) -> int:

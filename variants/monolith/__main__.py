@@ -21,12 +21,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--workers", type=int, default=1, help="replicas of the whole process (default 1)"
     )
+    known, _ = p.parse_known_args(argv)
+    cli.add_group_options(p, cli.load_placement(known.placement, "monolith"))
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    placement = cli.load_placement(args.placement, "monolith")
+    placement = cli.chosen_placement(args, cli.load_placement(args.placement, "monolith"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with cli.state_folder(args.state_dir, "archlab-monolith-") as state_dir:
         dataset.prepare_state(dataset.ensure(args.size, args.seed), state_dir)

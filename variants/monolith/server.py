@@ -1,4 +1,4 @@
-"""Host the shared edge API and all five contexts in gunicorn's threaded worker.
+"""Host the shared edge API and all five contexts in one gunicorn worker with N threads.
 
 One gunicorn worker with N threads is the single-process, many-threads design; `--workers
 N` runs N such replicas on one listening socket (the replicated-monolith baseline), each
@@ -18,8 +18,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from variants import faults, telemetry
+from variants.edge import servers
 from variants.edge.app import create_app
-from variants.edge.worker import SERVER_SETTINGS
 from variants.lifecycle import LIFECYCLE_FILE
 from variants.lifecycle import record as record_lifecycle
 from variants.placement import Placement
@@ -46,7 +46,7 @@ class MonolithServer(BaseApplication):
         self.options: dict[str, Any] = {
             "bind": f"127.0.0.1:{port}",
             "workers": workers,
-            **SERVER_SETTINGS,  # gthread worker, bounded drain, JSON errors, edge limits
+            **servers.settings(placement.server),  # the worker class, the edge limits
             "threads": threads,
             "timeout": 300,
             "graceful_timeout": 15,

@@ -62,9 +62,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Place
     )
     p.add_argument("--ready-timeout", type=float, default=900.0, help="seconds a child may load")
     p.add_argument("--log-level", default="INFO")
-    cli.add_engine_options(p, placement)
+    cli.add_group_options(p, placement)
     args = p.parse_args(argv)
-    return args, cli.with_engines(args, placement)
+    return args, cli.chosen_placement(args, placement)
 
 
 def family_config(args: argparse.Namespace, placement: Placement) -> FamilyConfig:

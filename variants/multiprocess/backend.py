@@ -1,8 +1,9 @@
 """A request backend: the shared edge API over the contexts of the placement's edge group.
 
 Each backend accepts on the listening socket it inherited from the postmaster and serves
-HTTP with gunicorn's threaded worker (`gthread`) — the very server the monolith runs in, so
-a difference between the two variants is one of topology, not of HTTP stacks. It builds the
+HTTP with the placement's server (`variants.edge.servers`: gunicorn's threaded worker or
+granian) — the very server the monolith runs under the same knob, so a difference between the
+two variants is one of topology, not of HTTP stacks. It builds the
 edge group's contexts with the shop's one wiring (the catalog read in place from the shared
 segment when the family has one); every other context is a proxy (`variants.peers`) whose
 calls travel to its process over a Unix socket, on one pooled connection per request thread,
@@ -28,8 +29,8 @@ from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from variants import faults
+from variants.edge import servers
 from variants.edge.app import create_app
-from variants.edge.worker import SERVER_SETTINGS, EdgeWorker
 from variants.multiprocess.config import FamilyConfig
 from variants.multiprocess.ipc import IpcServer
 from variants.multiprocess.shmem import ControlSegment
@@ -55,20 +56,25 @@ class _Application:
         return self.app
 
 
-class BackendWorker(EdgeWorker):
-    """The edge's gunicorn threaded worker, run by our postmaster instead of gunicorn's arbiter."""
+def backend_worker(server: str) -> type[Any]:
+    """The edge's gunicorn worker class for `server`, run by our postmaster instead of
+    gunicorn's arbiter: SIGINT, SIGHUP and SIGUSR2 are the postmaster's business."""
+    base = servers.worker_class(server)
 
-    def init_signals(self) -> None:
-        super().init_signals()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    class BackendWorker(base):  # type: ignore[misc, valid-type]
+        def init_signals(self) -> None:
+            super().init_signals()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    return BackendWorker
 
 
-def gunicorn_config(config: FamilyConfig, on_ready: Callable[[Any], None]) -> Config:
+def gunicorn_config(config: FamilyConfig, server: str, on_ready: Callable[[Any], None]) -> Config:
     cfg = Config()
     settings = {
-        **SERVER_SETTINGS,  # the monolith's server: drain, JSON errors, edge limits
+        **servers.settings(server),  # the monolith's server for this knob, the edge limits
         "threads": config.threads,
         "worker_connections": 1000,
         "keepalive": 30,
@@ -139,8 +145,8 @@ def run(
         finally:
             count(slot)
 
-    cfg = gunicorn_config(config, lambda worker: ready())
-    worker = BackendWorker(
+    cfg = gunicorn_config(config, placement.server, lambda worker: ready())
+    worker = backend_worker(placement.server)(
         number, postmaster_pid, [listener], _Application(counted), 300, cfg, Logger(cfg)
     )
     try:
