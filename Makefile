@@ -17,9 +17,16 @@ ENGINE := $(ENGINE_DIR)/target/release/archlab-recommendations
 ENGINE_SOURCES := $(ENGINE_DIR)/Cargo.toml $(ENGINE_DIR)/Cargo.lock $(ENGINE_DIR)/setup.sh \
 	$(wildcard $(ENGINE_DIR)/src/*.rs) .cargo/config.toml
 
-.PHONY: setup test reproduce lab lint format clean
+.PHONY: setup test reproduce lab lint format clean wrk
 
-setup: $(STAMP) $(ENGINE)
+setup: $(STAMP) $(ENGINE) wrk
+
+# wrk, a C load generator, for `archlab bench server` (the HTTP stack's ceiling); Debian's
+# package, installed as root, else a line saying how.
+APT_WRK := apt-get install -y -q --no-install-recommends wrk >/dev/null
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { $(APT_WRK) || { apt-get update -q >/dev/null && $(APT_WRK); }; }; } \
+		|| echo "wrk: not installed (sudo apt-get install wrk); only archlab bench server needs it"
 
 $(ENGINE): $(ENGINE_SOURCES)
 	bash $(ENGINE_DIR)/setup.sh && { [ ! -f $@ ] || touch $@; }
