@@ -4,7 +4,9 @@ A *scale* (`test`, `quick`, `full`) decides the dataset size and how long each r
 matrix is the same at every scale: per variant (the three compared deployments) a latency ramp
 (open-loop staircase of arrival rates, all CPUs), the same ramp pinned to 1 .. n-1 CPUs (the
 scaling study; its n-CPU point is the latency ramp), the fault scenarios (`gc-pressure` is also
-the GC-stall run), a profiled run; then the migration path (each placement of
+the GC-stall run), a profiled run; the HTTP server study (`archlab.analysis.servers`: each
+variant under each server of the `server` knob at one open-loop rate, in interleaved rounds;
+the `test` scale runs one round of the path's two ends); then the migration path (each placement of
 `variants.placement.PATH` at one open-loop rate: steady, and under `crash-recommendations` and
 `gc-pressure`; the `test` scale runs a slice of it); the recommendation engine in Python and
 in Rust in the same family (`archlab.analysis.polyglot`: a latency ramp, `gc-pressure`,
@@ -31,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis import migration, polyglot
+from archlab.analysis import migration, polyglot, servers
 from archlab.analysis.runset import VARIANT_ORDER
 from archlab.bench import engine as engine_bench
 from archlab.bench import hop
@@ -61,7 +63,7 @@ from variants.placement import PATH
 from workloads.scenarios import get_scenario
 
 Echo = Callable[[str], None]
-HOP_EXPECTED_S = 20.0  # the hop micro-benchmark, for the time-left estimate
+HOP_S_PER_CALL = 0.0045  # the hop micro-benchmark (every hop, floor and round), for the estimate
 RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
 PATH_RATE = 50.0
 """The migration path's offered load (requests/s, open loop), the same for every step and
@@ -91,6 +93,7 @@ class Scale:
     scaling: bool = True  # pinned ramps on 1 .. n-1 CPUs
     separate_profile_run: bool = True  # False: py-spy rides on the latency ramp (test only)
     hop_calls: int = 2000
+    hop_rounds: int = 5  # `archlab bench hop`: every hop once per round
     expected_overhead_s: float = 12.0  # per run: start-up, model load, drain, summary
     path_rate: float = PATH_RATE
     path_steps: tuple[str, ...] = PATH  # the placements run (the test scale: a slice)
@@ -98,6 +101,11 @@ class Scale:
     polyglot_scenarios: tuple[str, ...] = polyglot.SCENARIOS
     engine_sizes: tuple[str, ...] = ("small", "full")  # `archlab bench engine`
     engine_rounds: int = 5
+    # the HTTP server study: every variant of server_variants under every server, open loop at
+    # server_rate for profile_s (the cost figure's per-request run length), round by round
+    server_rounds: int = 3
+    server_variants: tuple[str, ...] = servers.VARIANTS
+    server_rate: float = servers.RATE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,17 +128,21 @@ SCALES: dict[str, Scale] = {
             path_s=6,
             separate_profile_run=False,
             hop_calls=200,
+            hop_rounds=2,
             expected_overhead_s=5.0,
             path_steps=(PATH[0], PATH[-1]),  # both ends of the path
             path_scenarios=(migration.REPLICATE_SCENARIO,),
             polyglot_scenarios=(),  # the engines' runs are tested on their own (suite time)
             engine_sizes=("tiny",),
             engine_rounds=2,
+            server_rounds=1,
+            server_variants=(PATH[0], PATH[-1]),  # the path's ends: a gap to share
         ),
         Scale(
             name="quick",
             description="short runs on the small dataset, three faults, the migration path, "
-            "Python vs Rust engine: every figure in ~16 min on 2 CPUs",
+            "Python vs Rust engine, two rounds of the HTTP servers: every figure in ~21 min on "
+            "2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10),
             ramp_step_s=4.0,
@@ -143,11 +155,13 @@ SCALES: dict[str, Scale] = {
             hop_calls=2000,
             engine_sizes=("small",),
             engine_rounds=3,
+            server_rounds=2,
         ),
         Scale(
             name="full",
             description="the publication run: longer steps, every fault of the catalogue, the "
-            "migration path, Python vs Rust engine: ~36 min on 2 CPUs",
+            "migration path, Python vs Rust engine, three rounds of the HTTP servers: ~46 min "
+            "on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
             ramp_step_s=8.0,
@@ -242,6 +256,14 @@ def plan_steps(
                 variant=variant, scenario="open", duration_s=scale.profile_s,
                 rate=scale.profile_rate, pin=False, profile=ProfilePlan(),
             )  # fmt: skip
+    for round_no in range(1, scale.server_rounds + 1):  # a round: every variant, every server
+        for variant in scale.server_variants:
+            for server in servers.server_order(round_no):
+                add(
+                    servers.tag(variant, server, round_no), (servers.KIND,), scale.profile_s,
+                    variant=variant, scenario="open", duration_s=scale.profile_s,
+                    rate=scale.server_rate, pin=False, knobs={servers.KNOB: server},
+                )  # fmt: skip
     path_scenarios = (migration.STEADY, *scale.path_scenarios)
     for scenario in path_scenarios:  # one scenario's steps back to back
         for placement in scale.path_steps:
@@ -377,7 +399,7 @@ def reproduce(
     entries = {e["tag"]: e for e in manifest["steps"]}
     hop_path = out / HOP
     hop_done = hop_path.exists()
-    hop_left = [] if hop_done else [HOP_EXPECTED_S]
+    hop_left = [] if hop_done else [HOP_S_PER_CALL * scale.hop_calls * scale.hop_rounds]
     todo = []
     for s in steps:
         if finished_run(runs_dir / s.tag, s, old_steps.get(s.tag)):
@@ -418,7 +440,10 @@ def reproduce(
         if not hop_done:
             echo("=== per-hop micro-benchmark (archlab bench hop)")
             report = hop.measure(
-                n=scale.hop_calls, warmup=min(500, scale.hop_calls // 4), size=scale.size
+                n=scale.hop_calls,
+                warmup=min(500, scale.hop_calls // 4),
+                size=scale.size,
+                rounds=scale.hop_rounds,
             )
             write_json(hop_path, report)
             echo(hop.format_table(report))

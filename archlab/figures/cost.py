@@ -14,6 +14,9 @@ Per variant, from the run set:
   CPU-s and GiB-s per request.
 - **distributed**: PSS and CPU share per service (`server.roles`, `<svc>-master` folded into
   its service); one host per service (each rounded up to the smallest host) vs all on one host.
+- **HTTP server**: each variant's CPU per request and p99 under each server of the `server`
+  knob at one offered load, and the share of the distributed variant's extra CPU that is the
+  server (`archlab.figures.servers`, figure `server_sensitivity`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from matplotlib.figure import Figure
 from archlab.analysis import costmodel as cm
 from archlab.analysis import ramp
 from archlab.analysis.runset import Run, RunSet
+from archlab.figures import servers
 from archlab.figures.style import caption, color, new_figure
 
 MIB = 2**20
@@ -331,10 +335,14 @@ def fig_service_footprint(rs: RunSet) -> Figure | None:
     return caption(fig, rs, _cap(rs, prices))
 
 
+# drawn in archlab/figures/servers.py (its own analysis module); the notebook calls cost.fig_*
+fig_server_sensitivity = servers.fig_server_sensitivity
+
 FIGURES = {
     "cost_per_request": fig_cost_per_request,
     "cores_and_cost": fig_cores_and_cost,
     "service_footprint": fig_service_footprint,
+    "server_sensitivity": fig_server_sensitivity,
 }
 
 
@@ -352,7 +360,8 @@ def reading(rs: RunSet) -> str:
         f"Target: {prices.target_rps:.0f} req/s with p99 <= {ramp.SLO_P99_MS:.0f} ms.",
     ]
     if df.empty:
-        return "\n\n".join([*lines, "No run with server telemetry in this run set."])
+        no_runs = "No run with server telemetry in this run set."
+        return "\n\n".join([*lines, no_runs, servers.reading(rs)])
     base = df.iloc[0]
     for r in df.itertuples():
         text = (
@@ -395,6 +404,7 @@ def reading(rs: RunSet) -> str:
             f"({_ratio(dep['per_service_usd_per_million'], dep['one_host_usd_per_million'])}): "
             "the smallest-host rounding is the fixed price of isolation."
         )
+    lines.append(servers.reading(rs))
     lines.append(
         "Caveats: capacity is scaled linearly from the measured cores (optimistic beyond them; "
         "a GIL-bound monolith reaches more cores only as replicas, `--workers N`, each with its "
