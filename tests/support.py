@@ -32,7 +32,7 @@ import psutil
 
 from archlab.deployers import get_variant
 from archlab.host import procs
-from archlab.rundir import LIFECYCLE, read_jsonl
+from archlab.rundir import LIFECYCLE, MANIFEST, read_jsonl, write_json
 
 READY_TIMEOUT_S = 120.0
 T = TypeVar("T")
@@ -340,3 +340,18 @@ def run_cli(
             procs.stop(proc, grace_s=10)
             killed = [p.pid for p in tree.alive()]
     return CliRun(code, log_path.read_text(errors="replace") if log_path.exists() else "", killed)
+
+
+def synthetic_manifest(root: Path, tags: Sequence[str], kind: str, **extra: Any) -> Path:
+    """A run set's manifest over the runs `tags` (already under root/runs) of one figure kind,
+    on a synthetic 2-CPU machine: how the figure tests load their hand-made runs."""
+    steps = [
+        {"tag": t, "kinds": [kind], "run": f"runs/{t}", "cpus": None, "status": "completed"}
+        for t in tags
+    ]
+    machine = {"usable_cpus": [0, 1], "cpu_model": "synthetic", "memory_total_bytes": 2**34}
+    write_json(
+        root / MANIFEST,
+        {"scale": {"name": "synthetic"}, "machine": machine, "steps": steps, **extra},
+    )
+    return root

@@ -19,6 +19,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from support import synthetic_manifest
 
 from archlab.analysis import blast
 from archlab.analysis import migration as mig
@@ -32,7 +33,6 @@ from archlab.rundir import (
     GC,
     GC_COLUMNS,
     LIFECYCLE,
-    MANIFEST,
     META,
     PROCESS_COLUMNS,
     PROCESSES,
@@ -119,15 +119,7 @@ def _write_run(root: Path, placement: str, scenario: str) -> str:
 
 
 def _manifest(root: Path, tags: list[str]) -> Path:
-    steps = [
-        {"tag": t, "kinds": [mig.KIND], "run": f"runs/{t}", "cpus": None, "status": "completed"}
-        for t in tags
-    ]
-    machine = {"usable_cpus": [0, 1], "cpu_model": "synthetic", "memory_total_bytes": 2**34}
-    write_json(
-        root / MANIFEST, {"scale": {"name": "synthetic"}, "machine": machine, "steps": steps}
-    )
-    return root
+    return synthetic_manifest(root, tags, mig.KIND)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ import nbformat
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from support import synthetic_manifest
 
 from archlab.analysis import polyglot as pg
 from archlab.analysis.runset import ENDPOINT_ORDER, load_runset
@@ -46,7 +47,6 @@ from archlab.rundir import (
     GC_COLUMNS,
     HOP,
     LIFECYCLE,
-    MANIFEST,
     META,
     PROCESS_COLUMNS,
     PROCESSES,
@@ -217,14 +217,7 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
 
 
 def _manifest(root: Path, tags: list[str]) -> Path:
-    steps = [
-        {"tag": t, "kinds": [pg.KIND], "run": f"runs/{t}", "cpus": None, "status": "completed"}
-        for t in tags
-    ]
-    machine = {"usable_cpus": [0, 1], "cpu_model": "synthetic", "memory_total_bytes": 2**34}
-    write_json(root / MANIFEST, {"scale": {"name": "synthetic"}, "machine": machine,
-                                 "steps": steps, "hop": HOP})  # fmt: skip
-    return root
+    return synthetic_manifest(root, tags, pg.KIND, hop=HOP)
 
 
 def _engine_json() -> dict[str, Any]:

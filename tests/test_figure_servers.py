@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
+from support import synthetic_manifest
 
 from archlab import reproduce as repro
 from archlab.analysis import servers as sv
@@ -30,7 +31,6 @@ from archlab.analysis.summary import summarize_run
 from archlab.figures import cost, figure_functions
 from archlab.figures import servers as fig
 from archlab.rundir import (
-    MANIFEST,
     META,
     PROCESS_COLUMNS,
     PROCESSES,
@@ -110,14 +110,7 @@ def _write_run(
 
 
 def _manifest(root: Path, tags: list[str]) -> Path:
-    steps = [
-        {"tag": t, "kinds": [sv.KIND], "run": f"runs/{t}", "cpus": None, "status": "completed"}
-        for t in tags
-    ]
-    machine = {"usable_cpus": [0, 1], "cpu_model": "synthetic", "memory_total_bytes": 2**34}
-    write_json(root / MANIFEST, {"scale": {"name": "synthetic"}, "machine": machine,
-                                 "steps": steps})  # fmt: skip
-    return root
+    return synthetic_manifest(root, tags, sv.KIND)
 
 
 def _study(root: Path, cpu: dict, p99: dict, rounds: int) -> RunSet:

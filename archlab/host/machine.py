@@ -22,6 +22,8 @@ KEY_PACKAGES = (
     "geventhttpclient",
     "falcon",
     "gunicorn",
+    "granian",
+    "httptools",
     "msgspec",
     "hdrhistogram",
     "psutil",
