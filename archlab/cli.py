@@ -30,6 +30,8 @@ from archlab.analysis import blast, compare, validate
 from archlab.analysis.summary import format_table, summarize_run, write_summary
 from archlab.bench import engine as engine_bench
 from archlab.bench import gcpause, hop
+from archlab.bench import instruments as instruments_bench
+from archlab.bench import server as server_bench
 from archlab.deployers import SIZES, VARIANTS, Knob, all_knobs, flag_name, get_variant, knob_owners
 from archlab.host import procs
 from archlab.host.cpus import parse_cpu_list
@@ -386,6 +388,18 @@ def _add_instrument_options(ins: argparse._ArgumentGroup) -> None:
         help="do not record GC pauses (ARCHLAB_TELEMETRY=0), e.g. to measure their overhead",
     )
     ins.add_argument(
+        "--no-process-sampler",
+        action="store_true",
+        help="do not sample the variant's processes (no processes.csv, no server CPU or memory "
+        "in the summary), e.g. to measure the sampler's overhead",
+    )
+    ins.add_argument(
+        "--cpu-bracket",
+        action="store_true",
+        help="read the variant's CPU once at each end of the measured window (meta.json "
+        "cpu_bracket): its CPU per request without the sampler",
+    )
+    ins.add_argument(
         "--profile",
         action="store_true",
         help="record the variant's whole process tree with py-spy (speedscope + top frames per "
@@ -439,6 +453,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         sample_interval_s=args.sample_interval,
         window_s=args.window,
         gc_telemetry=not args.no_gc_telemetry,
+        process_sampler=not args.no_process_sampler,
+        cpu_bracket=args.cpu_bracket,
         profile=profile,
     )
     result = execute(plan, args.results_dir, argv=sys.argv)
@@ -764,25 +780,64 @@ def _parse_bench(sub: Subparsers) -> None:
     bench = sub.add_parser(
         "bench",
         help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP; engine: the "
-        "recommendation model rebuilt in Python and in Rust)",
+        "recommendation model rebuilt in Python and in Rust; server: the monolith against the "
+        "bare HTTP stack under each server; instruments: the telemetry's own cost)",
         description="hop: time the same catalog calls as a method call, through the msgpack "
-        "codec alone, over a Unix socket to another process (the multiprocess variant's IPC) "
-        "and over HTTP to a gunicorn service (the distributed variant's transport), and one "
-        "recommendation call into each engine. engine: rebuild the recommendation model in a "
+        "codec alone, over a Unix socket to another process (the multiprocess variant's IPC), "
+        "over HTTP to a service under each HTTP server (the distributed variant's transport) "
+        "and with urllib3 as the client, each against its floor (a raw echo over the same "
+        "socket), in --rounds interleaved rounds; and one recommendation call into each "
+        "engine. engine: rebuild the recommendation model in a "
         "process of each engine over the same store, alternating, at each --sizes, and read "
-        "each process's memory.",
+        "each process's memory. server: wrk drives the monolith's GET /products/{id} and the "
+        "bare endpoint (the same server and framework, no domain) under each HTTP server, "
+        "pinned, in --rounds interleaved rounds of --seconds. instruments: see its options.",
     )
-    bench.add_argument("which", choices=["hop", "engine"], help="which micro-benchmark")
-    bench.add_argument("--calls", type=int, default=5000, help="hop: timed calls per hop and call")
-    bench.add_argument("--warmup", type=int, default=500, help="hop: untimed calls first")
+    bench.add_argument(
+        "which", choices=["hop", "engine", "server", "instruments"], help="which micro-benchmark"
+    )
+    bench.add_argument(
+        "--calls", type=int, default=5000, help="hop: timed calls per hop and call, per round"
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=500, help="hop: untimed calls first, per round"
+    )
     bench.add_argument(
         "--sizes", default="small,full", help="engine: dataset sizes, comma-separated"
     )
-    bench.add_argument("--rounds", type=int, default=5, help="engine: rebuilds per engine")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="hop: rounds, every hop once per round in turn; engine: rebuilds per engine; "
+        "server: rounds of every (server, target) pair (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--seconds", type=float, default=10.0, help="server: seconds of wrk load per measurement"
+    )
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    instruments_bench.add_arguments(bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.which == "instruments":
+        return instruments_bench.main(args)
+    if args.which == "server":
+        if args.rounds < 1 or args.seconds <= 0:
+            print("archlab: error: bench server: --rounds at least 1, --seconds above 0",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        try:
+            report = server_bench.measure(
+                rounds=args.rounds,
+                seconds=args.seconds,
+                echo=lambda t: print(t, file=sys.stderr, flush=True),
+            )
+        except server_bench.BenchError as exc:
+            print(f"archlab: error: bench server: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(json.dumps(report, indent=2) if args.json else server_bench.format_table(report))
+        return 0
     if args.which == "engine":
         sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip())
         unknown = [s for s in sizes if s not in SIZES]
@@ -796,8 +851,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = engine_bench.measure(sizes, args.rounds, echo=lambda t: print(t, file=sys.stderr))
         print(json.dumps(report, indent=2) if args.json else engine_bench.format_table(report))
         return 0
-    print(f"timing {args.calls} calls per hop ...", file=sys.stderr)
-    report = hop.measure(n=args.calls, warmup=args.warmup)
+    if args.rounds < 1 or args.calls < 1 or args.warmup < 0:
+        print(
+            "archlab: error: bench hop: --rounds and --calls at least 1, --warmup at least 0",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    print(f"timing {args.calls} calls per hop in each of {args.rounds} rounds ...", file=sys.stderr)
+    report = hop.measure(
+        n=args.calls,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        echo=lambda t: print(t, file=sys.stderr, flush=True),
+    )
     print(json.dumps(report, indent=2) if args.json else hop.format_table(report))
     return 0
 

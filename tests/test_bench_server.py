@@ -58,3 +58,18 @@ def test_the_bare_endpoint_answers_the_saved_body_for_any_product(
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/products/{pid}") as resp:
                 assert resp.read() == body.read_bytes()
                 assert resp.headers["Content-Type"].startswith("application/json")
+
+
+def test_bad_rounds_are_one_line_and_exit_2() -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "archlab.cli", "bench", "server", "--rounds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "archlab: error: bench server: --rounds at least 1, --seconds above 0"
+    ]

@@ -7,7 +7,8 @@ totals and maxima per role, and the load generator's state. Cells a run lacks (a
 no such endpoint or role) read "-". Output as a text table, CSV or Markdown.
 
 `differences(metas)` says how the runs differ beyond the variant (dataset, seed, scenario, load
-shape, duration, CPU pinning, shared knobs, profiling, GC telemetry, domain config, machine):
+shape, duration, CPU pinning, shared knobs, profiling, GC telemetry, process sampler, domain
+config, machine):
 `archlab compare` and `archlab report` print it as a warning. `headline` and `ratios` give the
 few measures a report sets against the first run (run i / run 1).
 """
@@ -315,6 +316,7 @@ ASPECTS: tuple[tuple[str, Callable[[Meta], Any]], ...] = (
     ("CPU pinning", pinning),
     ("profiled", lambda m: dig(m, "profile", "enabled")),
     ("GC telemetry", lambda m: dig(m, "telemetry", "gc")),
+    ("process sampler", lambda m: dig(m, "telemetry", "process_sampler")),
     ("server telemetry", lambda m: m.get("server_telemetry")),
     ("machine", _machine),
 )

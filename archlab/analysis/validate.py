@@ -236,13 +236,15 @@ def validate_csv(path: Path, name: str | None = None, max_problems: int = 5) -> 
     return problems
 
 
-def _validate_summary(summary: Any, version: int, server_side: bool = True) -> list[str]:
+def _validate_summary(
+    summary: Any, version: int, server_side: bool = True, sampled: bool = True
+) -> list[str]:
     problems = _check_fields(summary, SUMMARY_FIELDS, SUMMARY)
     if version >= 2:
         fields = {
             k: v
             for k, v in SUMMARY_FIELDS_V2.items()
-            if server_side or k not in SERVER_SUMMARY_FIELDS
+            if (server_side or k not in SERVER_SUMMARY_FIELDS) and (sampled or k != "server")
         }
         problems += _check_fields(summary, fields, SUMMARY)
     if problems:
@@ -263,8 +265,9 @@ def _validate_summary(summary: Any, version: int, server_side: bool = True) -> l
         if version >= 2 and summary.get("corrected") and "latency_corrected_ms" not in st:
             problems.append(f"summary.json endpoints[{name!r}] lacks latency_corrected_ms")
     if version >= 2 and server_side:
-        server = summary["server"]
-        problems += _check_fields(server, {"roles": dict, "total": dict}, "summary.json server")
+        if sampled:
+            server = summary["server"]
+            problems += _check_fields(server, {"roles": dict, "total": dict}, "summary.json server")
         problems += _check_fields(
             summary["gc"], {"roles": dict, "collections": int}, "summary.json gc"
         )
@@ -314,6 +317,7 @@ def validate_run(run_dir: Path) -> list[str]:
     if version not in SUPPORTED_VERSIONS:
         return [f"meta.json: schema_version {version!r} is not one of {SUPPORTED_VERSIONS}"]
     server_side = server_telemetry_collected(meta)
+    sampled = (meta.get("telemetry") or {}).get("process_sampler") is not False
     fields = META_FIELDS if server_side else {**META_FIELDS, **TARGET_META_FIELDS}
     problems = _check_fields(meta, fields, META)
     if version >= 2:
@@ -325,6 +329,8 @@ def validate_run(run_dir: Path) -> list[str]:
         required = list(COMPLETED_FILES[version])
         if version >= 2 and (meta.get("telemetry") or {}).get("gc") is False:
             required.remove(GC)  # switched off: may still exist, header only
+        if not sampled:
+            required.remove(PROCESSES)  # the process sampler was switched off
         if not server_side:
             required = [name for name in required if name not in SERVER_SIDE]
         for name in required:
@@ -337,7 +343,7 @@ def validate_run(run_dir: Path) -> list[str]:
     if summary_path.is_file():
         try:
             summary = json.loads(summary_path.read_text())
-            problems += _validate_summary(summary, version, server_side)
+            problems += _validate_summary(summary, version, server_side, sampled)
         except ValueError as exc:
             problems.append(f"summary.json does not parse: {exc}")
     profile = meta.get("profile") or {}

@@ -61,6 +61,8 @@ class RunPlan:
     sample_interval_s: float = 1.0
     window_s: float | None = None
     gc_telemetry: bool = True
+    process_sampler: bool = True  # False: no processes.csv (to measure the sampler's own cost)
+    cpu_bracket: bool = False  # read the variant's CPU once at each end of the measured window
     profile: ProfilePlan | None = None
     # invariants: how long to wait for the notifications to drain the outbox after the load
     drain_timeout_s: float = integrity.DRAIN_TIMEOUT_S
@@ -105,6 +107,8 @@ class Setup:
     def telemetry(self, plan: RunPlan) -> dict[str, Any]:
         return {
             "gc": plan.gc_telemetry if self.target is None else None,  # None: not recorded
+            "process_sampler": plan.process_sampler if self.target is None else None,
+            "cpu_bracket": plan.cpu_bracket if self.target is None else None,
             "sample_interval_s": plan.sample_interval_s,
             "window_s": plan.window_s,
         }
@@ -176,6 +180,10 @@ def _refuse_with_target(plan: RunPlan, scenario: Scenario) -> None:
         )
     if plan.profile is not None:
         raise ValueError("--target: --profile needs the deployment's processes; drop it")
+    if not plan.process_sampler or plan.cpu_bracket:
+        raise ValueError(
+            "--target: the process sampler and the CPU bracket read the deployment's processes"
+        )
     given = sorted(k for k, v in plan.knobs.items() if v is not None)
     if given:
         raise ValueError(

@@ -8,7 +8,9 @@ plans. A run goes through its stages in one place, `execute`, each stage a metho
 2. `serving`: the variant in its own process group (pinned to the server CPUs when pinned),
    with `ARCHLAB_TELEMETRY_DIR=<run>/telemetry` so each of its processes declares its role and
    records its GC pauses (`variants/telemetry.py`); a `ProcessSampler` follows its process tree;
-   the harness restarts its top process if it dies (archlab/run/restart.py);
+   the harness restarts its top process if it dies (archlab/run/restart.py). Both instruments
+   can be switched off (`gc_telemetry`, `process_sampler`) to measure what they cost, with a
+   `CpuBracket` (`cpu_bracket`) reading the variant's CPU at the two ends of the window instead;
 3. `measure`: the fault plan, py-spy (`--profile`) and locust (archlab/run/generator.py), each
    in its own group on the generator CPUs; then the outbox drains;
 4. `finish` (whatever happened): every child stopped, GC files merged, the variant's lifecycle
@@ -39,6 +41,7 @@ from archlab.analysis.summary import format_table, summarize_run, write_summary
 from archlab.host import procs
 from archlab.host.cpus import format_cpu_list, pin_command, set_affinity
 from archlab.measure import gcdata, integrity
+from archlab.measure.cpubracket import CpuBracket
 from archlab.measure.profiler import Profiler, format_top_frames, read_top_frames
 from archlab.measure.sampler import ProcessSampler, sampling_processes
 from archlab.run import fault_schedule, restart, target
@@ -216,8 +219,9 @@ class _Run:
             self.echo(f"  note: {note}")
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[tuple[procs.Proc, ProcessSampler]]:
-        """The variant started, sampled, healthy and (if it dies) restarted, for the block."""
+    def serving(self) -> Iterator[tuple[procs.Proc, ProcessSampler | None]]:
+        """The variant started, sampled (unless switched off), healthy and (if it dies)
+        restarted, for the block."""
         plan, meta = self.plan, self.meta
         with (
             _pinned(self.setup.cpus.generator),
@@ -227,14 +231,19 @@ class _Run:
                 log_path=self.run_dir / SERVER_LOG,
                 env=self.env,
             ) as server,
-            sampling_processes(
-                server.pid,
-                self.run_dir / PROCESSES,
-                plan.sample_interval_s,
-                roles_dir=self.telemetry_dir / telemetry.ROLES_DIR,
+            (
+                sampling_processes(
+                    server.pid,
+                    self.run_dir / PROCESSES,
+                    plan.sample_interval_s,
+                    roles_dir=self.telemetry_dir / telemetry.ROLES_DIR,
+                )
+                if plan.process_sampler
+                else contextlib.nullcontext(None)
             ) as sampler,
         ):
-            self.samplers.append(sampler)
+            if sampler is not None:
+                self.samplers.append(sampler)
             meta["processes"]["server"] = {
                 "pid": server.pid,
                 "pgid": server.pgid,
@@ -261,13 +270,16 @@ class _Run:
                     log_path=self.run_dir / SERVER_LOG,
                     env=self.env,
                     ready_timeout_s=plan.ready_timeout_s,
-                    on_restart=lambda proc: setattr(sampler, "root_pid", proc.pid),
+                    on_restart=None
+                    if sampler is None
+                    else lambda proc: setattr(sampler, "root_pid", proc.pid),
                 )
                 self.restarter.start()
             yield server, sampler
 
-    def measure(self, server: procs.Proc, sampler: ProcessSampler) -> procs.Proc:
-        """Faults, profiler and load for the run's duration; then let the outbox drain.
+    def measure(self, server: procs.Proc, sampler: ProcessSampler | None) -> procs.Proc:
+        """Faults, profiler and load (and the CPU bracket) for the run's duration; then let the
+        outbox drain.
 
         Returns the variant's top process at the end (a restarted one if it was restarted).
         """
@@ -278,6 +290,15 @@ class _Run:
                 plan.profile, self.run_dir, server.pid, setup.duration_s, setup.cpus.generator
             )
             meta["profile"] = self.profiler.info
+        bracket = None
+        if plan.cpu_bracket:
+            bracket = CpuBracket(
+                lambda: (self.restarter.current if self.restarter else server).pid,
+                self.telemetry_dir / telemetry.ROLES_DIR,
+                self.run_dir / REQUESTS,
+                setup.warmup_s,
+            )
+            bracket.start()
         try:
             with fault_schedule.scheduled(
                 setup.scenario.faults,
@@ -308,6 +329,8 @@ class _Run:
                         if scheduler.errors:
                             meta["fault_errors"] = scheduler.errors
         finally:
+            if bracket is not None:
+                meta["cpu_bracket"] = bracket.close()  # the load has ended: the second reading
             if self.profiler is not None:
                 self.profiler.stop()  # before the variant stops: py-spy writes its file now
         meta["load_ended_at"] = iso(utc_now())
