@@ -30,12 +30,12 @@ from archlab.analysis import blast, compare, validate
 from archlab.analysis.summary import format_table, summarize_run, write_summary
 from archlab.bench import engine as engine_bench
 from archlab.bench import gcpause, hop
-from archlab.bench import instruments as instruments_bench
 from archlab.bench import server as server_bench
 from archlab.deployers import SIZES, VARIANTS, Knob, all_knobs, flag_name, get_variant, knob_owners
 from archlab.host import procs
 from archlab.host.cpus import parse_cpu_list
 from archlab.measure.profiler import ProfilePlan, parse_window
+from archlab.run import instruments as instruments_bench
 from archlab.run.generator import LOCUSTFILE
 from archlab.run.plan import RunPlan, parse_duration
 from archlab.run.runner import execute

@@ -18,7 +18,7 @@ import pytest
 from support import run_cli
 
 from archlab.analysis import validate
-from archlab.bench import instruments as bench
+from archlab.run import instruments as bench
 from archlab.run.plan import RunPlan, resolve
 from archlab.rundir import GC, PROCESSES, TELEMETRY_DIR, Status, read_meta
 
