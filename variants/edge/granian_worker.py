@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -38,6 +39,7 @@ from variants.edge.limits import (
     MAX_HEADER_FIELDS,
     MAX_REQUEST_LINE_BYTES,
 )
+from variants.edge.openapi import TRANSPORT_ERRORS
 from variants.edge.worker import DRAIN_STEP_BYTES
 from workloads.shop.contracts import ErrorBody
 
@@ -57,18 +59,13 @@ _HEARTBEAT_S = 1.0
 _RUST_THREADS = 1  # granian's I/O threads: one per worker, as gthread's one poller thread
 _IDLE_THREAD_S = 30
 _TLS_OFF = (False, None, None, None, "tls1.3", None, [], False)
-_REFUSAL = {
-    414: ("414 Request-URI Too Long", "uri_too_long"),
-    417: ("417 Expectation Failed", "expectation_failed"),
-    431: ("431 Request Header Fields Too Large", "header_too_large"),
-}
 
 
 def _refused(status: int, detail: str, start_response: Callable[..., Any]) -> list[bytes]:
-    line, code = _REFUSAL[status]
+    (code,) = TRANSPORT_ERRORS[status]  # the one code the document gives each refusal
     body = msgspec.json.encode(ErrorBody(code, detail))
     start_response(
-        line,
+        f"{status} {HTTPStatus(status).phrase}",
         [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
