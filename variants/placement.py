@@ -71,7 +71,7 @@ class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     engine: str = "python"
     """What serves the group's context: the shop's Python code, or a native program behind
     the same contract (`variants.native`; "rust" for recommendations)."""
-    server: str = "gunicorn-gthread"
+    server: str = servers.DEFAULT_SERVER
     """The HTTP server under the group's WSGI app, for a group that serves HTTP (the edge, an
     http group): one of `variants.edge.servers.SERVERS`."""
     # http groups: the callers' policy, and what compose/Kubernetes give the service
@@ -246,9 +246,7 @@ class Placement:
             n: msgspec.structs.replace(g, engine=engines.get(n, g.engine))
             for n, g in self.groups.items()
         }
-        changed = dataclasses.replace(self, groups=groups)
-        _check(changed)
-        return changed
+        return self._with_groups(groups)
 
     def serves_http(self, group: str) -> bool:
         """Whether the group's processes serve HTTP with a Python server (the server knob's
@@ -269,6 +267,10 @@ class Placement:
             n: msgspec.structs.replace(g, server=server) if self.serves_http(n) else g
             for n, g in self.groups.items()
         }
+        return self._with_groups(groups)
+
+    def _with_groups(self, groups: dict[str, Group]) -> Placement:
+        """This placement with its groups replaced; validated as a file's would be."""
         changed = dataclasses.replace(self, groups=groups)
         _check(changed)
         return changed
