@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from archlab.analysis import gcwindows
 from archlab.figures import gcstalls, profiles
 from archlab.measure.profiler import short_file
 
@@ -16,11 +17,11 @@ def _requests(rows: list[tuple[str, float, float, float]]) -> pd.DataFrame:
 def _pauses(rows: list[tuple[str, int, float, float]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["role", "generation", "start", "duration_ms"])
     df["pid"] = 1
-    return gcstalls.pauses(df)
+    return gcwindows.pauses(df)
 
 
 def test_overlap_counts_inside_and_outside() -> None:
-    counts = gcstalls.overlap_counts(
+    counts = gcwindows.overlap_counts(
         np.array([0.0, 2.0, 5.0]),
         np.array([1.0, 3.0, 6.0]),
         np.array([0.5, 5.5]),
@@ -44,14 +45,14 @@ def test_inside_outside_splits_on_full_collections_only() -> None:
         ]  # fmt: skip
     )
     engine = _pauses([("monolith", 2, 0.5, 400.0), ("monolith", 1, 3.05, 50.0)])
-    (row,) = gcstalls.inside_outside(req, engine)
+    (row,) = gcwindows.inside_outside(req, engine)
     assert (row["n_inside"], row["n_outside"]) == (1, 2)
     assert row["p99_inside_ms"] == 900.0 and row["p99_outside_ms"] == 7.0
 
 
 def test_engine_and_path_roles() -> None:
-    assert gcstalls.engine_roles("monolith", {"monolith"}) == {"monolith"}
-    assert gcstalls.engine_roles("distributed", {"gateway", "recommendations"}) == {
+    assert gcwindows.engine_roles("monolith", {"monolith"}) == {"monolith"}
+    assert gcwindows.engine_roles("distributed", {"gateway", "recommendations"}) == {
         "recommendations"
     }
     assert "recommendations" not in gcstalls.path_roles("multiprocess", "/products?q", set())

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from variants import native, placement
+from variants import isolation, native, placement
 from variants.edge import servers
 from variants.placement import Placement
 from workloads.shop import dataset
@@ -82,8 +82,9 @@ def engine_dest(group: str) -> str:
 
 
 def add_group_options(p: argparse.ArgumentParser, found: Placement) -> None:
-    """`--server`, for the groups that serve HTTP, and `--engine-<group>` for each group that
-    could run on a native engine."""
+    """`--server`, for the groups that serve HTTP, `--engine-<group>` for each group that
+    could run on a native engine, and, where processes call each other, `--bulkhead` and
+    `--cpu-isolation`."""
     p.add_argument(
         "--server",
         choices=servers.SERVERS,
@@ -101,6 +102,23 @@ def add_group_options(p: argparse.ArgumentParser, found: Placement) -> None:
             help=f"what serves the {group} group: the shop's Python code or a native program "
             "behind the same contract (default: the placement's, %(default)s)",
         )
+    if found.callers:
+        p.add_argument(
+            "--bulkhead",
+            type=int,
+            default=found.bulkhead,
+            help="at most this many calls in flight from one process to each context it calls "
+            "in another process; the rest are refused at once (503, or degraded "
+            "recommendations); 0: off (default: the placement's, %(default)s)",
+        )
+        p.add_argument(
+            "--cpu-isolation",
+            choices=(isolation.OFF, *found.isolatable),
+            default=isolation.OFF,
+            help="confine one group to the last CPU this deployer may use and every other "
+            "group to the rest (affinity), e.g. the recommendation engine apart from the "
+            "front; off: the placement's own `cpus` (default %(default)s)",
+        )
 
 
 def chosen_placement(args: argparse.Namespace, found: Placement) -> Placement:
@@ -108,8 +126,13 @@ def chosen_placement(args: argparse.Namespace, found: Placement) -> Placement:
     if bad."""
     try:
         engines = {g: getattr(args, engine_dest(g)) for g in found.native_capable}
-        return found.with_engines(engines).with_server(args.server)
-    except placement.PlacementError as exc:
+        chosen = found.with_engines(engines).with_server(args.server)
+        if found.callers:
+            chosen = chosen.with_bulkhead(args.bulkhead)
+            if args.cpu_isolation != isolation.OFF:
+                chosen = chosen.with_cpus(isolation.split(chosen, args.cpu_isolation))
+        return chosen
+    except (placement.PlacementError, isolation.IsolationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -3,8 +3,9 @@
 The transport is the placement's (`Placement.reach`): `ipc` is the process family's
 msgpack frames over `<sockets>/<context>.sock` (one pooled connection per calling thread),
 `http` a JSON-over-HTTP proxy with one keep-alive pool and one circuit breaker per
-downstream group, and the group's deadline, retries and backoff. Every deployer calls
-`connect`; none builds a proxy itself.
+downstream group, and the group's deadline, retries and backoff. A calling group with a
+`bulkhead` puts each downstream transport behind one (`variants.bulkhead`). Every deployer
+calls `connect`; none builds a proxy itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from variants.distributed.http import IDEMPOTENT, CallPolicy, CircuitBreaker, HttpTransport, proxy
+from variants import bulkhead
+from variants.distributed.http import IDEMPOTENT, CallPolicy, CircuitBreaker, HttpTransport
 from variants.multiprocess.ipc import UdsTransport
 from variants.placement import Placement
 from variants.rpc import Codec, make_proxy
@@ -72,6 +74,7 @@ def connect(placement: Placement, group: str, endpoints: Endpoints, pool_size: i
     proxies: dict[str, Any] = {}
     http: dict[str, HttpTransport] = {}
     breakers: dict[str, CircuitBreaker] = {}
+    limit = placement.groups[group].bulkhead
     for context, host in placement.peers(group).items():
         how = placement.reach(context)
         if how == "ipc":
@@ -83,13 +86,18 @@ def connect(placement: Placement, group: str, endpoints: Endpoints, pool_size: i
                 connect_timeout_s=CONNECT_TIMEOUT_S,
                 call_timeout_s=endpoints.ipc_timeouts_ms[context] / 1000,
             )
-            proxies[context] = make_proxy(context, transport, Codec("msgpack"))
+            proxies[context] = make_proxy(
+                context, bulkhead.guard(transport, context, limit), Codec("msgpack")
+            )
         else:
             g = placement.groups[host]
             breaker = breakers.setdefault(
                 host, CircuitBreaker(host, g.breaker_failures, g.breaker_reset_s)
             )
-            proxies[context], http[context] = proxy(
+            http[context] = transport = HttpTransport(
                 context, endpoints.urls[host], call_policy(placement, host), breaker, pool_size
+            )
+            proxies[context] = make_proxy(
+                context, bulkhead.guard(transport, context, limit), Codec("json")
             )
     return Peers(proxies, http)

@@ -74,6 +74,12 @@ class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     server: str = servers.DEFAULT_SERVER
     """The HTTP server under the group's WSGI app, for a group that serves HTTP (the edge, an
     http group): one of `variants.edge.servers.SERVERS`."""
+    bulkhead: int = 0
+    """At most this many calls in flight from one process of the group to each context it
+    calls in another process; the rest are refused at once (`variants.bulkhead`). 0: off."""
+    cpus: tuple[int, ...] = ()
+    """The CPUs the group's processes run on (affinity, inherited by what they fork and
+    exec); empty: every CPU the supervisor was given."""
     # http groups: the callers' policy, and what compose/Kubernetes give the service
     scalable: bool = False
     stateful: bool = False
@@ -269,6 +275,43 @@ class Placement:
         }
         return self._with_groups(groups)
 
+    @cached_property
+    def callers(self) -> tuple[str, ...]:
+        """Groups whose processes call another process (where a bulkhead has an effect)."""
+        return tuple(n for n in self.groups if self.peers(n))
+
+    @property
+    def bulkhead(self) -> int:
+        """The largest bulkhead of a calling group (the `bulkhead` knob's value)."""
+        return max((self.groups[n].bulkhead for n in self.callers), default=0)
+
+    @cached_property
+    def isolatable(self) -> tuple[str, ...]:
+        """Groups that can be given a CPU of their own (every group but the edge)."""
+        return tuple(n for n in self.groups if n != self.edge)
+
+    def with_bulkhead(self, limit: int) -> Placement:
+        """This placement with a bulkhead of `limit` calls per downstream context in every
+        group that calls another process (0: none); validated."""
+        return self._with_groups(
+            {
+                n: msgspec.structs.replace(g, bulkhead=limit) if n in self.callers else g
+                for n, g in self.groups.items()
+            }
+        )
+
+    def with_cpus(self, cpus: Mapping[str, tuple[int, ...]]) -> Placement:
+        """This placement with some groups confined to CPUs (group -> CPUs; () frees one)."""
+        unknown = sorted(set(cpus) - set(self.groups))
+        if unknown:
+            raise PlacementError(f"no group {', '.join(unknown)} in placement {self.name}")
+        return self._with_groups(
+            {
+                n: msgspec.structs.replace(g, cpus=cpus.get(n, g.cpus))
+                for n, g in self.groups.items()
+            }
+        )
+
     def _with_groups(self, groups: dict[str, Group]) -> Placement:
         """This placement with its groups replaced; validated as a file's would be."""
         changed = dataclasses.replace(self, groups=groups)
@@ -343,6 +386,10 @@ def _check(p: Placement) -> None:
             raise PlacementError(
                 f"{where}.server: unknown server {g.server!r} (choose {', '.join(servers.SERVERS)})"
             )
+        if g.bulkhead < 0:
+            raise PlacementError(f"{where}.bulkhead must be 0 (off) or a number of calls")
+        if any(c < 0 for c in g.cpus) or len(set(g.cpus)) != len(g.cpus):
+            raise PlacementError(f"{where}.cpus: distinct CPU numbers, e.g. [1]")
         if g.transport == "http" and len(g.contexts) != 1:
             raise PlacementError(f"{where}.contexts: an http group hosts exactly one context")
         if isinstance(g.replicas, int) and g.replicas < 1:

@@ -12,7 +12,7 @@ the noise rule. Per step:
   their baseline before the crash (`isolation.blast_rows`, notebook 03's numbers);
 - **gc-pressure**: errors and p99 of the same endpoints while the recommendation engine runs a
   full collection (gc.csv), against the requests outside those collections
-  (`gcstalls.inside_outside`, notebook 02's numbers).
+  (`gcwindows.inside_outside`, notebook 02's numbers).
 
 A step is *isolated* from a fault when every other endpoint with requests in the window stayed
 within the blast tolerance of its baseline (`isolation.TOL`). A step without its run is drawn
@@ -30,7 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogFormatter
 
-from archlab.analysis import blast
+from archlab.analysis import blast, gcwindows
 from archlab.analysis import migration as mig
 from archlab.analysis.ramp import latency
 from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
@@ -39,7 +39,9 @@ from archlab.figures import gcstalls, isolation
 from archlab.figures.style import caption, color, new_mosaic
 from variants.placement import PATH
 
-OTHERS = tuple(e for e in ENDPOINT_ORDER if gcstalls.ENGINE_COMPONENT not in ENDPOINT_COMPONENTS[e])
+OTHERS = tuple(
+    e for e in ENDPOINT_ORDER if gcwindows.ENGINE_COMPONENT not in ENDPOINT_COMPONENTS[e]
+)
 MISSING = "not measured"
 NOISE_LABELS = {"p50_ms": "p50", "p99_ms": "p99", "cpu_ms_per_request": "CPU", "pss_mib": "PSS"}
 ISOLATION_CHANGE = {  # (isolated before, isolated after) -> what the step did
@@ -139,15 +141,15 @@ def _crash_rows(run: Run) -> list[dict[str, Any]]:
 
 def _gc_rows(run: Run) -> list[dict[str, Any]]:
     """The other endpoints inside the engine's full collections, against outside them."""
-    requests = gcstalls.measured_requests(run)
+    requests = gcwindows.measured_requests(run)
     if requests.empty:
         return []
-    engine, _ = gcstalls.engine_pauses(run)
-    full = engine[engine["generation"] == gcstalls.FULL_GENERATION]
+    engine, _ = gcwindows.engine_pauses(run)
+    full = engine[engine["generation"] == gcwindows.FULL_GENERATION]
     full = full[full["end"] >= requests["start_time"].min()]
     window_s = float(full["duration_ms"].sum()) / 1000
     rows = []
-    for r in gcstalls.inside_outside(requests, full):
+    for r in gcwindows.inside_outside(requests, full):
         if r["endpoint"] not in OTHERS:
             continue
         inside = blast.Stats(int(r["n_inside"]), int(r["errors_inside"]), _num(r["p99_inside_ms"]))

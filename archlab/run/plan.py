@@ -89,7 +89,9 @@ class Setup:
     @property
     def placement(self) -> Placement | None:
         """The placement as it runs (its engines as the knobs chose them)."""
-        return self.spec.placement_with(self.knobs) if self.spec is not None else None
+        if self.spec is None:
+            return None
+        return self.spec.placement_with(self.knobs, self.cpus.sut or usable_cpus())
 
     def describe_generator(self) -> str:
         """The load generator in one line, for meta.json and the terminal."""

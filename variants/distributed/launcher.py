@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from variants import cli, native
+from variants import cli, isolation, native
 from variants.distributed.http import healthy
 from variants.distributed.netns import NetnsUnavailable, Network
 from variants.distributed.topology import Service, Topology
@@ -233,6 +233,7 @@ class Launcher:
         cmd += ["--threads", str(self.threads), "--workers", str(child.workers)]
         cmd += ["--placement", str(self.topology.placement.path)]
         cmd += ["--server", self.topology.placement.groups[svc.name].server]
+        cmd += ["--bulkhead", str(self.topology.placement.groups[svc.name].bulkhead)]
         cmd += ["--lifecycle", str(self.lifecycle)]
         cmd += ["--parent-pid", str(os.getpid())]
         cmd += cli.shop_args(self.config)
@@ -242,8 +243,13 @@ class Launcher:
 
     def _spawn(self, child: Child, event: str, **extra: object) -> None:
         program, cmd = self._command(child)
+        cpus = self.topology.placement.groups[child.name].cpus
         child.proc = subprocess.Popen(
-            cmd, executable=program, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            executable=program,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=(lambda: isolation.confine(cpus)) if cpus else None,  # before exec
         )
         child.started_at = time.monotonic()
         child.restart_at = None

@@ -366,6 +366,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=servers.SERVERS,
         help="the HTTP server under the group's app (default: the placement's)",
     )
+    p.add_argument(
+        "--bulkhead",
+        type=int,
+        help="at most this many calls in flight per process to each group this one calls "
+        "(0: off; default: the placement's)",
+    )
     p.add_argument("--socket-dir", type=Path, help="where the ipc groups this one calls listen")
     p.add_argument("--lifecycle", type=Path, help="JSON-lines file for worker deaths")
     p.add_argument("--parent-pid", type=int, help="exit when this process (the launcher) dies")
@@ -387,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def options(args: argparse.Namespace) -> Options:
     """The command line as Options; PlacementError or ServiceError (one line) if it is bad."""
     return Options(
-        placement=_with_server(placements.load(args.placement), args.server),
+        placement=_with_knobs(placements.load(args.placement), args.server, args.bulkhead),
         group=args.name,
         port=args.port,
         state_dir=args.state_dir,
@@ -403,8 +409,11 @@ def options(args: argparse.Namespace) -> Options:
     )
 
 
-def _with_server(placement: Placement, server: str | None) -> Placement:
-    return placement if server is None else placement.with_server(server)
+def _with_knobs(placement: Placement, server: str | None, bulkhead: int | None) -> Placement:
+    """The placement file as the launcher's knobs run it."""
+    if server is not None:
+        placement = placement.with_server(server)
+    return placement if bulkhead is None else placement.with_bulkhead(bulkhead)
 
 
 def main(argv: list[str] | None = None) -> int:
