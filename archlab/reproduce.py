@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis import migration, polyglot, servers
+from archlab.analysis import migration, polyglot, remedies, servers
 from archlab.analysis.runset import VARIANT_ORDER
 from archlab.bench import engine as engine_bench
 from archlab.bench import hop
@@ -106,6 +106,13 @@ class Scale:
     server_rounds: int = 3
     server_variants: tuple[str, ...] = servers.VARIANTS
     server_rate: float = servers.RATE
+    # the isolation remedies (archlab.analysis.remedies): per round, every scenario of
+    # remedy_scenarios, the baseline, then every design under every remedy, for remedy_s
+    remedy_rounds: int = 3
+    remedy_s: int = 20
+    remedy_scenarios: tuple[str, ...] = remedies.SCENARIOS
+    remedy_designs: tuple[str, ...] = remedies.DESIGNS
+    remedy_names: tuple[str, ...] = tuple(remedies.REMEDIES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +144,11 @@ SCALES: dict[str, Scale] = {
             engine_rounds=2,
             server_rounds=1,
             server_variants=(PATH[0], PATH[-1]),  # the path's ends: a gap to share
+            remedy_rounds=1,
+            remedy_s=6,
+            remedy_scenarios=("gc-pressure",),
+            remedy_designs=("multiprocess",),
+            remedy_names=(remedies.NONE, "both"),
         ),
         Scale(
             name="quick",
@@ -156,6 +168,9 @@ SCALES: dict[str, Scale] = {
             engine_sizes=("small",),
             engine_rounds=3,
             server_rounds=2,
+            remedy_rounds=2,
+            remedy_s=10,
+            remedy_scenarios=("gc-pressure", remedies.HEALTHY),
         ),
         Scale(
             name="full",
@@ -286,6 +301,16 @@ def plan_steps(
                 seconds = scale.gc_s if scenario == "gc-pressure" else scale.fault_s
                 run.update(scenario=scenario, duration_s=seconds)
             add(polyglot.tag(scenario, engine), (polyglot.KIND,), seconds, **run)
+    for round_no in range(1, scale.remedy_rounds + 1):  # a round: every design, every remedy
+        for scenario, design, remedy in remedies.runs_of_round(
+            round_no, scale.remedy_scenarios, scale.remedy_designs, scale.remedy_names
+        ):
+            add(
+                remedies.tag(scenario, design, remedy, round_no), (remedies.KIND,),
+                scale.remedy_s, variant=design, scenario=scenario, duration_s=scale.remedy_s,
+                rate=remedies.RATE, pin=False,
+                knobs=remedies.knobs(remedy) if design != remedies.BASELINE else {},
+            )  # fmt: skip
     return steps
 
 

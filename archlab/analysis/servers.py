@@ -30,7 +30,6 @@ Definitions (the table, the figure and the reading use them):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from archlab.analysis.ramp import latency
+from archlab.analysis.rounds import Spread
 from archlab.analysis.runset import VARIANT_ORDER, Run, RunSet
 from archlab.analysis.summary import ALL, KEEPING_UP
 from variants.edge.servers import DEFAULT_SERVER, SERVERS
@@ -136,30 +136,6 @@ def has_runs(rs: RunSet) -> bool:
 
 
 # ---------------------------------------------------------------- medians over rounds
-
-
-@dataclass(frozen=True)
-class Spread:
-    """A measure over rounds: median, min, max and how many rounds."""
-
-    median: float
-    low: float
-    high: float
-    rounds: int
-
-    @classmethod
-    def of(cls, values: Iterable[float | None]) -> Spread | None:
-        found = [float(v) for v in values if v is not None and not np.isnan(v)]
-        if not found:
-            return None
-        return cls(float(np.median(found)), min(found), max(found), len(found))
-
-    def apart(self, other: Spread) -> bool | None:
-        """True when the two ranges do not overlap, False when they do; None when a side has
-        one round (no spread measured: nothing is judged)."""
-        if self.rounds < 2 or other.rounds < 2:
-            return None
-        return self.low > other.high or other.low > self.high
 
 
 def spread(rs: RunSet, variant: str, server: str, measure: str) -> Spread | None:

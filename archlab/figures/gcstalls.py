@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from archlab.analysis import gcwindows
+from archlab.analysis import remedies as rm
 from archlab.analysis.gcwindows import (
     FULL_GENERATION,
     MIN_PAUSE_MS,
@@ -28,6 +29,7 @@ from archlab.analysis.gcwindows import (
     pauses,
 )
 from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, VARIANT_ORDER, Run, RunSet
+from archlab.figures import remedies
 from archlab.figures.style import caption, color, new_figure
 
 KIND = "gc"
@@ -324,7 +326,10 @@ FIGURES = {
     "gc_timeline": gc_timeline,
     "tail_inside_outside": tail_inside_outside,
     "slow_request_attribution": slow_request_attribution,
+    "gc_isolation_bulkheads": remedies.gc_isolation_bulkheads,  # its own analysis module
 }
+# drawn in archlab/figures/remedies.py; the notebook calls gcstalls.gc_isolation_bulkheads
+gc_isolation_bulkheads = remedies.gc_isolation_bulkheads
 
 
 # ---------------------------------------------------------------- reading
@@ -334,7 +339,10 @@ def reading(rs: RunSet) -> str:
     """What the gc-pressure runs say, in numbers computed from them."""
     big = largest_pauses(rs)
     if big.empty:
-        return "No gc-pressure runs with GC telemetry in this run set: nothing to read here."
+        return (
+            "No gc-pressure runs with GC telemetry in this run set: nothing to read here.\n"
+            + _remedies(rs)
+        )
     lines = ["**Largest full collection (generation 2) per variant and role:**", ""]
     for variant, group in big.groupby("variant", sort=False):
         full = group[group["full_collections"] > 0].sort_values("max_full_ms", ascending=False)
@@ -382,4 +390,9 @@ def reading(rs: RunSet) -> str:
                 f"- {variant}: {100 * hit['share'].sum():.0f} % of {n} slow requests "
                 f"(> {group['p99_threshold_ms'].iloc[0]:.0f} ms)" + (f": {roles}" if roles else "")
             )
+    lines.append(_remedies(rs))
     return "\n".join(lines)
+
+
+def _remedies(rs: RunSet) -> str:
+    return remedies.reading(rs) if rm.has_runs(rs) else ""
