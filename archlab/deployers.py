@@ -14,12 +14,13 @@ original variant names still name the same deployments and every existing run st
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from variants import native
+from variants import isolation, native
 from variants import placement as placements
 from variants.cli import engine_dest, group_dest
 from variants.edge import servers
@@ -92,16 +93,27 @@ class VariantSpec:
                 f"known: {', '.join(self.hosts)}"
             ) from None
 
-    def placement_with(self, knobs: Mapping[str, int | str]) -> Placement | None:
+    def placement_with(
+        self, knobs: Mapping[str, int | str], cpus: Sequence[int] | None = None
+    ) -> Placement | None:
         """The placement as the knobs run it: each group on the engine its knob names, every
-        HTTP-serving group on the server the `server` knob names."""
+        HTTP-serving group on the server the `server` knob names, every calling group with the
+        `bulkhead` knob's limit, and the `cpu_isolation` knob's group alone on the last of
+        `cpus` (the CPUs the deployer may use; default: the harness's)."""
         p = self.placement
         if p is None:
             return None
         p = p.with_engines(
             {g: str(knobs[engine_dest(g)]) for g in p.native_capable if engine_dest(g) in knobs}
         )
-        return p.with_server(str(knobs["server"])) if "server" in knobs else p
+        if "server" in knobs:
+            p = p.with_server(str(knobs["server"]))
+        if "bulkhead" in knobs:
+            p = p.with_bulkhead(int(knobs["bulkhead"]))
+        alone = knobs.get("cpu_isolation", isolation.OFF)
+        if alone != isolation.OFF:
+            p = p.with_cpus(isolation.split(p, str(alone), cpus))
+        return p
 
     def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
         """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""
@@ -162,9 +174,28 @@ def _server_knob(p: Placement) -> dict[str, Knob]:
     }
 
 
+def _isolation_knobs(p: Placement) -> dict[str, Knob]:
+    """`bulkhead` and `cpu_isolation`, where processes of `p` call each other."""
+    if not p.callers:
+        return {}
+    return {
+        "bulkhead": Knob(
+            p.bulkhead,
+            "calls in flight from one process to each context it calls in another process; "
+            "the rest are refused at once (0: off)",
+            minimum=0,
+        ),
+        "cpu_isolation": Knob(
+            isolation.OFF,
+            "a group alone on the last CPU the deployer may use, every other group on the rest",
+            choices=(isolation.OFF, *p.isolatable),
+        ),
+    }
+
+
 def _knobs(p: Placement) -> dict[str, Knob]:
     """The knobs of the deployer that runs `p`, with the placement's values as defaults."""
-    return {**_deployer_knobs(p), **_server_knob(p), **_engine_knobs(p)}
+    return {**_deployer_knobs(p), **_server_knob(p), **_engine_knobs(p), **_isolation_knobs(p)}
 
 
 def _deployer_knobs(p: Placement) -> dict[str, Knob]:
@@ -244,7 +275,10 @@ def all_knobs() -> dict[str, Knob]:
     knobs: dict[str, Knob] = {}
     for spec in VARIANTS.values():
         for name, knob in spec.knobs.items():
-            knobs.setdefault(name, knob)
+            first = knobs.setdefault(name, knob)
+            if first.choices is not None and knob.choices is not None:  # every placement's
+                union = (*first.choices, *(c for c in knob.choices if c not in first.choices))
+                knobs[name] = dataclasses.replace(first, choices=union)
     return knobs
 
 

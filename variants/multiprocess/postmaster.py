@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import setproctitle
 
-from variants import lifecycle, native, telemetry
+from variants import isolation, lifecycle, native, telemetry
 from variants.distributed import service
 from variants.multiprocess import auxiliary, backend, process
 from variants.multiprocess.config import FamilyConfig, roles
@@ -806,6 +806,8 @@ class Postmaster:
             for fd in inherited:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if role in self.placement.groups:
+                isolation.confine(self.placement.groups[role].cpus)
             catalog = self.catalog
             listener = self._listener()
             if not kind.attaches_control:
