@@ -255,6 +255,9 @@ class Verdict:
     """remedy -> inside / outside."""
     baseline_ratio: Spread | None
     """The monolith's inside / outside in the same scenario."""
+    baseline_inside: Spread | None = None
+    """The monolith's others' p99 inside the disturbance (its absolute tail: where one process
+    falls behind, outside is slow too and the ratio says little)."""
 
     def gain(self, remedy: str) -> float | None:
         """How many times lower the inside p99 is under `remedy` than under none."""
@@ -286,6 +289,7 @@ def verdicts(rs: RunSet) -> list[Verdict]:
         return found
     for scenario in DISTURBED:
         base = spread(df, scenario, BASELINE, NONE, "others_ratio")
+        base_inside = spread(df, scenario, BASELINE, NONE, "others_p99_inside_ms")
         for design in DESIGNS:
             inside = {
                 r: s
@@ -298,5 +302,5 @@ def verdicts(rs: RunSet) -> list[Verdict]:
                 if (s := spread(df, scenario, design, r, "others_ratio")) is not None
             }
             if inside:
-                found.append(Verdict(scenario, design, inside, ratio, base))
+                found.append(Verdict(scenario, design, inside, ratio, base, base_inside))
     return found

@@ -136,24 +136,46 @@ def reading(rs: RunSet) -> str:
             if dominant
             else "which cause dominated is not distinguishable at this N"
         )
-        both = v.ratio.get("both")
-        base = v.baseline_ratio
-        claim = (
-            "not measured"
-            if both is None
-            else (
-                f"inside/outside x{both.median:.1f} (x{both.low:.1f}-{both.high:.1f}) with both "
-                f"remedies against x{base.median:.1f} in the monolith: "
-                if base
-                else f"inside/outside x{both.median:.1f} with both remedies: "
-            )
-            + ("isolated (within 2x in every round)" if v.isolated() else "not isolated")
+        held = [r for r in rm.REMEDIES if v.isolated(r)]
+        ratios = ", ".join(f"{r} x{q.median:.1f}" for r, q in v.ratio.items())
+        claim = f"inside/outside {ratios}: " + (
+            f"isolated under {', '.join(held)} (within 2x in every round)"
+            if held
+            else "not isolated under any remedy"
         )
+        if v.baseline_inside is not None:
+            claim += f"; the monolith's others' p99 inside: {v.baseline_inside.median:.0f} ms"
         lines.append(
             f"- {v.scenario}, {v.design}: others' p99 inside: {', '.join(parts)} "
             f"({', '.join(gains) or 'no gain measured'} lower than none); {cause}; {claim}."
         )
+    lines += _costs(rs)
     return "\n".join(lines)
+
+
+def _costs(rs: RunSet) -> list[str]:
+    """Each remedy's cost on a healthy run against none: p99 and CPU ms per request."""
+    df = rm.runs_table(rs)
+    out = []
+    for design in rm.DESIGNS:
+        parts = []
+        for measure, unit, fmt in (("p99_ms", "ms p99", "{:.1f}"), ("cpu_ms_per_request",
+                                   "CPU ms/request", "{:.2f}")):  # fmt: skip
+            none = rm.spread(df, rm.HEALTHY, design, rm.NONE, measure)
+            if none is None:
+                continue
+            each = []
+            for remedy in tuple(rm.REMEDIES)[1:]:
+                got = rm.spread(df, rm.HEALTHY, design, remedy, measure)
+                if got is None:
+                    continue
+                apart = got.apart(none)
+                verdict = "" if apart else " (not distinguishable)" if apart is False else ""
+                each.append(f"{remedy} {fmt.format(got.median)}{verdict}")
+            parts.append(f"{unit}: none {fmt.format(none.median)}, " + ", ".join(each))
+        if parts:
+            out.append(f"- healthy, {design}, each remedy's cost: " + "; ".join(parts) + ".")
+    return out
 
 
 FIGURES = {"gc_isolation_bulkheads": gc_isolation_bulkheads}
