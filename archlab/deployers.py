@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from variants import isolation, native
+from variants import forkgc, isolation, native
 from variants import placement as placements
 from variants.cli import engine_dest, group_dest
 from variants.edge import servers
@@ -202,6 +202,7 @@ def _deployer_knobs(p: Placement) -> dict[str, Knob]:
     threads = Knob(DEFAULT_THREADS, "request threads per process")
     edge_replicas = p.replicas(p.edge, available_cpus())
     per_cpu = "the CPUs available" if p.groups[p.edge].replicas == "cpus" else ""
+    fork_gc_help = "what the collector does around each fork (variants/forkgc.py)"
     if p.supervisor == "monolith":
         return {
             "threads": threads,
@@ -210,6 +211,13 @@ def _deployer_knobs(p: Placement) -> dict[str, Knob]:
                 "copies of the whole process on one socket (>1: the replicated-monolith baseline)",
                 default_is=per_cpu,
             ),
+            "fork_gc": Knob(forkgc.AS_IS, fork_gc_help, choices=forkgc.SETTINGS),
+            "preload": Knob(
+                "off",
+                "build the catalog snapshot and the recommendation model in the master, before "
+                "the workers are forked (they inherit them copy-on-write)",
+                choices=("off", "on"),
+            ),
         }
     if p.supervisor == "family":
         return {
@@ -217,6 +225,7 @@ def _deployer_knobs(p: Placement) -> dict[str, Knob]:
                 edge_replicas, f"request backend processes (the {p.edge} group)", default_is=per_cpu
             ),
             "threads": threads,
+            "fork_gc": Knob(forkgc.FREEZE, fork_gc_help, choices=forkgc.SETTINGS),
             **{
                 policy_knob(group): Knob(
                     p.policy(group), f"crash policy of the {group} process(es)", choices=POLICIES

@@ -6,7 +6,11 @@ matrix is the same at every scale: per variant (the three compared deployments) 
 scaling study; its n-CPU point is the latency ramp), the fault scenarios (`gc-pressure` is also
 the GC-stall run), a profiled run; the HTTP server study (`archlab.analysis.servers`: each
 variant under each server of the `server` knob at one open-loop rate, in interleaved rounds;
-the `test` scale runs one round of the path's two ends); then the migration path (each placement of
+the `test` scale runs one round of the path's two ends); the copy-on-write study
+(`archlab.analysis.cow`: each prefork design at N children under each `fork_gc` setting, one
+open-loop run each; the `test` scale a slice); the isolation remedies
+(`archlab.analysis.remedies`: each design with a boundary under each remedy in `gc-pressure`,
+`cpu-hog` and a healthy run, in interleaved rounds); then the migration path (each placement of
 `variants.placement.PATH` at one open-loop rate: steady, and under `crash-recommendations` and
 `gc-pressure`; the `test` scale runs a slice of it); the recommendation engine in Python and
 in Rust in the same family (`archlab.analysis.polyglot`: a latency ramp, `gc-pressure`,
@@ -33,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis import migration, polyglot, remedies, servers
+from archlab.analysis import cow, migration, polyglot, remedies, servers
 from archlab.analysis.runset import VARIANT_ORDER
 from archlab.bench import engine as engine_bench
 from archlab.bench import hop
@@ -101,6 +105,13 @@ class Scale:
     polyglot_scenarios: tuple[str, ...] = polyglot.SCENARIOS
     engine_sizes: tuple[str, ...] = ("small", "full")  # `archlab bench engine`
     engine_rounds: int = 5
+    # the copy-on-write study: every design of cow_designs with each N of cow_counts children
+    # under every setting of cow_settings, open loop at cow_rate for cow_s in cow.SCENARIO
+    cow_designs: tuple[str, ...] = cow.DESIGNS
+    cow_settings: tuple[str, ...] = cow.SETTINGS
+    cow_counts: tuple[int, ...] = cow.COUNTS
+    cow_s: int = 30  # the model is rebuilt every 10 s: each run sees two rebuilds
+    cow_rate: float = cow.RATE
     # the HTTP server study: every variant of server_variants under every server, open loop at
     # server_rate for profile_s (the cost figure's per-request run length), round by round
     server_rounds: int = 3
@@ -142,6 +153,10 @@ SCALES: dict[str, Scale] = {
             polyglot_scenarios=(),  # the engines' runs are tested on their own (suite time)
             engine_sizes=("tiny",),
             engine_rounds=2,
+            cow_designs=("monolith-preload",),  # the one that preloads: every knob exercised
+            cow_settings=("as-is", "freeze"),
+            cow_counts=(2,),
+            cow_s=6,
             server_rounds=1,
             server_variants=(PATH[0], PATH[-1]),  # the path's ends: a gap to share
             remedy_rounds=1,
@@ -167,6 +182,8 @@ SCALES: dict[str, Scale] = {
             hop_calls=2000,
             engine_sizes=("small",),
             engine_rounds=3,
+            cow_counts=(1, 4),  # the line's two ends
+            cow_s=15,
             server_rounds=2,
             remedy_rounds=2,
             remedy_s=10,
@@ -225,6 +242,7 @@ class Step:
             "pin": p.pin,
             "profile": p.profile.to_dict() if p.profile else None,
             **({"knobs": dict(p.knobs)} if p.knobs else {}),  # absent before knobs were planned
+            **({"users": p.users} if p.users is not None else {}),  # likewise arrival streams
         }
 
 
@@ -279,6 +297,25 @@ def plan_steps(
                     variant=variant, scenario="open", duration_s=scale.profile_s,
                     rate=scale.server_rate, pin=False, knobs={servers.KNOB: server},
                 )  # fmt: skip
+    for design in scale.cow_designs:  # one design's N and settings back to back
+        for n in scale.cow_counts:
+            for setting in scale.cow_settings:
+                add(
+                    cow.tag(design, setting, n), (cow.KIND,), scale.cow_s,
+                    variant=cow.DESIGN_PLACEMENT[design], scenario=cow.SCENARIO,
+                    duration_s=scale.cow_s, rate=scale.cow_rate, users=cow.STREAMS, pin=False,
+                    knobs=cow.knobs(design, setting, n),
+                )  # fmt: skip
+    for round_no in range(1, scale.remedy_rounds + 1):  # a round: every design, every remedy
+        for scenario, design, remedy in remedies.runs_of_round(
+            round_no, scale.remedy_scenarios, scale.remedy_designs, scale.remedy_names
+        ):
+            add(
+                remedies.tag(scenario, design, remedy, round_no), (remedies.KIND,),
+                scale.remedy_s, variant=design, scenario=scenario, duration_s=scale.remedy_s,
+                rate=remedies.RATE, pin=False,
+                knobs=remedies.knobs(remedy) if design != remedies.BASELINE else {},
+            )  # fmt: skip
     path_scenarios = (migration.STEADY, *scale.path_scenarios)
     for scenario in path_scenarios:  # one scenario's steps back to back
         for placement in scale.path_steps:
@@ -301,16 +338,6 @@ def plan_steps(
                 seconds = scale.gc_s if scenario == "gc-pressure" else scale.fault_s
                 run.update(scenario=scenario, duration_s=seconds)
             add(polyglot.tag(scenario, engine), (polyglot.KIND,), seconds, **run)
-    for round_no in range(1, scale.remedy_rounds + 1):  # a round: every design, every remedy
-        for scenario, design, remedy in remedies.runs_of_round(
-            round_no, scale.remedy_scenarios, scale.remedy_designs, scale.remedy_names
-        ):
-            add(
-                remedies.tag(scenario, design, remedy, round_no), (remedies.KIND,),
-                scale.remedy_s, variant=design, scenario=scenario, duration_s=scale.remedy_s,
-                rate=remedies.RATE, pin=False,
-                knobs=remedies.knobs(remedy) if design != remedies.BASELINE else {},
-            )  # fmt: skip
     return steps
 
 

@@ -86,7 +86,13 @@ PROCESS_COLUMNS = (
     "threads",
     "ctx_voluntary",
     "ctx_involuntary",
+    # /proc/PID/smaps_rollup: the resident pages by who maps them (uss = private clean + dirty)
+    "shared_clean_bytes",
+    "shared_dirty_bytes",
+    "private_clean_bytes",
+    "private_dirty_bytes",
 )
+PROCESS_COLUMNS_V1 = PROCESS_COLUMNS[:16]  # before the smaps_rollup columns
 GC_COLUMNS = telemetry.GC_COLUMNS
 ROLE_COLUMNS = ("pid", "role", "declared_at", "collector")
 ROLE_COLUMNS_V1 = ("pid", "role", "declared_at")
@@ -108,7 +114,7 @@ TOP_COLUMNS = (
 CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
     REQUESTS: (RECORD_COLUMNS, RECORD_COLUMNS_V1),
     GENERATOR_CPU: (CPU_COLUMNS, CPU_COLUMNS_V1),
-    PROCESSES: (PROCESS_COLUMNS,),
+    PROCESSES: (PROCESS_COLUMNS, PROCESS_COLUMNS_V1),
     GC: (GC_COLUMNS,),
     ROLES: (ROLE_COLUMNS, ROLE_COLUMNS_V1),
     LEDGER: (LEDGER_COLUMNS,),

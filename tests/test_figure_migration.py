@@ -34,7 +34,7 @@ from archlab.rundir import (
     GC_COLUMNS,
     LIFECYCLE,
     META,
-    PROCESS_COLUMNS,
+    PROCESS_COLUMNS_V1,
     PROCESSES,
     RECORD_COLUMNS,
     REQUESTS,
@@ -90,7 +90,7 @@ def _write_run(root: Path, placement: str, scenario: str) -> str:
          int(pss_mib * 2**20), int(pss_mib * 2**20), int(pss_mib * 2**20), 0, 8, 0, 0)
         for s in range(-1, SECONDS + 1)
     ]  # fmt: skip
-    _csv(run / PROCESSES, PROCESS_COLUMNS, samples)
+    _csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
     gc = [(100, role, 0, T0 + s + 0.5, 0.05, 10, 0) for s in range(SECONDS)]
     meta = {
         "schema_version": 3,

@@ -48,7 +48,7 @@ from archlab.rundir import (
     HOP,
     LIFECYCLE,
     META,
-    PROCESS_COLUMNS,
+    PROCESS_COLUMNS_V1,
     PROCESSES,
     PROFILE_DIR,
     RECORD_COLUMNS,
@@ -157,7 +157,7 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
         ):
             samples.append((T0 + s, pid, 1, role, role, T0 - 2, round(cpu, 6), 0.0, "", mem, mem,
                             mem, 0, 8, 0, 0))  # fmt: skip
-    _csv(run / PROCESSES, PROCESS_COLUMNS, samples)
+    _csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
     gc: list[tuple[object, ...]] = [(10, "backend", 0, T0 + s + 0.25, 0.05, 10, 0)
                                     for s in range(seconds)]  # fmt: skip
     collector = "python" if engine == "python" else "none"

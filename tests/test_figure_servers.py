@@ -32,7 +32,7 @@ from archlab.figures import cost, figure_functions
 from archlab.figures import servers as fig
 from archlab.rundir import (
     META,
-    PROCESS_COLUMNS,
+    PROCESS_COLUMNS_V1,
     PROCESSES,
     RECORD_COLUMNS,
     REQUESTS,
@@ -90,7 +90,7 @@ def _write_run(
         cpu = cpu_ms / 1000 * sum(1 for t in times if t < s)
         samples.append((T0 + s, 10, 1, "edge", "edge", T0 - 2, round(cpu, 6), 0.0, "", 2**25,
                         2**25, 2**25, 0, 8, 0, 0))  # fmt: skip
-    _csv(run / PROCESSES, PROCESS_COLUMNS, samples)
+    _csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
     meta = {
         "schema_version": 3,
         "run_id": name,

@@ -135,7 +135,7 @@ def test_the_old_variant_names_name_the_same_deployments() -> None:
     assert VARIANTS["monolith"].module == "variants.monolith"
     assert VARIANTS["monolith"].restarted_by_harness == "monolith-master"
     assert VARIANTS["monolith"].hosts == {c: "monolith" for c in CONTEXTS}
-    assert set(VARIANTS["monolith"].knobs) == {"threads", "workers", "server"}
+    assert set(VARIANTS["monolith"].knobs) == {"threads", "workers", "fork_gc", "preload", "server"}
     mp = VARIANTS["multiprocess"]
     assert mp.module == "variants.multiprocess" and mp.restarted_by_harness == "postmaster"
     assert mp.hosts == {c: "backend" if c == "catalog" else c for c in CONTEXTS}
@@ -144,7 +144,8 @@ def test_the_old_variant_names_name_the_same_deployments() -> None:
     assert mp.knobs["policy_backend"].default == "crash-restart-all"
     dist = VARIANTS["distributed"]
     assert dist.module == "variants.distributed" and dist.restarted_by_harness == "launcher"
-    assert set(dist.knobs) == {"threads", "replicas", "netns", "server", "engine_recommendations"}
+    assert set(dist.knobs) == {"threads", "replicas", "netns", "server", "engine_recommendations",
+                               "bulkhead", "cpu_isolation"}  # fmt: skip
     assert dist.hosts == {c: c for c in CONTEXTS}
 
 
@@ -162,10 +163,13 @@ def test_recs_process_spec() -> None:
     assert {k: v.default for k, v in spec.knobs.items()} == {
         "backends": 1,  # the edge group's replicas
         "threads": 8,
+        "fork_gc": "freeze",  # what the postmaster does before each fork
         "policy_backend": "crash-restart-all",
         "policy_recommendations": "restart-one",
         "server": "gunicorn-gthread",  # the placement's server for its HTTP-serving groups
         "engine_recommendations": "python",  # the group could run the Rust engine
+        "bulkhead": 0,  # processes that call each other: off by default
+        "cpu_isolation": "off",
     }
     assert spec.knobs["backends"].default_is == ""
     assert spec.knobs["policy_backend"].choices == ("restart-one", "crash-restart-all")

@@ -274,6 +274,21 @@ SCENARIOS: dict[str, Scenario] = {
             rate_per_user=100.0,
         ),
         Scenario(
+            name="rebuilding",
+            description=(
+                "open loop at a fixed arrival rate (100 requests/s unless --rate) with the "
+                "recommendation model rebuilt every 10 s instead of every 60 s: a run of half a "
+                "minute sees a process's memory before and after its rebuilds"
+            ),
+            weights=STEADY_MIX,
+            users=1,
+            spawn_rate=10.0,
+            wait_time=(0.0, 0.0),
+            loop="open",
+            rate_per_user=100.0,
+            shop=ShopConfig(rebuild_interval_s=10.0),
+        ),
+        Scenario(
             name="ramp",
             description=(
                 "open-loop step ramp, 50 requests/s per step up to 800/s (10 s per step): "

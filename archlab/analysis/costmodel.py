@@ -8,7 +8,9 @@ Two views, both from measurements of this lab priced with `config/prices.toml`:
 - **provisioned**: the cores needed to serve `target_rps` within the SLO, from the per-core
   capacity a ramp measured (`throughput_at_slo / cpus_used`), plus the memory footprint, paid
   every hour whether busy or not. What a fixed deployment costs; `one_host_per_service` adds
-  the rounding up of each service to the smallest host one can rent.
+  the rounding up of each service to the smallest host one can rent. A prefork design reaches
+  more cores with more children, each with its own private memory: `memory_at` reads its
+  footprint at that many children off the totals measured at a few (the copy-on-write study).
 
 Pure functions (no pandas, no matplotlib), so the tests check them on hand-computed inputs.
 """
@@ -87,6 +89,31 @@ def memory_gib_seconds_per_request(pss_mean_bytes: float, window_s: float, reque
     """GiB-seconds of memory held per request: the mean PSS (shared pages split fairly between
     the processes) held for the window, spread over the requests of that window."""
     return (pss_mean_bytes / GIB) * window_s / requests if requests else math.nan
+
+
+def linear_fit(points: Mapping[int, float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through {x: y} (two x at least): the
+    fixed and the per-child part of a prefork design's memory, from totals at several N."""
+    if len(points) < 2:
+        raise ValueError("a line needs two points")
+    xs, ys = list(points), list(points.values())
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return my - slope * mx, slope
+
+
+def memory_at(totals: Mapping[int, float], children: int) -> float:
+    """A prefork design's memory with `children` children: the total measured at that N, else
+    the least-squares line through the measured ones (linear in N: each child adds its private
+    pages, the shared ones are held once), never below the smallest measured total."""
+    if children in totals:
+        return float(totals[children])
+    if len(totals) < 2:
+        raise ValueError(f"no total at N = {children} and too few to draw a line through")
+    intercept, slope = linear_fit(totals)
+    return max(intercept + slope * children, min(totals.values()))
 
 
 def cores_needed(target_rps: float, throughput_at_slo_rps: float, cpus_used: float) -> int:

@@ -174,6 +174,10 @@ COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
         "threads": _int,
         "ctx_voluntary": _int,
         "ctx_involuntary": _int,
+        "shared_clean_bytes": _opt(_int),
+        "shared_dirty_bytes": _opt(_int),
+        "private_clean_bytes": _opt(_int),
+        "private_dirty_bytes": _opt(_int),
     },
     GC: {
         "pid": _int,

@@ -9,14 +9,19 @@ Per variant, from the run set:
   over the variant's scaling and latency ramps (an unpinned run counts all usable CPUs). When
   every step of that ramp met the SLO the ramp never bent: the capacity is a lower bound and
   the cores an upper bound.
-- **cost**: `costmodel.cores_needed` for the target load, memory held at the measured PSS peak
-  (not scaled with the cores), priced with `config/prices.toml` (provisioned); and busy-only from
-  CPU-s and GiB-s per request.
+- **cost**: `costmodel.cores_needed` for the target load, memory held at the measured PSS peak,
+  priced with `config/prices.toml` (provisioned); and busy-only from CPU-s and GiB-s per
+  request. A prefork design (the monolith's workers, the family's backends) reaches its cores
+  with one child per core: its memory is then the copy-on-write study's total at that many
+  children, with its default knobs (`cow.memory_for`: measured, or on the line through the
+  measured N), where the run set has the study; else the per-request run's PSS peak.
 - **distributed**: PSS and CPU share per service (`server.roles`, `<svc>-master` folded into
   its service); one host per service (each rounded up to the smallest host) vs all on one host.
 - **HTTP server**: each variant's CPU per request and p99 under each server of the `server`
   knob at one offered load, and the share of the distributed variant's extra CPU that is the
   server (`archlab.figures.servers`, figure `server_sensitivity`).
+- **copy-on-write**: each prefork design's private MiB per child over time and its total at
+  N children under each `fork_gc` setting (`archlab.figures.cow`, figure `copy_on_write`).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from archlab.analysis import costmodel as cm
-from archlab.analysis import ramp
+from archlab.analysis import cow, ramp
 from archlab.analysis.runset import Run, RunSet
+from archlab.figures import cow as cow_figure
 from archlab.figures import servers
 from archlab.figures.style import caption, color, new_figure
 
@@ -125,6 +131,12 @@ def cost_table(rs: RunSet, prices: cm.Prices | None = None) -> pd.DataFrame:
                 prices.target_rps, cap["throughput_at_slo_rps"], cap["capacity_cpus"]
             )
         gib = total["pss_peak_bytes"] / cm.GIB
+        row["memory_basis"] = f"PSS peak of {run.tag}"
+        replicated = cow.memory_for(rs, variant, cores) if cores is not None else None
+        if replicated is not None:
+            gib = replicated[0] / cm.GIB
+            row["memory_basis"] = f"copy-on-write study, {replicated[1]}"
+        row["memory_gib"] = gib
         row["cores_needed"] = cores
         row["provisioned_usd_per_hour"] = (
             cm.cost_per_hour(cores, gib, prices) if cores is not None else None
@@ -337,12 +349,14 @@ def fig_service_footprint(rs: RunSet) -> Figure | None:
 
 # drawn in archlab/figures/servers.py (its own analysis module); the notebook calls cost.fig_*
 fig_server_sensitivity = servers.fig_server_sensitivity
+fig_copy_on_write = cow_figure.fig_copy_on_write  # likewise (archlab/figures/cow.py)
 
 FIGURES = {
     "cost_per_request": fig_cost_per_request,
     "cores_and_cost": fig_cores_and_cost,
     "service_footprint": fig_service_footprint,
     "server_sensitivity": fig_server_sensitivity,
+    "copy_on_write": fig_copy_on_write,
 }
 
 
@@ -361,7 +375,7 @@ def reading(rs: RunSet) -> str:
     ]
     if df.empty:
         no_runs = "No run with server telemetry in this run set."
-        return "\n\n".join([*lines, no_runs, servers.reading(rs)])
+        return "\n\n".join([*lines, no_runs, servers.reading(rs), cow_figure.reading(rs)])
     base = df.iloc[0]
     for r in df.itertuples():
         text = (
@@ -384,7 +398,8 @@ def reading(rs: RunSet) -> str:
                     if r.lower_bound
                     else ""
                 )
-                + f": {cores:.0f} cores for the target, "
+                + f": {cores:.0f} cores for the target and {r.memory_gib:.2f} GiB "
+                f"({r.memory_basis}), "
                 f"${r.provisioned_usd_per_million:.3f} per million provisioned, "
                 f"${r.busy_usd_per_million:.4f} busy-only"
             )
@@ -405,11 +420,20 @@ def reading(rs: RunSet) -> str:
             "the smallest-host rounding is the fixed price of isolation."
         )
     lines.append(servers.reading(rs))
+    lines.append(cow_figure.reading(rs))
+    replicated = cow.has_runs(rs)
+    memory = (
+        "a prefork design's memory is the copy-on-write study's total at one child per core "
+        "(measured at a low load, 50 req/s: a busier child may touch, and so copy, more of "
+        "what it inherited), the distributed variant's its PSS peak, not grown with cores"
+        if replicated
+        else "memory is held at the measured PSS peak, not grown with cores (a GIL-bound "
+        "monolith reaches more cores only as replicas, `--workers N`, each with its own copy "
+        "of the heap, which this does not count: the copy-on-write study measures it)"
+    )
     lines.append(
-        "Caveats: capacity is scaled linearly from the measured cores (optimistic beyond them; "
-        "a GIL-bound monolith reaches more cores only as replicas, `--workers N`, each with its "
-        "own copy of the heap, which the held-at-peak memory does not count); "
-        "memory is held at the measured PSS peak, not grown with cores; on a machine where the "
-        "load generator shared the CPUs the per-core capacity is understated."
+        "Caveats: capacity is scaled linearly from the measured cores (optimistic beyond "
+        f"them); {memory}; on a machine where the load generator shared the CPUs the per-core "
+        "capacity is understated."
     )
     return "\n\n".join(lines)

@@ -9,7 +9,13 @@ Two samplers share the tree walk and the CPU arithmetic:
   at every tick (processes come and go on restarts), plus every process that declared a role in
   the telemetry directory even if it left the tree. Each row is labelled by role (see
   `RoleResolver`) and carries CPU user/system seconds, RSS, USS, PSS, swap, threads and context
-  switches: `processes.csv`, from which the summary derives CPU-seconds per request and memory.
+  switches, and the resident pages by who maps them (shared/private, clean/dirty):
+  `processes.csv`, from which the summary derives CPU-seconds per request and memory.
+
+Memory beyond RSS comes from one read of `/proc/PID/smaps_rollup` (`smaps_rollup`), the file
+psutil's `memory_full_info` reads for USS, PSS and swap anyway; it also splits the resident
+pages into Shared_Clean, Shared_Dirty, Private_Clean and Private_Dirty, which is what shows a
+forked child's inherited pages being copied (copy-on-write: shared becomes private dirty).
 
 CPU times are cumulative since each process started (psutil), so CPU-seconds over any window are
 exact differences; `cpu_percent` is the share of one CPU over the last interval (empty on a
@@ -38,6 +44,29 @@ from variants import telemetry
 ROOT_ROLE = "root"  # the process the harness started, when it declared no role
 UNLABELLED_ROLE = "unlabelled"  # any other process that declared no role
 _TITLE = re.compile(re.escape(telemetry.TITLE_PREFIX) + r"([A-Za-z0-9_.-]+)")
+
+
+ROLLUP_FIELDS = ("Pss", "Swap", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty",
+                 "Private_Hugetlb")  # fmt: skip
+
+
+def smaps_rollup(pid: int, proc_root: str = "/proc") -> dict[str, int] | None:
+    """ROLLUP_FIELDS of a process in bytes, from `smaps_rollup` (or, where the kernel refuses
+    it for a live process, the sum over `smaps`); None when neither can be read."""
+    for name in ("smaps_rollup", "smaps"):
+        try:
+            with open(f"{proc_root}/{pid}/{name}", "rb") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        found = dict.fromkeys(ROLLUP_FIELDS, 0)
+        for line in text.splitlines():
+            key, sep, rest = line.partition(b":")
+            field = key.decode("ascii", "replace")
+            if sep and field in found:
+                found[field] += int(rest.split()[0]) * 1024  # "<n> kB"
+        return found
+    return None
 
 
 @dataclass
@@ -303,16 +332,19 @@ class ProcessSampler(_TreeWalker):
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             times = proc.cpu_times()
-            try:
-                mem = proc.memory_full_info()
-                uss, pss, swap = mem.uss, getattr(mem, "pss", ""), getattr(mem, "swap", "")
-            except psutil.AccessDenied:
-                mem = proc.memory_info()
-                uss = pss = swap = ""
+            mem = proc.memory_info()
+            pages = smaps_rollup(proc.pid)
             ctx = proc.num_ctx_switches()
             row_head = (proc.ppid(), proc.name(), proc.num_threads())
         percent = self._cpu(seen, now, times.user + times.system)
         ppid, name, threads = row_head
+        if pages is None:  # not ours to read: RSS only
+            uss = pss = swap = ""
+            split: tuple[int | str, ...] = ("",) * 4
+        else:
+            uss = pages["Private_Clean"] + pages["Private_Dirty"] + pages["Private_Hugetlb"]
+            pss, swap = pages["Pss"], pages["Swap"]
+            split = tuple(pages[k] for k in ROLLUP_FIELDS[2:6])
         return (
             f"{now:.3f}",
             proc.pid,
@@ -330,6 +362,7 @@ class ProcessSampler(_TreeWalker):
             threads,
             ctx.voluntary,
             ctx.involuntary,
+            *split,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from variants import cli
+from variants import cli, forkgc
 from variants.monolith.server import MonolithServer
 from workloads.shop import dataset
 
@@ -20,6 +20,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=8, help="request threads per process")
     p.add_argument(
         "--workers", type=int, default=1, help="replicas of the whole process (default 1)"
+    )
+    p.add_argument(
+        "--fork-gc",
+        choices=forkgc.SETTINGS,
+        default=forkgc.AS_IS,
+        help="what the collector does around each fork of a worker (default %(default)s; "
+        "see variants/forkgc.py)",
+    )
+    p.add_argument(
+        "--preload",
+        choices=("off", "on"),
+        default="off",
+        help="on: build the read-only state (catalog snapshot, recommendation model) in the "
+        "master before forking the workers (default %(default)s)",
     )
     known, _ = p.parse_known_args(argv)
     cli.add_group_options(p, cli.load_placement(known.placement, "monolith"))
@@ -39,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
             state_dir=state_dir,
             config=cli.shop_config(args),
             placement=placement,
+            fork_gc=args.fork_gc,
+            preload=args.preload == "on",
         ).run()
 
 

@@ -4,7 +4,13 @@ One gunicorn worker with N threads is the single-process, many-threads design; `
 N` runs N such replicas on one listening socket (the replicated-monolith baseline), each
 with its own copy of every context (the recommendation model included) over the same
 database files. The app is built inside each worker after fork, so each replica's
-background threads and heap are its own.
+background threads, connections and heap are its own.
+
+`preload` builds the contexts' read-only state (`wiring.preload`: the catalog snapshot, the
+recommendation model) once in the master, before the workers are forked, so they inherit it
+copy-on-write; each worker still builds its contexts, opens its connections and starts its
+jobs itself. `fork_gc` (`variants.forkgc`) is what the collector does around each fork: the
+master's side in gunicorn's `pre_fork` hook, the worker's in `post_fork`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from variants import faults, telemetry
+from variants import faults, forkgc, telemetry
 from variants.edge import servers
 from variants.edge.app import create_app
 from variants.lifecycle import LIFECYCLE_FILE
@@ -25,7 +31,7 @@ from variants.lifecycle import record as record_lifecycle
 from variants.placement import Placement
 from workloads.shop.config import ShopConfig
 from workloads.shop.dataset import CONTEXTS
-from workloads.shop.wiring import Hosted, build
+from workloads.shop.wiring import Hosted, Preloaded, build, preload
 
 log = logging.getLogger("archlab.monolith")
 
@@ -40,8 +46,13 @@ class MonolithServer(BaseApplication):
         state_dir: Path,
         config: ShopConfig,
         placement: Placement,
+        fork_gc: str = forkgc.AS_IS,
+        preload: bool = False,
     ) -> None:
         self.placement = placement
+        self.fork_gc = forkgc.check(fork_gc)
+        self.preload = preload
+        self.preloaded: Preloaded | None = None
         self.role = placement.edge
         self.options: dict[str, Any] = {
             "bind": f"127.0.0.1:{port}",
@@ -56,7 +67,9 @@ class MonolithServer(BaseApplication):
             "accesslog": None,
             "loglevel": "info",
             "worker_exit": _close_shop,
-            "on_starting": self._master_telemetry,
+            "on_starting": self._master_start,
+            "pre_fork": self._pre_fork,
+            "post_fork": self._post_fork,
             "child_exit": self._child_exit,
             "control_socket_disable": True,  # one per user by default: parallel servers collide
         }
@@ -73,7 +86,8 @@ class MonolithServer(BaseApplication):
     def load(self) -> Any:
         started = time.monotonic()
         telemetry.install(self.role)
-        hosted = build(CONTEXTS, self.state_dir, {}, self.config, faults.arm(self.role, CONTEXTS))
+        wrap = faults.arm(self.role, CONTEXTS)
+        hosted = build(CONTEXTS, self.state_dir, {}, self.config, wrap, preloaded=self.preloaded)
         hosted.start_jobs()
         _HOSTED[os.getpid()] = hosted
         shop = hosted.shop()
@@ -87,8 +101,18 @@ class MonolithServer(BaseApplication):
         )
         return create_app(shop, self.placement.name, hosted.health)
 
-    def _master_telemetry(self, server: Any) -> None:
+    def _master_start(self, server: Any) -> None:
         telemetry.install(f"{self.role}-master")
+        if self.preload:
+            started = time.monotonic()
+            self.preloaded = preload(CONTEXTS, self.state_dir)
+            log.info("preloaded in the master in %.2f s", time.monotonic() - started)
+
+    def _pre_fork(self, server: Any, worker: Any) -> None:
+        forkgc.before_fork(self.fork_gc)
+
+    def _post_fork(self, server: Any, worker: Any) -> None:
+        forkgc.in_child(self.fork_gc)
 
     def _child_exit(self, server: Any, worker: Any) -> None:
         """In the master, after reaping a worker: a death, unless gunicorn itself is stopping."""

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from variants import cli
+from variants import cli, forkgc
 from variants.multiprocess.config import FamilyConfig, available_cpus, default_policies, roles
 from variants.multiprocess.postmaster import Options, Postmaster
 from variants.peers import DEFAULT_CALL_TIMEOUTS_MS
@@ -35,6 +35,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Place
         help="request backend processes (default: the placement's, %(default)s)",
     )
     p.add_argument("--threads", type=int, default=8, help="request threads per backend")
+    p.add_argument(
+        "--fork-gc",
+        choices=forkgc.SETTINGS,
+        default=forkgc.FREEZE,
+        help="what the collector does around each fork of a child (default %(default)s; "
+        "see variants/forkgc.py)",
+    )
     for role, policy in default_policies(placement).items():
         p.add_argument(
             f"--policy-{role}",
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             placement=placement,
             config_path=config_path,
             ready_timeout_s=args.ready_timeout,
+            fork_gc=args.fork_gc,
         )
         return Postmaster(options).run()
 

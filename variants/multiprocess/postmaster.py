@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import setproctitle
 
-from variants import isolation, lifecycle, native, telemetry
+from variants import forkgc, isolation, lifecycle, native, telemetry
 from variants.distributed import service
 from variants.multiprocess import auxiliary, backend, process
 from variants.multiprocess.config import FamilyConfig, roles
@@ -302,6 +302,7 @@ class Options:
     placement: Placement
     config_path: Path | None = None
     ready_timeout_s: float = 900.0
+    fork_gc: str = forkgc.FREEZE  # what the collector does around each fork (variants.forkgc)
 
 
 @dataclass
@@ -473,7 +474,9 @@ class Postmaster:
             write_all(fd, catalog_snapshot.build(db))
             return 0
 
-        pid = process.fork("catalog-builder", "catalog builder", build)
+        pid = process.fork(
+            "catalog-builder", "catalog builder", build, fork_gc=self.options.fork_gc
+        )
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"the catalog builder failed (status {status})")
@@ -845,6 +848,7 @@ class Postmaster:
             body,
             block=kind.blocked_signals,
             telemetry=not kind.native,
+            fork_gc=self.options.fork_gc,
         )
         os.close(ready_w)
         self._shm(lambda c: c.set_pid(slot, pid))

@@ -1,8 +1,10 @@
 """Forking a member of the family: what every child does first, and how it always exits.
 
 A child is forked from the postmaster without exec, so it starts with the postmaster's
-imported modules (shared copy-on-write; `gc.freeze()` before the fork keeps the collector
-from touching, and so copying, those pages) and inherits the shared-memory mappings. It then
+imported modules (shared copy-on-write; what the collector does around the fork is the
+`fork_gc` setting, `variants.forkgc`: by default `gc.freeze()` before the fork keeps the
+child's collections from touching, and so copying, those pages) and inherits the
+shared-memory mappings. It then
 arranges to die with the postmaster (`PR_SET_PDEATHSIG`, checked against a race with the
 postmaster's own death), drops the postmaster's signal handling, names itself in `ps`, and
 installs its own telemetry. It leaves only through `os._exit`: never through the
@@ -12,7 +14,6 @@ postmaster's code, its `atexit` hooks or its buffered files.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from collections.abc import Callable
 
 import setproctitle
 
+from variants import forkgc
 from variants import telemetry as _telemetry
 from variants.lifecycle import die_with_parent
 
@@ -52,6 +54,7 @@ def fork(
     block: frozenset[int] = frozenset(),
     *,
     telemetry: bool = True,
+    fork_gc: str = forkgc.FREEZE,
 ) -> int:
     """Fork a child that runs `body()` as `role` (its telemetry role) titled `name`; its pid.
 
@@ -60,15 +63,16 @@ def fork(
     does not block it, where its default action would end the process.
     `telemetry=False`: `body` execs a program that declares its own role (no Python GC rows
     under its pid).
+    `fork_gc`: what the collector does around the fork (`variants.forkgc.SETTINGS`).
     """
-    gc.collect()
-    gc.freeze()
+    forkgc.before_fork(fork_gc)
     parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = EXIT_FAILED
     try:
+        forkgc.in_child(fork_gc)
         signal.set_wakeup_fd(-1)
         for sig in _RESET:
             signal.signal(sig, signal.SIG_DFL)

@@ -8,6 +8,9 @@ request walks two hops of that graph under the GIL.
 
 The model is rebuilt periodically from the basket history plus new orders; a rebuild
 allocates a whole new graph, then swaps it in, so requests never see a half-built model.
+The first model can be built apart from the context (`train`, no connection kept), so a
+prefork parent builds it once and its children share its pages copy-on-write until their
+first rebuild.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import heapq
 import math
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from workloads.shop.contracts import ModelStats, ScoredProduct
-from workloads.shop.db import Database
+from workloads.shop.db import Database, connect
 from workloads.shop.interfaces import OrdersApi
 
 SCHEMA = """
@@ -113,14 +117,39 @@ class Model:
         return result
 
 
+@dataclass(frozen=True)
+class Trained:
+    """The stored basket history and the model built from it: never changed after `train`,
+    so any number of `Recommendations` (in one process, or in children forked after it was
+    built) can start from the same one."""
+
+    baskets: list[list[int]]
+    model: Model
+
+
+def train(path: Path) -> Trained:
+    """Read the basket history of the store at `path` and build the model, closing the
+    connection: nothing of it may cross a fork."""
+    conn = connect(path, readonly=True)
+    try:
+        rows = conn.execute("SELECT items FROM baskets ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    baskets = [_decode_basket(r[0]) for r in rows]
+    return Trained(baskets, Model(baskets))
+
+
 class Recommendations:
-    def __init__(self, path: Path, orders: OrdersApi) -> None:
+    def __init__(self, path: Path, orders: OrdersApi, trained: Trained | None = None) -> None:
+        """The context over its store at `path`; `trained`: its first model, already built
+        from that store (default: built here)."""
         self.db = Database(path)
         self.orders = orders
         self._rebuild_lock = threading.Lock()
-        rows = self.db.conn.execute("SELECT items FROM baskets ORDER BY id").fetchall()
-        self._baskets: list[list[int]] = [_decode_basket(r[0]) for r in rows]
-        self._model = Model(self._baskets)
+        trained = trained or train(path)
+        self._history = trained.baskets  # shared with `trained`: never appended to
+        self._new: list[list[int]] = []  # baskets ingested since
+        self._model = trained.model
         self.stats = self._stats(self._model)
 
     @staticmethod
@@ -158,13 +187,13 @@ class Recommendations:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (last,),
                 )
-            self._baskets.extend(baskets)
+            self._new.extend(baskets)
             added += len(baskets)
 
     def rebuild(self) -> ModelStats:
         with self._rebuild_lock:
             self._ingest()
-            model = Model(self._baskets)
+            model = Model(self._history + self._new)
             self._model = model
             self.stats = self._stats(model)
             return self.stats

@@ -4,6 +4,11 @@ Every deployer builds the contexts a process hosts with `build`, handing it the 
 live elsewhere (IPC or HTTP proxies, or the catalog read from shared memory) and a `wrap`
 that every hosted context passes through before anything uses it — the fault controller's
 wrapper, so a fault sits on the callee's side of every call, in-process calls included.
+
+`preload` builds the read-only state of some contexts (the catalog snapshot, the
+recommendation model) apart from the contexts themselves, holding no connection, thread or
+open file: a prefork parent builds it once and each child builds its contexts from it
+(`build(..., preloaded=...)`), opening its own connections and starting its own jobs.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workloads.shop.catalog_snapshot import open_catalog
+from workloads.shop.catalog_snapshot import SnapshotCatalog, open_catalog
 from workloads.shop.config import ShopConfig
 from workloads.shop.dataset import CONTEXTS, state_paths
 from workloads.shop.interfaces import Shop
@@ -22,7 +27,7 @@ from workloads.shop.inventory import Inventory
 from workloads.shop.jobs import Periodic, model_rebuilder, notification_drainer
 from workloads.shop.notifications import Notifications
 from workloads.shop.orders import Orders
-from workloads.shop.recommendations import Recommendations
+from workloads.shop.recommendations import Recommendations, Trained, train
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "catalog": (),
@@ -52,7 +57,32 @@ def in_dependency_order(contexts: Iterable[str]) -> list[str]:
     return [c for c in CONTEXTS if c in wanted]  # CONTEXTS is already in dependency order
 
 
-def _construct(name: str, path: Path, peers: Mapping[str, Any], config: ShopConfig) -> Any:
+PRELOADABLE = ("catalog", "recommendations")
+"""The contexts with read-only state that `preload` can build before a fork."""
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    """Read-only state of some contexts, built by `preload` before any context exists."""
+
+    catalog: SnapshotCatalog | None = None
+    recommendations: Trained | None = None
+
+
+def preload(contexts: Iterable[str], state_dir: Path) -> Preloaded:
+    """The read-only state of those of `contexts` that have one (PRELOADABLE), built from
+    their databases in `state_dir`; every connection it opened is closed again."""
+    wanted = set(in_dependency_order(contexts))
+    paths = state_paths(Path(state_dir))
+    return Preloaded(
+        catalog=open_catalog(paths["catalog"]) if "catalog" in wanted else None,
+        recommendations=train(paths["recommendations"]) if "recommendations" in wanted else None,
+    )
+
+
+def _construct(
+    name: str, path: Path, peers: Mapping[str, Any], config: ShopConfig, preloaded: Preloaded
+) -> Any:
     if name == "catalog":
         return open_catalog(path)
     if name == "inventory":
@@ -60,7 +90,7 @@ def _construct(name: str, path: Path, peers: Mapping[str, Any], config: ShopConf
     if name == "orders":
         return Orders(path, peers["catalog"], peers["inventory"])
     if name == "recommendations":
-        return Recommendations(path, peers["orders"])
+        return Recommendations(path, peers["orders"], preloaded.recommendations)
     return Notifications(path, peers["orders"], sink_latency_s=config.sink_latency_ms / 1000)
 
 
@@ -112,13 +142,19 @@ def build(
     config: ShopConfig,
     wrap: Wrap = unwrapped,
     catalog: Any = None,
+    preloaded: Preloaded | None = None,
 ) -> Hosted:
     """Build `contexts` over their databases in `state_dir`, each wired to the others.
 
     A needed context is the hosted one when this process hosts it, else `peers[name]`.
     `catalog`, when given, is the hosted catalog object itself (a snapshot mapped from
-    shared memory) instead of one opened from catalog.db. Jobs are not started.
+    shared memory) instead of one opened from catalog.db, and is not closed by `Hosted.close`;
+    so is `preloaded.catalog`. The recommendations start from `preloaded.recommendations`
+    instead of reading their store. Jobs are not started.
     """
+    preloaded = preloaded or Preloaded()
+    if catalog is None:
+        catalog = preloaded.catalog
     paths = state_paths(Path(state_dir))
     hosted = Hosted(served={}, peers=dict(peers))
     for name in in_dependency_order(contexts):
@@ -131,7 +167,7 @@ def build(
         if name == "catalog" and catalog is not None:
             impl = catalog
         else:
-            impl = _construct(name, paths[name], wired, config)
+            impl = _construct(name, paths[name], wired, config, preloaded)
             hosted._owned.append(impl)
         hosted.served[name] = served = wrap(name, impl)
         job = _job(name, served, config)
