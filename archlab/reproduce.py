@@ -168,8 +168,8 @@ SCALES: dict[str, Scale] = {
         Scale(
             name="quick",
             description="short runs on the small dataset, three faults, the migration path, "
-            "Python vs Rust engine, two rounds of the HTTP servers: every figure in ~21 min on "
-            "2 CPUs",
+            "Python vs Rust engine, two rounds of the HTTP servers and of the bulkhead, "
+            "copy-on-write at 1 and 4 children: every figure in ~37 min on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10),
             ramp_step_s=4.0,
@@ -183,17 +183,19 @@ SCALES: dict[str, Scale] = {
             engine_sizes=("small",),
             engine_rounds=3,
             cow_counts=(1, 4),  # the line's two ends
+            cow_settings=("as-is", "freeze"),
             cow_s=15,
             server_rounds=2,
             remedy_rounds=2,
             remedy_s=10,
             remedy_scenarios=("gc-pressure", remedies.HEALTHY),
+            remedy_names=(remedies.NONE, "bulkhead"),  # the full scale's finding, repeated
         ),
         Scale(
             name="full",
             description="the publication run: longer steps, every fault of the catalogue, the "
-            "migration path, Python vs Rust engine, three rounds of the HTTP servers: ~46 min "
-            "on 2 CPUs",
+            "migration path, Python vs Rust engine, three rounds of the HTTP servers and of the "
+            "isolation remedies, copy-on-write at 1-8 children: ~110 min on 2 CPUs",
             size="small",
             ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
             ramp_step_s=8.0,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import http.client
 import json
 import os
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -355,3 +356,13 @@ def synthetic_manifest(root: Path, tags: Sequence[str], kind: str, **extra: Any)
         {"scale": {"name": "synthetic"}, "machine": machine, "steps": steps, **extra},
     )
     return root
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A CSV file with a header row, as the harness writes them: how the figure tests write the
+    raw records of their hand-made runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)

@@ -161,6 +161,8 @@ def test_the_knob_reaches_every_calling_group_and_only_those() -> None:
     assert all(g.bulkhead == (4 if n in found.callers else 0) for n, g in found.groups.items())
     assert found.bulkhead == 4
     assert placements.load("monolith").callers == ()
+    named = placements.load("distributed")  # `[defaults] bulkhead = 4`: callers only
+    assert named.groups["gateway"].bulkhead == 4 and named.groups["catalog"].bulkhead == 0
     with pytest.raises(placements.PlacementError, match="bulkhead"):
         placements.load("multiprocess").with_bulkhead(-1)
 

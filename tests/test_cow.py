@@ -14,7 +14,6 @@ totals with MASTER_MIB as its base and PRIVATE + 5 MiB per child.
 from __future__ import annotations
 
 import contextlib
-import csv
 import gc
 import io
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
-from support import synthetic_manifest
+from support import synthetic_manifest, write_csv
 
 from archlab import reproduce as repro
 from archlab.analysis import costmodel as cm
@@ -192,7 +191,7 @@ def test_old_process_files_still_validate(tmp_path: Path) -> None:
     row = (1.0, 10, 1, "monolith", "python", 0.5, 1.0, 0.1, "", 100, 50, 60, 0, 8, 1, 1)
     for columns, extra in ((PROCESS_COLUMNS_V1, ()), (PROCESS_COLUMNS, (1, 2, 3, 4))):
         path = tmp_path / PROCESSES
-        _csv(path, columns, [(*row, *extra)])
+        write_csv(path, columns, [(*row, *extra)])
         assert validate_csv(path) == []
 
 
@@ -214,14 +213,6 @@ PRIVATE = {  # (design, setting) -> the children's mean private MiB at the end
 COUNTS = (1, 2, 4)
 
 
-def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
-
 def _proc(t: float, pid: int, role: str, private_mib: float, pss_mib: float) -> tuple:
     private, pss, shared = int(private_mib * MIB), int(pss_mib * MIB), int(SHARED_MIB * MIB)
     return (T0 + t, pid, 1, role, "python", T0 - 5, 1.0, 0.1, "", private + shared, private,
@@ -233,7 +224,7 @@ def _write_run(root: Path, design: str, setting: str, n: int, *, knobs: dict | N
     run = root / "runs" / name
     times = [i / RATE for i in range(int(SECONDS * RATE))]
     requests = [(T0 + t, "/products/{id}", 2.0, 200, "", T0 + t) for t in times]
-    _csv(run / REQUESTS, RECORD_COLUMNS, requests)
+    write_csv(run / REQUESTS, RECORD_COLUMNS, requests)
     placement = cow.DESIGN_PLACEMENT[design]
     child = "monolith" if placement == "monolith" else "backend"
     master = "monolith-master" if placement == "monolith" else "postmaster"
@@ -245,7 +236,7 @@ def _write_run(root: Path, design: str, setting: str, n: int, *, knobs: dict | N
         for k in range(n):
             private = (mean + k - (n - 1) / 2) * grown
             samples.append(_proc(s, 100 + k, child, private, private + 5))
-    _csv(run / PROCESSES, PROCESS_COLUMNS, samples)
+    write_csv(run / PROCESSES, PROCESS_COLUMNS, samples)
     meta = {
         "schema_version": 3,
         "run_id": name,

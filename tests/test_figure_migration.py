@@ -8,7 +8,6 @@ step they reach only the recommendations endpoint. Every number below follows fr
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from support import synthetic_manifest
+from support import synthetic_manifest, write_csv
 
 from archlab.analysis import blast
 from archlab.analysis import migration as mig
@@ -60,13 +59,6 @@ STEPS = {
 REPLICATE_CPU = 1.1  # the crash run's CPU rate against the steady run's: the CPU noise band
 
 
-def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
-
 def _write_run(root: Path, placement: str, scenario: str) -> str:
     role, shared, cpu_per_s, pss_mib, base_ms = STEPS[placement]
     tag = mig.tag(placement, scenario)
@@ -83,14 +75,14 @@ def _write_run(root: Path, placement: str, scenario: str) -> str:
         if scenario == mig.GC_PRESSURE and hit and any(g <= t < g + GC_MS / 1000 for g in GC_AT):
             ms += 400.0
         requests.append((T0 + t, endpoint, round(ms, 3), status, error, T0 + t))
-    _csv(run / REQUESTS, RECORD_COLUMNS, requests)
+    write_csv(run / REQUESTS, RECORD_COLUMNS, requests)
     rate = cpu_per_s * (REPLICATE_CPU if scenario == mig.CRASH else 1.0)
     samples = [
         (T0 + s, 100, 1, role, role, T0 - 2, round(rate * (s + 2), 4), 0.0, "",
          int(pss_mib * 2**20), int(pss_mib * 2**20), int(pss_mib * 2**20), 0, 8, 0, 0)
         for s in range(-1, SECONDS + 1)
     ]  # fmt: skip
-    _csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
+    write_csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
     gc = [(100, role, 0, T0 + s + 0.5, 0.05, 10, 0) for s in range(SECONDS)]
     meta = {
         "schema_version": 3,
@@ -105,14 +97,14 @@ def _write_run(root: Path, placement: str, scenario: str) -> str:
     }
     if scenario == mig.CRASH:
         fault = (0, "crash", "recommendations", role, "100", T0 + CRASH_AT, "", "{}")
-        _csv(run / FAULTS, FAULT_COLUMNS, [fault])
+        write_csv(run / FAULTS, FAULT_COLUMNS, [fault])
         ready = {"time": T0 + READY_AT, "event": "ready", "role": role, "pid": 101}
         (run / LIFECYCLE).write_text(json.dumps(ready) + "\n")
     if scenario == mig.GC_PRESSURE:
         gc += [(100, role, 2, T0 + g, GC_MS, 1000, 0) for g in GC_AT]
         fault = (0, "gc", "recommendations", role, "100", T0 + 5, T0 + 13, "{}")
-        _csv(run / FAULTS, FAULT_COLUMNS, [fault])
-    _csv(run / GC, GC_COLUMNS, sorted(gc, key=lambda r: r[3]))
+        write_csv(run / FAULTS, FAULT_COLUMNS, [fault])
+    write_csv(run / GC, GC_COLUMNS, sorted(gc, key=lambda r: r[3]))
     write_json(run / META, meta)
     write_json(run / SUMMARY, summarize_run(run, warmup_s=WARMUP_S))
     return tag

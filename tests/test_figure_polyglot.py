@@ -20,7 +20,6 @@ Every number below follows from that.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -32,7 +31,7 @@ import nbformat
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from support import synthetic_manifest
+from support import synthetic_manifest, write_csv
 
 from archlab.analysis import polyglot as pg
 from archlab.analysis.runset import ENDPOINT_ORDER, load_runset
@@ -91,14 +90,6 @@ HOPS = {"in-process (Python engine)": 40.0, "IPC -> Python engine": 150.0,
         "IPC -> Rust engine": 90.0}  # fmt: skip
 
 
-def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
-
 def _times(scenario: str) -> list[float]:
     if scenario == pg.RAMP:
         step = 10.0
@@ -140,7 +131,7 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
         if endpoint == RECS:
             recs_at.append(t)
         requests.append((T0 + t, endpoint, ms, 200, "", T0 + t))
-    _csv(run / REQUESTS, RECORD_COLUMNS, requests)
+    write_csv(run / REQUESTS, RECORD_COLUMNS, requests)
     seconds = int(math.ceil(times[-1]))
     inside_rate, outside_rate = ENGINE_CORES.get((scenario, engine), (0.0, 0.0))
     low, high = PSS_MIB[engine]
@@ -157,7 +148,7 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
         ):
             samples.append((T0 + s, pid, 1, role, role, T0 - 2, round(cpu, 6), 0.0, "", mem, mem,
                             mem, 0, 8, 0, 0))  # fmt: skip
-    _csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
+    write_csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
     gc: list[tuple[object, ...]] = [(10, "backend", 0, T0 + s + 0.25, 0.05, 10, 0)
                                     for s in range(seconds)]  # fmt: skip
     collector = "python" if engine == "python" else "none"
@@ -165,10 +156,10 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
         gc += [(100, pg.ENGINE_ROLE, 0, T0 + s + 0.5, 1.0, 10, 0) for s in range(seconds)]
         if scenario == pg.GC_PRESSURE:
             gc += [(100, pg.ENGINE_ROLE, 2, T0 + g, GC_FULL_MS, 1000, 0) for g in GC_FULL_AT]
-    _csv(run / GC, GC_COLUMNS, sorted(gc, key=lambda r: float(str(r[3]))))
+    write_csv(run / GC, GC_COLUMNS, sorted(gc, key=lambda r: float(str(r[3]))))
     declared = [(10, "backend", T0 - 2, "python"),
                 (ENGINE_PID[engine], pg.ENGINE_ROLE, T0 - 2, collector)]  # fmt: skip
-    _csv(run / ROLES, ROLE_COLUMNS, declared)
+    write_csv(run / ROLES, ROLE_COLUMNS, declared)
     events: list[dict[str, Any]] = [
         {"time": T0 - 3, "event": "postmaster-start", "pid": 1,
          "config": {"call_timeouts_ms": {pg.ENGINE_ROLE: TIMEOUT_MS}}},
@@ -178,7 +169,7 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
         pids = str(ENGINE_PID[engine]) if reached else ""
         kind = "gc" if scenario == pg.GC_PRESSURE else "hog"
         fault = (0, kind, pg.ENGINE_ROLE, pg.ENGINE_ROLE, pids, T0 + FAULT[0], T0 + FAULT[1], "{}")
-        _csv(run / FAULTS, FAULT_COLUMNS, [fault])
+        write_csv(run / FAULTS, FAULT_COLUMNS, [fault])
         if scenario == pg.GC_PRESSURE and engine == "python":
             events.append({"time": T0 + FAULT[1] + 0.5, "event": "exit", "role": pg.ENGINE_ROLE,
                            "pid": 100, "exit_code": 70, "expected": False})  # fmt: skip
@@ -210,7 +201,7 @@ def _write_run(root: Path, scenario: str, engine: str, *, knob: str | None = Non
         if engine == "python":
             top.append((pg.ENGINE_ROLE, 1, "Model.related", "recommendations.py", 30, 0.3, 60,
                         0.6, 100))  # fmt: skip
-        _csv(run / PROFILE_DIR / TOP_FRAMES, TOP_COLUMNS, top)
+        write_csv(run / PROFILE_DIR / TOP_FRAMES, TOP_COLUMNS, top)
     write_json(run / META, meta)
     write_json(run / SUMMARY, summarize_run(run, warmup_s=warmup))
     return tag

@@ -9,12 +9,11 @@ other request BASE_MS. So each run's others' p99 inside is its INSIDE value and 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
-from support import synthetic_manifest
+from support import synthetic_manifest, write_csv
 
 from archlab import reproduce as repro
 from archlab.analysis import gcwindows
@@ -47,14 +46,6 @@ HEALTHY_P99 = {"none": (9.0, 10.0, 11.0), "bulkhead": (9.5, 10.5, 11.5), "cpu": 
 does (the front on one CPU)."""
 
 
-def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
-
 def _write_run(
     root: Path, design: str, remedy: str, round_no: int, inside_ms: float,
     scenario: str = "gc-pressure",
@@ -73,11 +64,11 @@ def _write_run(
             slow = endpoint in gcwindows.OTHERS and PAUSE[0] <= t < PAUSE[1]
         ms = inside_ms if slow else BASE_MS
         rows.append((T0 + t, endpoint, ms, 200, "", T0 + t))
-    _csv(run / REQUESTS, RECORD_COLUMNS, rows)
+    write_csv(run / REQUESTS, RECORD_COLUMNS, rows)
     role = "recommendations" if design != "monolith" else "monolith"
     duration_ms = (PAUSE[1] - PAUSE[0]) * 1000
     pauses = [] if scenario == rm.HEALTHY else [(20, role, 2, T0 + PAUSE[0], duration_ms, 0, 0)]
-    _csv(run / GC, GC_COLUMNS, pauses)
+    write_csv(run / GC, GC_COLUMNS, pauses)
     meta = {
         "schema_version": 3,
         "run_id": name,

@@ -15,14 +15,13 @@ over three rounds): the gap shrinks from 1.00 to 0.50 ms, so 50 % of it is the s
 
 from __future__ import annotations
 
-import csv
 import io
 import warnings
 from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
-from support import synthetic_manifest
+from support import synthetic_manifest, write_csv
 
 from archlab import reproduce as repro
 from archlab.analysis import servers as sv
@@ -64,14 +63,6 @@ P99 = {
 }
 
 
-def _csv(path: Path, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
-
 def _write_run(
     root: Path, variant: str, server: str, round_no: int, cpu_ms: float, p99_ms: float,
     *, knob: str | None = None, rate: float = RATE,
@@ -84,13 +75,13 @@ def _write_run(
          "", T0 + t)
         for i, t in enumerate(times)
     ]  # fmt: skip
-    _csv(run / REQUESTS, RECORD_COLUMNS, requests)
+    write_csv(run / REQUESTS, RECORD_COLUMNS, requests)
     samples = []
     for s in range(0, SECONDS + 2):
         cpu = cpu_ms / 1000 * sum(1 for t in times if t < s)
         samples.append((T0 + s, 10, 1, "edge", "edge", T0 - 2, round(cpu, 6), 0.0, "", 2**25,
                         2**25, 2**25, 0, 8, 0, 0))  # fmt: skip
-    _csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
+    write_csv(run / PROCESSES, PROCESS_COLUMNS_V1, samples)  # rows without smaps columns
     meta = {
         "schema_version": 3,
         "run_id": name,

@@ -168,7 +168,7 @@ def test_recs_process_spec() -> None:
         "policy_recommendations": "restart-one",
         "server": "gunicorn-gthread",  # the placement's server for its HTTP-serving groups
         "engine_recommendations": "python",  # the group could run the Rust engine
-        "bulkhead": 0,  # processes that call each other: off by default
+        "bulkhead": 4,  # the placement file's: half the request threads per downstream
         "cpu_isolation": "off",
     }
     assert spec.knobs["backends"].default_is == ""

@@ -76,7 +76,8 @@ class Group(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tru
     http group): one of `variants.edge.servers.SERVERS`."""
     bulkhead: int = 0
     """At most this many calls in flight from one process of the group to each context it
-    calls in another process; the rest are refused at once (`variants.bulkhead`). 0: off."""
+    calls in another process; the rest are refused at once (`variants.bulkhead`). 0: off. A
+    group that calls no other process has none (a `[defaults]` value does not reach it)."""
     cpus: tuple[int, ...] = ()
     """The CPUs the group's processes run on (affinity, inherited by what they fork and
     exec); empty: every CPU the supervisor was given."""
@@ -434,6 +435,14 @@ def parse(doc: dict[str, Any], name: str, path: Path) -> Placement:
         raise PlacementError(f"deployment.size must be one of {', '.join(SIZES)}")
     placement = Placement(name, raw.description, groups, raw.deployment, path)
     _check(placement)
+    if any(g.bulkhead for n, g in groups.items() if n not in placement.callers):
+        # a `[defaults]` bulkhead reaches every group; one that calls no other process has none
+        placement = placement._with_groups(
+            {
+                n: g if n in placement.callers else msgspec.structs.replace(g, bulkhead=0)
+                for n, g in placement.groups.items()
+            }  # fmt: skip
+        )
     return placement
 
 

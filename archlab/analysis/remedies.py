@@ -266,14 +266,27 @@ class Verdict:
             return None
         return none.median / got.median
 
+    def helped(self, remedy: str) -> bool | None:
+        """The remedy lowered the others' p99 inside with its rounds apart from none's (None:
+        not measured, or fewer than two rounds on a side)."""
+        none, got = self.inside.get(NONE), self.inside.get(remedy)
+        if none is None or got is None:
+            return None
+        apart = got.apart(none)
+        return None if apart is None else apart and got.median < none.median
+
     @property
     def dominant(self) -> str | None:
-        """The single remedy that lowered the inside p99 more, when the two are apart; None when
-        either is missing or their rounds overlap (not distinguishable at this N)."""
-        b, c = self.inside.get("bulkhead"), self.inside.get("cpu")
-        if b is None or c is None or not b.apart(c):
-            return None
-        return "bulkhead" if b.median < c.median else "cpu"
+        """The single remedy that helped, or of two that helped the one that lowered the tail
+        more with the two apart; None when neither helped or they are not distinguishable."""
+        helped = [r for r in ("bulkhead", "cpu") if self.helped(r)]
+        if len(helped) == 1:
+            return helped[0]
+        if len(helped) == 2:
+            b, c = self.inside["bulkhead"], self.inside["cpu"]
+            if b.apart(c):
+                return "bulkhead" if b.median < c.median else "cpu"
+        return None
 
     def isolated(self, remedy: str = "both", within: float = 2.0) -> bool | None:
         """Under `remedy`, the others' p99 inside is within `within` x their p99 outside in every

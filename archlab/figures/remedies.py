@@ -26,6 +26,8 @@ from archlab.figures.style import caption, color, new_figure
 NO_RUNS = "no isolation-remedy runs in this run set"
 COLUMNS = (rm.BASELINE, *rm.DESIGNS)
 ROWS = (*rm.DISTURBED, rm.HEALTHY)
+CAUSES = {"bulkhead": "head-of-line blocking at the front", "cpu": "CPU contention"}
+"""What each remedy removes: the cause named when that remedy alone helped most."""
 Y_LABELS = {
     "gc-pressure": "others' p99 ms",
     "cpu-hog": "others' p99 ms",
@@ -128,14 +130,14 @@ def reading(rs: RunSet) -> str:
     lines = ["", "**Isolation remedies (bulkheads, CPU isolation)**", ""]
     for v in found:
         parts = [f"{r} {s.median:.0f} ms" for r, s in v.inside.items()]
-        gains = [f"{r} x{g:.1f}" for r in ("bulkhead", "cpu", "both") if (g := v.gain(r))]
+        gains = [f"{r} {g:.1f}" for r in ("bulkhead", "cpu", "both") if (g := v.gain(r))]
         dominant = v.dominant
-        cause = (
-            {"bulkhead": "head-of-line blocking at the front", "cpu": "CPU contention"}[dominant]
-            + " dominated"
-            if dominant
-            else "which cause dominated is not distinguishable at this N"
-        )
+        if dominant:
+            cause = CAUSES[dominant] + " dominated"
+        elif not any(v.helped(r) for r in ("bulkhead", "cpu")):
+            cause = "neither remedy alone lowered it outside the rounds' noise"
+        else:
+            cause = "which cause dominated is not distinguishable at this N"
         held = [r for r in rm.REMEDIES if v.isolated(r)]
         ratios = ", ".join(f"{r} x{q.median:.1f}" for r, q in v.ratio.items())
         claim = f"inside/outside {ratios}: " + (
@@ -147,7 +149,7 @@ def reading(rs: RunSet) -> str:
             claim += f"; the monolith's others' p99 inside: {v.baseline_inside.median:.0f} ms"
         lines.append(
             f"- {v.scenario}, {v.design}: others' p99 inside: {', '.join(parts)} "
-            f"({', '.join(gains) or 'no gain measured'} lower than none); {cause}; {claim}."
+            f"(none / remedy: {', '.join(gains) or 'not measured'}); {cause}; {claim}."
         )
     lines += _costs(rs)
     return "\n".join(lines)
