@@ -67,10 +67,9 @@ def _healthy(ax: Any, rows: list[pd.Series], design: str) -> None:
     ax.bar(x, [_v(r, "p99_ms") for r in rows], 0.6, color=color(design),
            yerr=_whiskers(rows, "p99_ms"), capsize=2)  # fmt: skip
     for xi, r in zip(x, rows, strict=True):
-        cpu = _v(r, "cpu_ms_per_request")
-        if not math.isnan(cpu):
-            ax.text(xi, _v(r, "p99_ms") * 0.5, f"{cpu:.2f}", ha="center", fontsize=7,
-                    rotation=90, color="white")  # fmt: skip
+        cpu, top = _v(r, "cpu_ms_per_request"), _v(r, "p99_ms_max")
+        if not math.isnan(cpu) and not math.isnan(top):
+            ax.text(xi, top * 1.04, f"{cpu:.2f} ms CPU", ha="center", fontsize=6)
 
 
 def gc_isolation_bulkheads(rs: RunSet) -> Figure | None:
@@ -93,13 +92,17 @@ def gc_isolation_bulkheads(rs: RunSet) -> Figure | None:
                 continue
             (_healthy if scenario == rm.HEALTHY else _disturbed)(ax, rows, design)
             ax.set_xticks(range(len(order)), order, fontsize=8)
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            low, high = ax.get_ylim()
-            ax.set_ylim(low, high * 2.5)  # room for the ratios
+            if scenario == rm.HEALTHY:
+                ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # room for the CPU labels
+            else:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(ScalarFormatter())
+                ax.yaxis.set_minor_formatter(NullFormatter())
+                low, high = ax.get_ylim()
+                ax.set_ylim(low, high * 2.5)  # room for the ratios
             ax.tick_params(labelsize=7)
-            ax.set_title(f"{scenario}: {design} (n={int(rows[0]['rounds'])})", fontsize=8)
+            label = "healthy" if scenario == rm.HEALTHY else scenario
+            ax.set_title(f"{label}: {design} (n={int(rows[0]['rounds'])})", fontsize=8)
             if j == 0:
                 ax.set_ylabel(Y_LABELS[scenario], fontsize=8)
     handles, labels = axes[0][1].get_legend_handles_labels()
