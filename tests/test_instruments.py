@@ -35,7 +35,7 @@ from archlab.measure import profiler as profiler_module
 from archlab.measure.profiler import ProfilePlan, Profiler, find_py_spy, parse_window, top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ProcessSampler
 from archlab.run.generator import locust_command, locust_env
-from archlab.rundir import PROFILE_DIR, read_meta, start_csv, write_meta
+from archlab.rundir import ENV_LEDGER, ENV_RECORDS, PROFILE_DIR, read_meta, start_csv, write_meta
 from variants import telemetry
 from workloads.scenarios import SCENARIOS, LoadSpec, get_scenario, resolve_load
 
@@ -668,3 +668,14 @@ def test_schema_validator_finds_problems(tmp_path: Path) -> None:
     assert any("requests.csv:2: bad latency_ms" in p for p in problems)
     (run / "meta.json").write_text(json.dumps({"schema_version": 9, "run_id": "r1"}))
     assert "schema_version 9" in validate.validate_run(run)[0]
+
+
+def test_the_recorder_is_given_absolute_paths_whatever_folder_the_harness_runs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """locust runs in the run folder, so a relative `--results-dir` must not reach it as is."""
+    monkeypatch.chdir(tmp_path)
+    load = LoadSpec(scenario="open", loop="open", users=1, spawn_rate=1, weights={"view": 1})
+    env = locust_env(Path("rel/r1/requests.csv"), load, 1, ledger=Path("rel/r1/ledger.csv"))
+    assert env[ENV_RECORDS] == str(tmp_path / "rel/r1/requests.csv")
+    assert env[ENV_LEDGER] == str(tmp_path / "rel/r1/ledger.csv")

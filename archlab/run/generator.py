@@ -76,14 +76,15 @@ def locust_command(
 def locust_env(
     records: Path, load: LoadSpec, seed: int, ledger: Path | None = None
 ) -> dict[str, str]:
-    """The environment the shoppers (workloads/locustfile.py) and the recorder read."""
+    """The environment the shoppers (workloads/locustfile.py) and the recorder read; paths
+    absolute, since locust runs in the run folder (a relative `--results-dir` would not be)."""
     env = {**os.environ}
     env.pop(ENV_LEDGER, None)
     if ledger is not None:
-        env[ENV_LEDGER] = str(ledger)
+        env[ENV_LEDGER] = str(ledger.resolve())
     return {
         **env,
-        ENV_RECORDS: str(records),
+        ENV_RECORDS: str(records.resolve()),
         ENV_SCENARIO: load.scenario,
         ENV_LOAD: load.to_json(),
         ENV_SEED: str(seed),
