@@ -45,7 +45,7 @@ import pandas as pd
 
 from archlab.analysis import costmodel as cm
 from archlab.analysis.polyglot import rebuild_interval_s
-from archlab.analysis.runset import Run, RunSet
+from archlab.analysis.runset import Run, RunSet, in_order
 from archlab.deployers import VARIANTS
 from variants import forkgc
 
@@ -220,9 +220,7 @@ def table(rs: RunSet) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     if df.empty:
         return df
-    df["_d"] = df["design"].map(_rank(DESIGNS))
-    df["_s"] = df["setting"].map(_rank(SETTINGS))
-    return df.sort_values(["_d", "_s", "n"]).drop(columns=["_d", "_s"]).reset_index(drop=True)
+    return in_order(df, {"design": DESIGNS, "setting": SETTINGS, "n": None})
 
 
 def has_runs(rs: RunSet) -> bool:
@@ -287,10 +285,6 @@ def memory_for(rs: RunSet, variant: str, children: int) -> tuple[float, str] | N
     else:
         how = f"N = {children} on the line through N = {', '.join(map(str, sorted(points)))}"
     return cm.memory_at(points, children), f"{design}, {setting}: {how}"
-
-
-def _rank(order: tuple[str, ...]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(order)}
 
 
 def present(values: pd.Series, order: tuple[str, ...]) -> list[str]:

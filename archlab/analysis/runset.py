@@ -8,6 +8,7 @@ gzipped (the committed reference keeps `requests.csv.gz`, ...): pandas reads bot
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -194,6 +195,21 @@ class RunSet:
     def engine_bench(self) -> dict[str, Any] | None:
         """`archlab bench engine`: the model rebuilt by each engine (None: not run)."""
         return read_json(self.path / ENGINE_BENCH)
+
+
+def in_order(df: pd.DataFrame, orders: Mapping[str, Sequence[str] | None]) -> pd.DataFrame:
+    """`df` sorted by each column of `orders` in turn: by its place in the order given, or by
+    value where the order is None (a study's table reads in the order its design names)."""
+    keys = []
+    for i, (column, order) in enumerate(orders.items()):
+        if order is None:
+            keys.append(column)
+            continue
+        key = f"_order{i}"
+        df = df.assign(**{key: df[column].map({name: k for k, name in enumerate(order)})})
+        keys.append(key)
+    dropped = [k for k in keys if k not in orders]
+    return df.sort_values(keys).drop(columns=dropped).reset_index(drop=True)
 
 
 def _variant_rank(variant: str) -> int:

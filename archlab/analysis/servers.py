@@ -38,7 +38,7 @@ import pandas as pd
 
 from archlab.analysis.ramp import latency
 from archlab.analysis.rounds import Spread
-from archlab.analysis.runset import VARIANT_ORDER, Run, RunSet
+from archlab.analysis.runset import VARIANT_ORDER, Run, RunSet, in_order
 from archlab.analysis.summary import ALL, KEEPING_UP
 from variants.edge.servers import DEFAULT_SERVER, SERVERS
 
@@ -126,9 +126,7 @@ def runs_table(rs: RunSet) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     if df.empty:
         return df
-    df["_v"] = df["variant"].map(_rank(VARIANTS))
-    df["_s"] = df["server"].map(_rank(SERVERS))
-    return df.sort_values(["round", "_v", "_s"]).drop(columns=["_v", "_s"]).reset_index(drop=True)
+    return in_order(df, {"round": None, "variant": VARIANTS, "server": SERVERS})
 
 
 def has_runs(rs: RunSet) -> bool:
@@ -303,10 +301,6 @@ def _num(value: Any) -> float | None:
 def _sub(a: Any, b: Any) -> float | None:
     x, y = _num(a), _num(b)
     return None if x is None or y is None else x - y
-
-
-def _rank(order: tuple[str, ...]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(order)}
 
 
 def present(values: pd.Series, order: tuple[str, ...]) -> list[str]:
