@@ -235,6 +235,14 @@ def resolve_load(
     )
 
 
+_OPEN_LOOP = dict(
+    weights=STEADY_MIX,
+    users=1,
+    spawn_rate=10.0,
+    wait_time=(0.0, 0.0),
+    loop="open",
+    rate_per_user=100.0,
+)  # one arrival stream at a fixed rate (`--rate` sets it)
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -266,12 +274,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "open loop at a fixed arrival rate (100 requests/s unless --rate): latency is "
                 "reported as observed and corrected for coordinated omission"
             ),
-            weights=STEADY_MIX,
-            users=1,
-            spawn_rate=10.0,
-            wait_time=(0.0, 0.0),
-            loop="open",
-            rate_per_user=100.0,
+            **_OPEN_LOOP,  # type: ignore[arg-type]
         ),
         Scenario(
             name="rebuilding",
@@ -280,12 +283,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "recommendation model rebuilt every 10 s instead of every 60 s: a run of half a "
                 "minute sees a process's memory before and after its rebuilds"
             ),
-            weights=STEADY_MIX,
-            users=1,
-            spawn_rate=10.0,
-            wait_time=(0.0, 0.0),
-            loop="open",
-            rate_per_user=100.0,
+            **_OPEN_LOOP,  # type: ignore[arg-type]
             shop=ShopConfig(rebuild_interval_s=10.0),
         ),
         Scenario(
