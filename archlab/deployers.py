@@ -22,7 +22,7 @@ from pathlib import Path
 
 from variants import forkgc, isolation, native
 from variants import placement as placements
-from variants.cli import engine_dest, group_dest
+from variants.cli import configured, engine_dest, group_dest
 from variants.edge import servers
 from variants.multiprocess.config import available_cpus
 from variants.placement import POLICIES, Placement
@@ -103,17 +103,16 @@ class VariantSpec:
         p = self.placement
         if p is None:
             return None
-        p = p.with_engines(
-            {g: str(knobs[engine_dest(g)]) for g in p.native_capable if engine_dest(g) in knobs}
+        return configured(
+            p,
+            engines={
+                g: str(knobs[engine_dest(g)]) for g in p.native_capable if engine_dest(g) in knobs
+            },
+            server=str(knobs["server"]) if "server" in knobs else None,
+            bulkhead=int(knobs["bulkhead"]) if "bulkhead" in knobs else None,
+            alone=str(knobs.get("cpu_isolation", isolation.OFF)),
+            cpus=cpus,
         )
-        if "server" in knobs:
-            p = p.with_server(str(knobs["server"]))
-        if "bulkhead" in knobs:
-            p = p.with_bulkhead(int(knobs["bulkhead"]))
-        alone = knobs.get("cpu_isolation", isolation.OFF)
-        if alone != isolation.OFF:
-            p = p.with_cpus(isolation.split(p, str(alone), cpus))
-        return p
 
     def resolve_knobs(self, given: Mapping[str, int | str | None]) -> dict[str, int | str]:
         """Defaults overlaid with the knobs given; rejects knobs this variant does not have."""

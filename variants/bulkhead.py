@@ -36,24 +36,21 @@ class Bulkhead:
         self.inner = inner
         self.context = context
         self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
         self.in_flight = 0
         self.refused = 0
 
     def __call__(self, method: str, args: bytes) -> tuple[bool, bytes]:
-        if not self._slots.acquire(blocking=False):
-            with self._lock:
-                self.refused += 1
-            raise BulkheadFull(f"{self.context}: {self.limit} calls already in flight")
         with self._lock:
+            if self.in_flight >= self.limit:
+                self.refused += 1
+                raise BulkheadFull(f"{self.context}: {self.limit} calls already in flight")
             self.in_flight += 1
         try:
             return self.inner(method, args)
         finally:
             with self._lock:
                 self.in_flight -= 1
-            self._slots.release()
 
 
 def guard(inner: Transport, context: str, limit: int) -> Transport:

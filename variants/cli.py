@@ -11,7 +11,7 @@ import argparse
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -121,17 +121,39 @@ def add_group_options(p: argparse.ArgumentParser, found: Placement) -> None:
         )
 
 
+def configured(
+    found: Placement,
+    *,
+    engines: Mapping[str, str],
+    server: str | None = None,
+    bulkhead: int | None = None,
+    alone: str = isolation.OFF,
+    cpus: Sequence[int] | None = None,
+) -> Placement:
+    """The placement as its deployer's knobs run it: each group on its engine, every group that
+    serves HTTP on `server`, every calling group with `bulkhead`, the group `alone` on the last
+    of `cpus` (default: this process's). One function for the deployer and for the harness's
+    record of it (`VariantSpec.placement_with`), so the two cannot drift."""
+    p = found.with_engines(engines)
+    if server is not None:
+        p = p.with_server(server)
+    if bulkhead is not None:
+        p = p.with_bulkhead(bulkhead)
+    if alone != isolation.OFF:
+        p = p.with_cpus(isolation.split(p, alone, cpus))
+    return p
+
+
 def chosen_placement(args: argparse.Namespace, found: Placement) -> Placement:
-    """The placement with the server and engines chosen on the command line; one-line exit 2
-    if bad."""
+    """The placement with the knobs chosen on the command line; one-line exit 2 if bad."""
     try:
-        engines = {g: getattr(args, engine_dest(g)) for g in found.native_capable}
-        chosen = found.with_engines(engines).with_server(args.server)
-        if found.callers:
-            chosen = chosen.with_bulkhead(args.bulkhead)
-            if args.cpu_isolation != isolation.OFF:
-                chosen = chosen.with_cpus(isolation.split(chosen, args.cpu_isolation))
-        return chosen
+        return configured(
+            found,
+            engines={g: getattr(args, engine_dest(g)) for g in found.native_capable},
+            server=args.server,
+            bulkhead=args.bulkhead if found.callers else None,
+            alone=args.cpu_isolation if found.callers else isolation.OFF,
+        )
     except (placement.PlacementError, isolation.IsolationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

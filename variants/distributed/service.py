@@ -393,7 +393,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def options(args: argparse.Namespace) -> Options:
     """The command line as Options; PlacementError or ServiceError (one line) if it is bad."""
     return Options(
-        placement=_with_knobs(placements.load(args.placement), args.server, args.bulkhead),
+        placement=cli.configured(
+            placements.load(args.placement), engines={}, server=args.server, bulkhead=args.bulkhead
+        ),
         group=args.name,
         port=args.port,
         state_dir=args.state_dir,
@@ -407,13 +409,6 @@ def options(args: argparse.Namespace) -> Options:
         size=args.size,
         seed=args.seed,
     )
-
-
-def _with_knobs(placement: Placement, server: str | None, bulkhead: int | None) -> Placement:
-    """The placement file as the launcher's knobs run it."""
-    if server is not None:
-        placement = placement.with_server(server)
-    return placement if bulkhead is None else placement.with_bulkhead(bulkhead)
 
 
 def main(argv: list[str] | None = None) -> int:
