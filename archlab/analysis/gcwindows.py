@@ -76,21 +76,21 @@ def engine_roles(variant: str, roles: set[str]) -> set[str]:
     return {spec.host_role(ENGINE_COMPONENT)} if spec else set()
 
 
+def overlapping(requests: pd.DataFrame, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per request, whether its interval overlaps any of the windows [starts, ends]."""
+    counts = overlap_counts(
+        requests["start_time"].to_numpy(), requests["end_time"].to_numpy(), starts, ends
+    )
+    return np.asarray(counts > 0)
+
+
 def inside_outside(
     requests: pd.DataFrame, engine_pauses: pd.DataFrame
 ) -> list[dict[str, float | int | str]]:
     """Per endpoint: p99 and errors of requests overlapping an engine full collection vs the
     others (errors: `is_error`, none when the frame has no such column)."""
     full = engine_pauses[engine_pauses["generation"] == FULL_GENERATION]
-    inside = (
-        overlap_counts(
-            requests["start_time"].to_numpy(),
-            requests["end_time"].to_numpy(),
-            full["start"].to_numpy(),
-            full["end"].to_numpy(),
-        )
-        > 0
-    )
+    inside = overlapping(requests, full["start"].to_numpy(), full["end"].to_numpy())
     failed = (
         requests["is_error"].to_numpy(dtype=bool)
         if "is_error" in requests

@@ -144,12 +144,7 @@ def others_inside_outside(
         return {"others_n_inside": 0, "others_p99_inside_ms": math.nan,
                 "others_p99_outside_ms": math.nan, "others_ratio": math.nan,
                 "others_errors": 0}  # fmt: skip
-    inside = (
-        gcwindows.overlap_counts(
-            others["start_time"].to_numpy(), others["end_time"].to_numpy(), starts, ends
-        )
-        > 0
-    )
+    inside = gcwindows.overlapping(others, starts, ends)
     lat = others["corrected_ms"].to_numpy(dtype=float)
     p_in, p_out = gcwindows.p99(lat[inside]), gcwindows.p99(lat[~inside])
     ratio = p_in / p_out if p_out and not math.isnan(p_out) and not math.isnan(p_in) else math.nan
