@@ -311,7 +311,7 @@ def measure(cfg: Config, out: Path, *, echo: Echo, argv: list[str] | None = None
     """
     cfg.check()
     order = schedule(cfg.variants, cfg.repeats)
-    out = out.resolve()  # locust runs in the run folder: every path it is given is absolute
+    out = out.resolve()  # the report names every run folder by its absolute path
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out / "runs"
     log = (out / LOG).open("a")
