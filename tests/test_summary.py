@@ -174,6 +174,16 @@ def test_an_open_loop_that_fell_behind_is_not_on_schedule() -> None:
     assert load_stats(_scheduled(100, 0.0), load, window_s=10.0)["on_schedule"] is False
 
 
+def test_a_sender_within_a_tenth_of_a_millisecond_is_on_time() -> None:
+    load = {"loop": "open", "offered_rps": 10.0}
+    assert load_stats(_scheduled(100, 0.00005), load, window_s=10.0)["late_sender"] is False
+
+
+def test_a_sender_a_millisecond_late_is_flagged_late() -> None:
+    load = {"loop": "open", "offered_rps": 10.0}
+    assert load_stats(_scheduled(100, 0.001), load, window_s=10.0)["late_sender"] is True
+
+
 def test_an_open_loop_ramp_has_no_single_schedule_to_keep() -> None:
     load = {"loop": "open", "offered_rps": None, "steps": [1, 2], "step_s": 5.0}
     assert load_stats(_scheduled(100, 0.0), load, window_s=10.0)["on_schedule"] is None

@@ -211,14 +211,15 @@ class OpenLoopShopper(_ShopUser):
         if rate <= 0:
             raise RuntimeError("open loop without a rate")
         interval = 1.0 / rate
+        lead = LOAD.lead_ms / 1000
         funcs, weights = list(MIX), list(MIX.values())
         pool = gevent.pool.Pool(LOAD.max_in_flight)
-        first = time.time() + self.rng.uniform(0, interval)  # streams do not fire in lockstep
+        first = time.time() + lead + self.rng.uniform(0, interval)  # streams not in lockstep
         i = 0
         try:
             while True:
                 intended = first + i * interval
-                delay = intended - time.time()
+                delay = intended - lead - time.time()
                 if delay > 0:
                     gevent.sleep(delay)
                 pool.spawn(self._arrive, self.rng.choices(funcs, weights)[0], intended)
@@ -227,6 +228,7 @@ class OpenLoopShopper(_ShopUser):
             pool.kill(block=False)
 
     def _arrive(self, action: Callable[[_ShopUser], None], intended: float) -> None:
+        on_time(intended, LOAD.spin_ms / 1000)
         _arrival.intended = intended
         if action is _ShopUser.read_order and not self.orders:
             action = _ShopUser.view  # an arrival always sends a request
@@ -234,6 +236,20 @@ class OpenLoopShopper(_ShopUser):
             action(self)
         except Exception:  # noqa: BLE001 - one failed arrival must not stop the stream
             log.exception("arrival failed")
+
+
+def on_time(intended: float, spin_s: float) -> None:
+    """Return at `intended` (epoch s), within microseconds while the generator has a CPU.
+
+    A gevent sleep ends up to a millisecond late, and so does a greenlet spawned at the
+    moment it should run; the last `spin_s` are spun instead, each check yielding to the hub
+    so that answers to earlier arrivals are still read as they come.
+    """
+    delay = intended - spin_s - time.time()
+    if delay > 0:
+        gevent.sleep(delay)
+    while time.time() < intended:
+        gevent.sleep(0)
 
 
 class StepRamp(LoadTestShape):

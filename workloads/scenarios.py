@@ -133,6 +133,12 @@ class LoadSpec:
     steps: tuple[int, ...] = ()
     step_s: float = 10.0
     max_in_flight: int = 100
+    # open loop: how the sender meets each intended start (workloads/locustfile.py, `on_time`).
+    # gevent's timers wake up to ~1 ms late (libev's epoll timeout is in whole milliseconds, and
+    # an idle vCPU takes a while to wake), so an arrival is spawned `lead_ms` early, sleeps
+    # until `spin_ms` before its time and spins the rest, yielding to the hub between checks.
+    lead_ms: float = 3.0
+    spin_ms: float = 1.5
 
     @property
     def offered_rps(self) -> float | None:

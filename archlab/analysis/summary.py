@@ -51,6 +51,7 @@ HDR_DIGITS = 3
 SATURATION_PERCENT = 90.0  # of one CPU, per load-generator process
 SATURATION_SHARE = 0.10  # share of samples above it that flags a run
 KEEPING_UP = 0.95  # a rate below this share of the offered rate fell behind (sent or served)
+ON_TIME_P99_MS = 0.1  # an open loop whose send lag p99 is above this was late: a flagged run
 DEFAULT_WINDOW_S = 10.0
 
 
@@ -217,6 +218,8 @@ def load_stats(records: Sequence[Record], load: dict[str, Any] | None, window_s:
         lags = [max(0.0, (r.start_time - r.intended_time) * 1000) for r in scheduled]  # type: ignore[operator]
         lag = latency_stats(lags) if any(lags) else latency_stats([0.0])
         out["send_lag_ms"] = {k: lag[k] for k in ("p50", "p99", "max")}
+        # the sender's own lateness is in every corrected latency: a late run says so
+        out["late_sender"] = bool(lag["p99"] > ON_TIME_P99_MS)
         out["scheduled_rps"] = round(len(scheduled) / window_s, 3) if window_s > 0 else 0.0
         offered = out["offered_rps"]
         # the generator kept up with its schedule (None: no single offered rate, e.g. a ramp)
@@ -670,8 +673,13 @@ def format_table(summary: dict[str, Any]) -> str:
         lag = load["send_lag_ms"]
         lines.append(
             f"open loop: offered {offered if offered is not None else 'ramp'} req/s, "
-            f"sent {load.get('scheduled_rps', 0):.1f}/s; send lag p99 {lag['p99']:.1f} ms, "
-            f"max {lag['max']:.1f} ms"
+            f"sent {load.get('scheduled_rps', 0):.1f}/s; send lag p50 {lag['p50']:.3f} ms, "
+            f"p99 {lag['p99']:.3f} ms, max {lag['max']:.1f} ms"
+            + (
+                f"  LATE SENDER: p99 above {ON_TIME_P99_MS} ms, corrected latency includes it"
+                if load.get("late_sender")
+                else ""
+            )
         )
     win_rows = (summary.get("windows") or {}).get("rows") or []
     if len(win_rows) > 1:
