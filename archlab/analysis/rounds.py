@@ -1,8 +1,12 @@
-"""A measure repeated over interleaved rounds: its median and range, and when two differ.
+"""A measure repeated over interleaved rounds: its median, its 95 % interval, and when two differ.
 
-The studies that repeat runs (the HTTP servers, the isolation remedies) run one round of every
-variant, then the next, so drift on a shared machine spreads over all of them; a difference is
-called only when the two sets of rounds do not overlap at all.
+Every repeated study (the headline scenarios of `archlab reproduce`, the HTTP servers, the
+isolation remedies) runs one round of every variant, then the next, so drift on a shared
+machine spreads over all of them. A number a figure or a reading quotes is the median over the
+rounds with a 95 % confidence interval of that median: a percentile bootstrap over the rounds
+(`scipy.stats.bootstrap`, a fixed seed so a figure redraws the same). Two measures are called
+different only when their intervals do not overlap; otherwise they are "not distinguishable at
+this N".
 """
 
 from __future__ import annotations
@@ -11,27 +15,70 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 0  # the bootstrap's resampling: fixed, so the same rounds give the same interval
+NOT_DISTINGUISHABLE = "not distinguishable at this N"
+
+
+def median_interval(values: Iterable[float]) -> tuple[float, float]:
+    """The CONFIDENCE bootstrap interval of the median of `values` (one value: itself)."""
+    data = np.asarray([float(v) for v in values], dtype=float)
+    if data.size == 0:
+        raise ValueError("no values")
+    if data.size == 1 or np.all(data == data[0]):
+        return float(data[0]), float(data[0])
+    res = stats.bootstrap(
+        (data,),
+        np.median,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(SEED),
+    )
+    ci = res.confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
 class Spread:
-    """A measure over rounds: median, min, max and how many rounds."""
+    """A measure over rounds: median, its interval (ci_low, ci_high), min, max, rounds."""
 
     median: float
     low: float
     high: float
     rounds: int
+    ci_low: float
+    ci_high: float
 
     @classmethod
     def of(cls, values: Iterable[float | None]) -> Spread | None:
         found = [float(v) for v in values if v is not None and not np.isnan(v)]
         if not found:
             return None
-        return cls(float(np.median(found)), min(found), max(found), len(found))
+        ci_low, ci_high = median_interval(found)
+        return cls(float(np.median(found)), min(found), max(found), len(found), ci_low, ci_high)
 
     def apart(self, other: Spread) -> bool | None:
-        """True when the two ranges do not overlap, False when they do; None when a side has
-        one round (no spread measured: nothing is judged)."""
+        """True when the two intervals do not overlap, False when they do; None when a side
+        has one round (no spread measured: nothing is judged)."""
         if self.rounds < 2 or other.rounds < 2:
             return None
-        return self.low > other.high or other.low > self.high
+        return self.ci_low > other.ci_high or other.ci_low > self.ci_high
+
+    def scaled(self, factor: float) -> Spread:
+        """The same spread in another unit (e.g. s -> ms)."""
+        return Spread(
+            self.median * factor, self.low * factor, self.high * factor, self.rounds,
+            self.ci_low * factor, self.ci_high * factor,
+        )  # fmt: skip
+
+    def text(self, fmt: str = "{:.1f}", unit: str = "") -> str:
+        """'12.3 ms [11.0, 14.2], n=5': the median, its interval and N, as captions quote it."""
+        u = f" {unit}" if unit else ""
+        if self.rounds < 2:
+            return f"{fmt.format(self.median)}{u} (n=1)"
+        lo, hi = fmt.format(self.ci_low), fmt.format(self.ci_high)
+        return f"{fmt.format(self.median)}{u} [{lo}, {hi}], n={self.rounds}"
