@@ -31,6 +31,8 @@ interrupted reproduction resumes where it stopped; a half-written run is moved t
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -94,7 +96,8 @@ class Scale:
     profile_s: int
     profile_rate: float  # open loop, requests/s, for the profiled run
     path_s: int  # each run of the migration path: steady and under each fault scenario
-    scaling: bool = True  # pinned ramps on 1 .. n-1 CPUs
+    reps: int = 1  # repetitions of every headline step (latency, scaling, faults), interleaved
+    scaling: bool = True  # ramps with the server on 1, 2, 4 ... CPUs (`scaling_cpus`)
     separate_profile_run: bool = True  # False: py-spy rides on the latency ramp (test only)
     hop_calls: int = 2000
     hop_rounds: int = 5  # `archlab bench hop`: every hop once per round
@@ -115,6 +118,7 @@ class Scale:
     # the HTTP server study: every variant of server_variants under every server, open loop at
     # server_rate for profile_s (the cost figure's per-request run length), round by round
     server_rounds: int = 3
+    server_s: int | None = None  # each server-study run (None: profile_s)
     server_variants: tuple[str, ...] = servers.VARIANTS
     server_rate: float = servers.RATE
     # the isolation remedies (archlab.analysis.remedies): per round, every scenario of
@@ -124,6 +128,7 @@ class Scale:
     remedy_scenarios: tuple[str, ...] = remedies.SCENARIOS
     remedy_designs: tuple[str, ...] = remedies.DESIGNS
     remedy_names: tuple[str, ...] = tuple(remedies.REMEDIES)
+    only_headline: bool = False  # True: the headline steps alone, no study, no benchmark
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,38 +172,64 @@ SCALES: dict[str, Scale] = {
         ),
         Scale(
             name="quick",
-            description="short runs on the small dataset, three faults, the migration path, "
-            "Python vs Rust engine, two rounds of the HTTP servers and of the bulkhead, "
-            "copy-on-write at 1 and 4 children: every figure in ~37 min on 2 CPUs",
+            description="three interleaved repetitions of the latency ramps, gc-pressure and "
+            "crash-orders on the small dataset, then one short round of every study: every "
+            "figure (the pinned scaling ramps aside: --scale scaling) in ~20 min on 2 CPUs",
             size="small",
-            ramp_steps=(1, 2, 4, 6, 8, 10),
-            ramp_step_s=4.0,
-            fault_scenarios=("gc-pressure", "crash-recommendations", "cpu-hog"),
-            fault_s=16,
-            gc_s=20,
-            profile_s=15,
+            reps=3,
+            ramp_steps=(1, 2, 4, 8),
+            ramp_step_s=3.0,
+            fault_scenarios=("gc-pressure", "crash-orders"),
+            fault_s=10,
+            gc_s=10,
+            profile_s=8,
             profile_rate=100.0,
-            path_s=10,
-            hop_calls=2000,
+            path_s=8,
+            scaling=False,
+            hop_calls=1000,
+            hop_rounds=3,
+            path_scenarios=(migration.CRASH,),
+            polyglot_scenarios=(polyglot.RAMP,),
             engine_sizes=("small",),
-            engine_rounds=3,
+            engine_rounds=2,
+            cow_designs=("monolith", "multiprocess"),
             cow_counts=(1, 4),  # the line's two ends
-            cow_settings=("as-is", "freeze"),
-            cow_s=15,
-            server_rounds=2,
-            remedy_rounds=2,
-            remedy_s=10,
-            remedy_scenarios=("gc-pressure", remedies.HEALTHY),
-            remedy_names=(remedies.NONE, "bulkhead"),  # the full scale's finding, repeated
+            cow_settings=("as-is",),
+            cow_s=10,
+            server_rounds=1,
+            remedy_rounds=1,
+            remedy_s=8,
+            remedy_scenarios=("gc-pressure",),
+            remedy_names=(remedies.NONE, "bulkhead"),  # the full scale's finding
+        ),
+        Scale(
+            name="scaling",
+            description="only the scaling study: latency ramps with the server on 1, 2, 4 ... "
+            "CPUs (as many as leave the generator a quarter as many) and on all of them, five "
+            "interleaved repetitions; on a 2-CPU machine the 1-CPU and the all-CPU points",
+            size="small",
+            reps=5,
+            ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
+            ramp_step_s=5.0,
+            fault_scenarios=(),
+            fault_s=0,
+            gc_s=0,
+            profile_s=0,
+            profile_rate=0.0,
+            path_s=0,
+            separate_profile_run=False,
+            only_headline=True,
         ),
         Scale(
             name="full",
-            description="the publication run: longer steps, every fault of the catalogue, the "
-            "migration path, Python vs Rust engine, three rounds of the HTTP servers and of the "
-            "isolation remedies, copy-on-write at 1-8 children: ~110 min on 2 CPUs",
+            description="the publication run: five interleaved repetitions of the latency and "
+            "scaling ramps, every fault of the catalogue, the HTTP servers and the isolation "
+            "remedies; the migration path, Python vs Rust engine, copy-on-write at 1-8 "
+            "children: ~150 min on 2 CPUs",
             size="small",
+            reps=5,
             ramp_steps=(1, 2, 4, 6, 8, 10, 12, 16),
-            ramp_step_s=8.0,
+            ramp_step_s=5.0,
             fault_scenarios=(
                 "gc-pressure",
                 "crash-recommendations",
@@ -207,12 +238,20 @@ SCALES: dict[str, Scale] = {
                 "leak-recommendations",
                 "slow-notifications",
             ),
-            fault_s=24,
-            gc_s=40,
+            fault_s=14,
+            gc_s=20,
             profile_s=20,
             profile_rate=100.0,
-            path_s=24,
+            path_s=16,
             hop_calls=5000,
+            server_rounds=5,
+            server_s=12,
+            remedy_rounds=5,
+            remedy_s=10,
+            # cpu isolation alone is "both" without the bulkhead: the pair shows what it adds
+            remedy_names=(remedies.NONE, "bulkhead", "both"),
+            cow_settings=("as-is", "freeze"),  # what the prefork servers do, and the remedy
+            cow_s=20,
         ),
     )
 }
@@ -227,6 +266,8 @@ class Step:
     plan: RunPlan
     expected_s: float
     cpus: int | None = None  # scaling: CPUs the server was pinned to (None = all, unpinned)
+    step: str = ""  # the step this run repeats (its tag without `-r<round>`)
+    round: int = 1  # which repetition
 
     def fingerprint(self) -> dict[str, Any]:
         """What makes two plans the same run (a resumed step must match it)."""
@@ -248,11 +289,51 @@ class Step:
         }
 
 
+GENERATOR_SHARE = 0.25  # a pinned ramp leaves the generator this share of the server's CPUs
+SCALING_KNOB = {"monolith": "workers", "multiprocess": "backends"}
+"""How each design uses more cores: the monolith as replicas of the whole process, the family
+with as many backends (its default is one per CPU it may use); the distributed variant as
+deployed (its knob `replicas` scales a service, not the design)."""
+
+
+def scaling_cpus(n_usable: int) -> tuple[list[int], list[int]]:
+    """The scaling study's pinned server CPU counts, 1, 2, 4 ..., each leaving the generator
+    at least one CPU and GENERATOR_SHARE of the server's; and the counts this machine cannot
+    pin so. All `n_usable` CPUs are measured too, unpinned (the latency ramp's placement)."""
+    run, skipped = [], []
+    n = 1
+    while n <= n_usable:
+        generator = max(1, math.ceil(n * GENERATOR_SHARE))
+        (run if n + generator <= n_usable else skipped).append(n)
+        n *= 2
+    return run, skipped
+
+
+def scaling_knobs(variant: str, n: int) -> dict[str, int]:
+    knob = SCALING_KNOB.get(variant)
+    return {knob: n} if knob else {}
+
+
+def round_tag(tag: str, round_no: int) -> str:
+    """A repeated step's run tag: `<step>-r<round>` (the studies' tags end the same way)."""
+    return f"{tag}-r{round_no}"
+
+
+def split_round(tag: str) -> tuple[str, int]:
+    """(step, round) of a run tag; a tag without a round is its own step, round 1."""
+    m = re.fullmatch(r"(.+)-r(\d+)", tag)
+    return (m[1], int(m[2])) if m else (tag, 1)
+
+
 def plan_steps(
     scale: Scale, cpus: Sequence[int] | None = None, *, native_engines: bool = True
 ) -> list[Step]:
     """The matrix of `scale` on a machine with `cpus` usable CPUs, in the order it runs
-    (without the Python-vs-Rust comparison when `native_engines` is False)."""
+    (without the Python-vs-Rust comparison when `native_engines` is False).
+
+    The headline steps (latency ramps, scaling ramps, fault scenarios) run `scale.reps`
+    times, round by round: every headline step once, then the next round, so drift on a
+    shared machine spreads over all variants instead of landing on one."""
     cpus = list(cpus if cpus is not None else usable_cpus())
     ramp_s = len(scale.ramp_steps) * scale.ramp_step_s
     steps: list[Step] = []
@@ -261,29 +342,47 @@ def plan_steps(
         tag: str, kinds: tuple[str, ...], seconds: float, n: int | None = None, **plan: Any
     ) -> None:
         run = RunPlan(size=scale.size, run_id=tag, **plan)
-        steps.append(Step(tag, kinds, run, seconds + scale.expected_overhead_s, n))
+        step, round_no = split_round(tag)
+        steps.append(Step(tag, kinds, run, seconds + scale.expected_overhead_s, n, step, round_no))
 
     ramp = {"scenario": "ramp", "steps": scale.ramp_steps, "step_s": scale.ramp_step_s}
-    along = not scale.separate_profile_run  # py-spy rides on the latency ramp
-    for variant in VARIANT_ORDER:
-        kinds = ("latency", "scaling", "profile") if along else ("latency", "scaling")
-        prof = ProfilePlan() if along else None
-        add(f"latency-{variant}", kinds, ramp_s, variant=variant, pin=False, profile=prof, **ramp)
-    if scale.scaling:
-        for n in range(1, len(cpus)):
+    along = not (scale.separate_profile_run or scale.only_headline)  # py-spy on the ramp
+    pinned, _ = scaling_cpus(len(cpus)) if scale.scaling else ([], [])
+    for r in range(1, scale.reps + 1):
+        for variant in VARIANT_ORDER:
+            # the all-CPU point of the scaling study, where the design's default is what it does
+            # with every CPU (the family's backends); the monolith's replicas run on their own
+            scales = scale.scaling and variant not in ("monolith",)
+            kinds = ("latency", "scaling") if scales else ("latency",)
+            kinds += ("profile",) if along else ()
+            prof = ProfilePlan() if along else None
+            add(
+                round_tag(f"latency-{variant}", r), kinds, ramp_s,
+                variant=variant, pin=False, profile=prof, **ramp,
+            )  # fmt: skip
+        if scale.scaling:
+            for n in pinned:
+                for variant in VARIANT_ORDER:
+                    add(
+                        round_tag(f"scaling-{variant}-{n}cpu", r), ("scaling",), ramp_s, n,
+                        variant=variant, sut_cpus=cpus[:n], gen_cpus=cpus[n:],
+                        knobs=scaling_knobs(variant, n), **ramp,
+                    )  # fmt: skip
+            n_all = len(cpus)
+            add(
+                round_tag(f"scaling-monolith-{n_all}cpu", r), ("scaling",), ramp_s,
+                variant="monolith", pin=False, knobs=scaling_knobs("monolith", n_all), **ramp,
+            )  # fmt: skip
+        for scenario in scale.fault_scenarios:
+            gc = scenario == "gc-pressure"
+            seconds = scale.gc_s if gc else scale.fault_s
             for variant in VARIANT_ORDER:
                 add(
-                    f"scaling-{variant}-{n}cpu", ("scaling",), ramp_s, n,
-                    variant=variant, sut_cpus=cpus[:n], gen_cpus=cpus[n:], **ramp,
+                    round_tag(f"{scenario}-{variant}", r), ("fault", "gc") if gc else ("fault",),
+                    seconds, variant=variant, scenario=scenario, duration_s=seconds, pin=False,
                 )  # fmt: skip
-    for scenario in scale.fault_scenarios:
-        gc = scenario == "gc-pressure"
-        seconds = scale.gc_s if gc else scale.fault_s
-        for variant in VARIANT_ORDER:
-            add(
-                f"{scenario}-{variant}", ("fault", "gc") if gc else ("fault",), seconds,
-                variant=variant, scenario=scenario, duration_s=seconds, pin=False,
-            )  # fmt: skip
+    if scale.only_headline:
+        return steps
     if scale.separate_profile_run:
         for variant in VARIANT_ORDER:
             add(
@@ -291,12 +390,13 @@ def plan_steps(
                 variant=variant, scenario="open", duration_s=scale.profile_s,
                 rate=scale.profile_rate, pin=False, profile=ProfilePlan(),
             )  # fmt: skip
+    server_s = scale.server_s or scale.profile_s
     for round_no in range(1, scale.server_rounds + 1):  # a round: every variant, every server
         for variant in scale.server_variants:
             for server in servers.server_order(round_no):
                 add(
-                    servers.tag(variant, server, round_no), (servers.KIND,), scale.profile_s,
-                    variant=variant, scenario="open", duration_s=scale.profile_s,
+                    servers.tag(variant, server, round_no), (servers.KIND,), server_s,
+                    variant=variant, scenario="open", duration_s=server_s,
                     rate=scale.server_rate, pin=False, knobs={servers.KNOB: server},
                 )  # fmt: skip
     for design in scale.cow_designs:  # one design's N and settings back to back
@@ -341,6 +441,35 @@ def plan_steps(
                 run.update(scenario=scenario, duration_s=seconds)
             add(polyglot.tag(scenario, engine), (polyglot.KIND,), seconds, **run)
     return steps
+
+
+def repetitions(steps: Sequence[Step]) -> dict[str, int]:
+    """How many times the matrix runs each step (a study's rounds count as repetitions)."""
+    counts: dict[str, int] = {}
+    for step in steps:
+        counts[step.step] = counts.get(step.step, 0) + 1
+    return counts
+
+
+def repetition_lines(steps: Sequence[Step], skipped_cpus: Sequence[int]) -> list[str]:
+    """'fault: 3 repetitions of each of 9 steps' per kind of run, for the run's output."""
+    counts = repetitions(steps)
+    kinds: dict[tuple[str, int], set[str]] = {}
+    for step in steps:
+        kinds.setdefault((step.kinds[0], counts[step.step]), set()).add(step.step)
+    lines = [
+        f"{kind}: {n} repetition{'s' if n > 1 else ''} of each of {len(names)} "
+        f"step{'s' if len(names) > 1 else ''}"
+        for (kind, n), names in kinds.items()
+    ]
+    if skipped_cpus:
+        lines.append(
+            "scaling: not run pinned to "
+            + ", ".join(str(n) for n in skipped_cpus)
+            + " CPUs (too few would be left for the generator); the all-CPU point is "
+            "unpinned, the generator sharing the CPUs"
+        )
+    return lines
 
 
 def default_out(scale: str) -> Path:
@@ -442,6 +571,8 @@ def reproduce(
                 "variant": s.plan.variant,
                 "scenario": s.plan.scenario,
                 "cpus": s.cpus,
+                "step": s.step or s.tag,
+                "round": s.round,
                 "plan": s.fingerprint(),
                 "run": f"{RUNS_DIR}/{s.tag}",
                 "status": "pending",
@@ -452,7 +583,7 @@ def reproduce(
     }
     entries = {e["tag"]: e for e in manifest["steps"]}
     hop_path = out / HOP
-    hop_done = hop_path.exists()
+    hop_done = hop_path.exists() or scale.only_headline
     hop_left = [] if hop_done else [HOP_S_PER_CALL * scale.hop_calls * scale.hop_rounds]
     todo = []
     for s in steps:
@@ -462,11 +593,16 @@ def reproduce(
         else:
             todo.append(s)
     total_expected = [s.expected_s for s in todo] + hop_left
+    manifest["repetitions"] = repetitions(steps)
+    _, skipped = scaling_cpus(len(usable_cpus())) if scale.scaling else ([], [])
+    manifest["scaling_skipped_cpus"] = skipped
     echo(
         f"reproduce --scale {scale.name}: {len(steps)} runs ({len(steps) - len(todo)} already "
         f"done) on {len(usable_cpus())} CPUs, size {scale.size}, about "
         f"{_mmss(sum(total_expected) + 60)} -> {out}"
     )
+    for line in repetition_lines(steps, skipped):
+        echo(f"  {line}")
     write_json(out / MANIFEST, manifest)
     progress = Progress()
     try:
@@ -503,7 +639,8 @@ def reproduce(
             echo(hop.format_table(report))
         manifest["hop"] = HOP
         engine_path = out / ENGINE_BENCH
-        if not engine_path.exists():  # without the Rust engine: `skipped`, with the reason
+        # without the Rust engine: `skipped`, with the reason
+        if not engine_path.exists() and not scale.only_headline:
             echo("=== the recommendation engines' model rebuild (archlab bench engine)")
             engines = engine_bench.measure(scale.engine_sizes, scale.engine_rounds, echo=echo)
             write_json(engine_path, engines)

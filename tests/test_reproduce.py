@@ -75,7 +75,7 @@ def test_every_step_of_the_matrix_ran_and_is_a_valid_run(reproduction: dict[str,
     tags = [s["tag"] for s in manifest["steps"]]
     assert tags == [s.tag for s in repro.plan_steps(repro.SCALES["test"])]
     for variant in ("monolith", "multiprocess", "distributed"):
-        assert f"latency-{variant}" in tags and f"gc-pressure-{variant}" in tags
+        assert f"latency-{variant}-r1" in tags and f"gc-pressure-{variant}-r1" in tags
     for placement in (PATH[0], PATH[-1]):
         assert {f"path-{placement}", f"path-{placement}-crash-recommendations"} <= set(tags)
     for step in manifest["steps"]:
@@ -95,7 +95,7 @@ def test_the_migration_path_runs_every_step_at_one_rate_steady_and_under_both_fa
     s = repro.SCALES[scale]
     steps = repro.plan_steps(s, [0, 1], native_engines=False)
     path = [st for st in steps if st.kinds == ("path",)]
-    scenarios = ("open", "crash-recommendations", "gc-pressure")
+    scenarios = ("open", *s.path_scenarios)
     assert [st.tag for st in path] == [
         f"path-{p}" if sc == "open" else f"path-{p}-{sc}" for sc in scenarios for p in PATH
     ]
@@ -124,7 +124,7 @@ def test_the_path_rate_is_at_or_below_every_reference_ramps_knee() -> None:
     rs = load_runset(REFERENCE)
     knees = {run.variant: ramp.knee(run) for run in rs.of("latency")}
     assert knees and all(k and k["offered_rps"] >= repro.PATH_RATE for k in knees.values())
-    assert min(k["offered_rps"] for k in knees.values() if k) == repro.PATH_RATE  # the slowest
+    assert min(k["offered_rps"] for k in knees.values() if k) >= repro.PATH_RATE  # the slowest
 
 
 def test_progress_shows_the_time_left_and_where_everything_is(
@@ -200,17 +200,17 @@ def test_a_second_reproduce_resumes_without_redoing_finished_runs(
 def test_an_unfinished_run_is_set_aside_and_done_again(
     reproduction: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = _copy_of(reproduction, tmp_path / "set", drop=("latency-monolith",))
-    victim = out / "runs" / "latency-monolith"
+    out = _copy_of(reproduction, tmp_path / "set", drop=("latency-monolith-r1",))
+    victim = out / "runs" / "latency-monolith-r1"
     victim.mkdir()
     (victim / "meta.json").write_text(json.dumps({"status": "interrupted"}))
     lines: list[str] = []
     outputs = repro.reproduce("test", out, render=False, echo=lines.append)
     assert outputs["failed"] == []
     assert [line for line in lines if line.startswith("=== [")][0].endswith(
-        "latency-monolith"
-    ) or any("latency-monolith" in line and "[1/1]" in line for line in lines)
-    assert (out / "runs" / ".partial" / "latency-monolith-1" / "meta.json").exists()
+        "latency-monolith-r1"
+    ) or any("latency-monolith-r1" in line and "[1/1]" in line for line in lines)
+    assert (out / "runs" / ".partial" / "latency-monolith-r1-1" / "meta.json").exists()
     meta = json.loads((victim / "meta.json").read_text())
     assert meta["status"] == "completed"
 
@@ -220,7 +220,7 @@ def test_ctrl_c_keeps_finished_runs_and_the_same_command_resumes(
 ) -> None:
     """A real SIGINT mid-matrix: exit 130, every run's processes stopped, the finished runs and
     the manifest kept; the same command then redoes only what had not finished."""
-    redo = ("scaling-monolith-1cpu", "scaling-distributed-1cpu")  # adjacent in the matrix
+    redo = ("scaling-multiprocess-1cpu-r1", "scaling-distributed-1cpu-r1")  # adjacent
     out = _copy_of(reproduction, tmp_path / "set", drop=redo)
     args = ["reproduce", "--scale", "test", "--out", str(out), "--no-render"]
     first_log = tmp_path / "first.log"
@@ -312,3 +312,55 @@ def test_an_unknown_scale_is_a_clear_error_under_either_flag_name(flag: str) -> 
         env={**os.environ},
     )
     assert proc.returncode == 2 and "invalid choice: 'huge'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("usable", "pinned", "skipped"),
+    [(2, [1], [2]), (4, [1, 2], [4]), (16, [1, 2, 4, 8], [16]), (64, [1, 2, 4, 8, 16, 32], [64])],
+)
+def test_the_scaling_study_pins_as_many_cores_as_leave_the_generator_its_share(
+    usable: int, pinned: list[int], skipped: list[int]
+) -> None:
+    assert repro.scaling_cpus(usable) == (pinned, skipped)
+    steps = repro.plan_steps(repro.SCALES["scaling"], list(range(usable)))
+    for st in steps:
+        if st.cpus is not None:
+            generator = st.plan.gen_cpus or []
+            assert st.cpus in pinned and len(generator) >= max(1, st.cpus // 4)
+            assert not set(generator) & set(st.plan.sut_cpus or [])
+
+
+def test_more_cores_mean_replicas_of_the_monolith_and_backends_of_the_family() -> None:
+    steps = repro.plan_steps(repro.SCALES["scaling"], list(range(16)))
+    for st in (s for s in steps if "scaling" in s.kinds):
+        n = st.cpus or 16
+        knobs = dict(st.plan.knobs)
+        if st.plan.variant == "monolith":
+            assert knobs == {"workers": n}, st.tag
+        elif st.plan.variant == "multiprocess":
+            assert knobs.get("backends", n) == n, st.tag  # its default: one per CPU it may use
+        else:
+            assert "workers" not in knobs and "backends" not in knobs
+
+
+@pytest.mark.parametrize(("scale", "reps"), [("quick", 3), ("full", 5), ("scaling", 5)])
+def test_every_headline_step_is_repeated_round_by_round(scale: str, reps: int) -> None:
+    """Each headline step (latency and scaling ramps, fault scenarios) runs `reps` times, and
+    round r + 1 starts only after every headline step has run r times (A B C A B C ...)."""
+    steps = repro.plan_steps(repro.SCALES[scale], [0, 1], native_engines=False)
+    headline = [s for s in steps if {"latency", "scaling", "fault"} & set(s.kinds)]
+    counts = repro.repetitions(headline)
+    assert counts and set(counts.values()) == {reps}
+    rounds = [s.round for s in headline]
+    assert rounds == sorted(rounds)
+    per_round = len(counts)
+    assert [s.step for s in headline[:per_round]] == [s.step for s in headline[-per_round:]]
+    assert all(s.tag == repro.round_tag(s.step, s.round) for s in headline)
+
+
+def test_the_output_says_how_many_repetitions_each_kind_of_run_had() -> None:
+    steps = repro.plan_steps(repro.SCALES["quick"], [0, 1], native_engines=False)
+    lines = repro.repetition_lines(steps, [2])
+    assert "latency: 3 repetitions of each of 3 steps" in lines
+    assert any(line.startswith("fault: 3 repetitions of each of ") for line in lines)
+    assert any("not run pinned to 2 CPUs" in line for line in lines)

@@ -65,6 +65,11 @@ class Run:
     path: Path
     kinds: tuple[str, ...] = ()
     cpus: int | None = None  # scaling: CPUs the server was pinned to; None = all, unpinned
+    step: str = ""  # the matrix step this run repeats (its tag without the round); "" = tag
+    round: int = 1  # which repetition of the step (1-based; interleaved with other steps)
+
+    def __post_init__(self) -> None:
+        self.step = self.step or self.tag
 
     @cached_property
     def meta(self) -> dict[str, Any]:
@@ -181,7 +186,19 @@ class RunSet:
             for r in self.runs.values()
             if kind in r.kinds and r.finished and (variant is None or r.variant == variant)
         ]
-        return sorted(found, key=lambda r: (_variant_rank(r.variant), r.cpus or 10**6, r.tag))
+        return sorted(found, key=lambda r: (_variant_rank(r.variant), r.cpus or 10**6, r.step, r.round))
+
+    def repeated(self, kind: str, variant: str | None = None) -> dict[str, list[Run]]:
+        """Finished runs of `kind` grouped by the step they repeat (in variant order), each
+        group in round order: what a median over repetitions is taken of."""
+        groups: dict[str, list[Run]] = {}
+        for run in self.of(kind, variant):
+            groups.setdefault(run.step, []).append(run)
+        return {step: sorted(runs, key=lambda r: r.round) for step, runs in groups.items()}
+
+    def first_round(self, kind: str, variant: str | None = None) -> list[Run]:
+        """One run per step of `kind` (its lowest round): for figures that draw one run."""
+        return [runs[0] for runs in self.repeated(kind, variant).values()]
 
     def variants(self) -> list[str]:
         seen = {r.variant for r in self.runs.values() if r.finished}
@@ -226,7 +243,12 @@ def load_runset(path: Path | str) -> RunSet:
         run_dir = path / step["run"]
         if (run_dir / META).exists():
             rs.runs[step["tag"]] = Run(
-                tag=step["tag"], path=run_dir, kinds=tuple(step["kinds"]), cpus=step.get("cpus")
+                tag=step["tag"],
+                path=run_dir,
+                kinds=tuple(step["kinds"]),
+                cpus=step.get("cpus"),
+                step=step.get("step", ""),
+                round=int(step.get("round", 1)),
             )
     return rs
 
