@@ -32,15 +32,14 @@ interrupted reproduction resumes where it stopped; a half-written run is moved t
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis import cow, migration, polyglot, remedies, servers
-from archlab.analysis.runset import VARIANT_ORDER
+from archlab.analysis import cow, migration, polyglot, readings, remedies, servers
+from archlab.analysis.runset import VARIANT_ORDER, load_runset, round_tag, split_round
 from archlab.bench import engine as engine_bench
 from archlab.bench import hop
 from archlab.host.machine import machine_info, usable_cpus
@@ -312,17 +311,6 @@ def scaling_cpus(n_usable: int) -> tuple[list[int], list[int]]:
 def scaling_knobs(variant: str, n: int) -> dict[str, int]:
     knob = SCALING_KNOB.get(variant)
     return {knob: n} if knob else {}
-
-
-def round_tag(tag: str, round_no: int) -> str:
-    """A repeated step's run tag: `<step>-r<round>` (the studies' tags end the same way)."""
-    return f"{tag}-r{round_no}"
-
-
-def split_round(tag: str) -> tuple[str, int]:
-    """(step, round) of a run tag; a tag without a round is its own step, round 1."""
-    m = re.fullmatch(r"(.+)-r(\d+)", tag)
-    return (m[1], int(m[2])) if m else (tag, 1)
 
 
 def plan_steps(
@@ -655,6 +643,7 @@ def reproduce(
     manifest["failed"] = failed
     manifest["finished_at"] = iso(utc_now())
     write_json(out / MANIFEST, manifest)
+    echo(f"=== headline readings -> {readings.write(load_runset(out))}")
     outputs: dict[str, Any] = {"run_set": str(out), "failed": failed}
     if render:
         outputs.update(render_outputs(out, figures_dir, notebooks_dir, echo=echo))
@@ -669,7 +658,6 @@ def render_outputs(
     run_set: Path, figures_dir: Path, notebooks_dir: Path, *, echo: Echo = print
 ) -> dict[str, Any]:
     """Every figure (PNG + SVG) and every notebook, executed, from one run set."""
-    from archlab.analysis.runset import load_runset
     from archlab.figures import notebooks, render_all
 
     echo(f"=== figures -> {figures_dir}")

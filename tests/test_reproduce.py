@@ -84,6 +84,11 @@ def test_every_step_of_the_matrix_ran_and_is_a_valid_run(reproduction: dict[str,
         assert validate_run(run_dir) == [], step["tag"]
     hop = json.loads((reproduction["out"] / "hop.json").read_text())
     assert set(hop["results"]["catalog.get"]) >= {"in-process", "IPC (Unix socket, msgpack)"}
+    found = json.loads((reproduction["out"] / "readings.json").read_text())["readings"]
+    names = {r["name"] for r in found}
+    for variant in VARIANT_ORDER:  # the test scale runs each headline step once
+        assert f"latency.{variant}.p99_ms@50rps" in names and f"gc.{variant}.others_ratio" in names
+    assert all(r["n"] >= 1 and r["ci_low"] <= r["median"] <= r["ci_high"] for r in found)
 
 
 @pytest.mark.parametrize("scale", ["quick", "full"])

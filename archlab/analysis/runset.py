@@ -8,6 +8,7 @@ gzipped (the committed reference keeps `requests.csv.gz`, ...): pandas reads bot
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -186,7 +187,9 @@ class RunSet:
             for r in self.runs.values()
             if kind in r.kinds and r.finished and (variant is None or r.variant == variant)
         ]
-        return sorted(found, key=lambda r: (_variant_rank(r.variant), r.cpus or 10**6, r.step, r.round))
+        return sorted(
+            found, key=lambda r: (_variant_rank(r.variant), r.cpus or 10**6, r.step, r.round)
+        )
 
     def repeated(self, kind: str, variant: str | None = None) -> dict[str, list[Run]]:
         """Finished runs of `kind` grouped by the step they repeat (in variant order), each
@@ -229,6 +232,17 @@ def in_order(df: pd.DataFrame, orders: Mapping[str, Sequence[str] | None]) -> pd
     return df.sort_values(keys).drop(columns=dropped).reset_index(drop=True)
 
 
+def round_tag(tag: str, round_no: int) -> str:
+    """A repeated step's run tag: `<step>-r<round>` (the studies' tags end the same way)."""
+    return f"{tag}-r{round_no}"
+
+
+def split_round(tag: str) -> tuple[str, int]:
+    """(step, round) of a run tag; a tag without a round is its own step, round 1."""
+    m = re.fullmatch(r"(.+)-r(\d+)", tag)
+    return (m[1], int(m[2])) if m else (tag, 1)
+
+
 def _variant_rank(variant: str) -> int:
     return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
 
@@ -242,13 +256,14 @@ def load_runset(path: Path | str) -> RunSet:
     for step in manifest.get("steps", []):
         run_dir = path / step["run"]
         if (run_dir / META).exists():
+            base, round_no = split_round(step["tag"])
             rs.runs[step["tag"]] = Run(
                 tag=step["tag"],
                 path=run_dir,
                 kinds=tuple(step["kinds"]),
                 cpus=step.get("cpus"),
-                step=step.get("step", ""),
-                round=int(step.get("round", 1)),
+                step=step.get("step", base),
+                round=int(step.get("round", round_no)),
             )
     return rs
 

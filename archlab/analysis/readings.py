@@ -1,0 +1,187 @@
+"""The headline numbers of a run set, each a median over repetitions with its 95 % interval.
+
+`readings.json` (written by `archlab reproduce` into the run set) is one list of readings:
+`name`, `median`, `ci_low`, `ci_high`, `n`, `unit`. The interval is `rounds.Spread`'s (a
+percentile bootstrap over the repetitions); `n` is how many repetitions it is taken over. The
+figures' captions, the notebooks' readings and the README gallery quote these numbers, so a
+figure and its text cannot disagree, and a reader can see where N is too small to rank.
+
+Each source below reads one part of the matrix over all its rounds; a name says what was
+measured, where, under which load: `<study>.<variant>.<measure>[@<where>]`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from archlab.analysis import ramp
+from archlab.analysis import remedies as rm
+from archlab.analysis import servers as sv
+from archlab.analysis.rounds import NOT_DISTINGUISHABLE, Spread
+from archlab.analysis.runset import RunSet
+from archlab.rundir import READINGS, read_json, write_json
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One headline number: a median over `n` repetitions and its 95 % interval."""
+
+    name: str
+    median: float
+    ci_low: float
+    ci_high: float
+    n: int
+    unit: str
+
+    @classmethod
+    def of(cls, name: str, values: Iterable[float | None], unit: str) -> Reading | None:
+        s = Spread.of(values)
+        if s is None:
+            return None
+        return cls(name, s.median, s.ci_low, s.ci_high, s.rounds, unit)
+
+    def text(self, fmt: str = "{:.1f}") -> str:
+        """'12.3 ms [11.0, 14.2], n=5', as captions quote it."""
+        unit = f" {self.unit}" if self.unit and self.unit != "ratio" else ""
+        if self.n < 2:
+            return f"{fmt.format(self.median)}{unit} (n=1)"
+        lo, hi = fmt.format(self.ci_low), fmt.format(self.ci_high)
+        return f"{fmt.format(self.median)}{unit} [{lo}, {hi}], n={self.n}"
+
+    def apart(self, other: Reading) -> bool | None:
+        """True when the two intervals do not overlap; None when a side has one repetition."""
+        if self.n < 2 or other.n < 2:
+            return None
+        return self.ci_low > other.ci_high or other.ci_low > self.ci_high
+
+
+def compare(a: Reading, b: Reading, fmt: str = "{:.1f}") -> str:
+    """'a is lower than b' only when the intervals are apart; else says N is too small."""
+    apart = a.apart(b)
+    if apart is None:
+        return "one repetition: not ranked"
+    if not apart:
+        return NOT_DISTINGUISHABLE
+    return "lower" if a.median < b.median else "higher"
+
+
+Source = Callable[[RunSet], list[Reading]]
+
+
+def _keep(found: Iterable[Reading | None]) -> list[Reading]:
+    return [r for r in found if r is not None]
+
+
+def latency(rs: RunSet) -> list[Reading]:
+    """Per variant and ramp step: p50 and p99 (corrected, all endpoints) and achieved rate."""
+    found: list[Reading | None] = []
+    for runs in rs.repeated("latency").values():
+        tables = [ramp.ramp_steps(r) for r in runs]
+        tables = [t for t in tables if not t.empty]
+        if not tables:
+            continue
+        variant = runs[0].variant
+        for offered in tables[0]["offered_rps"]:
+            rows = [t[t["offered_rps"] == offered] for t in tables]
+            rows = [r.iloc[0] for r in rows if not r.empty]
+            at = f"@{offered:g}rps"
+            found += [
+                Reading.of(f"latency.{variant}.p50_ms{at}", (r["p50_ms"] for r in rows), "ms"),
+                Reading.of(f"latency.{variant}.p99_ms{at}", (r["p99_ms"] for r in rows), "ms"),
+                Reading.of(
+                    f"latency.{variant}.achieved_rps{at}",
+                    (r["achieved_rps"] for r in rows),
+                    "req/s",
+                ),
+            ]
+    return _keep(found)
+
+
+def gc_stalls(rs: RunSet) -> list[Reading]:
+    """Per variant under gc-pressure: the other endpoints' p99 inside the engine's full
+    collections and outside them (`remedies.measures`: the same definition as the remedies)."""
+    found: list[Reading | None] = []
+    for runs in rs.repeated("gc").values():
+        variant = runs[0].variant
+        measured = [rm.measures(r, "gc-pressure") for r in runs]
+        for key, unit in (
+            ("others_p99_inside_ms", "ms"),
+            ("others_p99_outside_ms", "ms"),
+            ("others_ratio", "ratio"),
+        ):
+            found.append(Reading.of(f"gc.{variant}.{key}", (m.get(key) for m in measured), unit))
+    return _keep(found)
+
+
+def server_study(rs: RunSet) -> list[Reading]:
+    """Per variant and HTTP server: CPU ms per request, p50, p99 (over the study's rounds)."""
+    df = sv.runs_table(rs)
+    found: list[Reading | None] = []
+    units = {"cpu_ms_per_request": "ms", "p50_ms": "ms", "p99_ms": "ms", "achieved_rps": "req/s"}
+    for (variant, server), sel in df.groupby(["variant", "server"], sort=False) if len(df) else ():
+        for measure in sv.MEASURES:
+            found.append(
+                Reading.of(f"server.{variant}.{measure}@{server}", sel[measure], units[measure])
+            )
+    return _keep(found)
+
+
+def remedy_study(rs: RunSet) -> list[Reading]:
+    """Per scenario, design and remedy: the others' p99 inside the disturbance, and the ratio."""
+    df = rm.runs_table(rs)
+    found: list[Reading | None] = []
+    if df.empty:
+        return []
+    for (scenario, design, remedy), sel in df.groupby(["scenario", "design", "remedy"], sort=False):
+        at = f"@{scenario}"
+        found += [
+            Reading.of(
+                f"remedy.{design}.{remedy}.others_p99_inside_ms{at}",
+                sel["others_p99_inside_ms"],
+                "ms",
+            ),
+            Reading.of(f"remedy.{design}.{remedy}.others_ratio{at}", sel["others_ratio"], "ratio"),
+        ]
+    return _keep(found)
+
+
+def hop(rs: RunSet) -> list[Reading]:
+    """`archlab bench hop`: each call's p50 per transport, over its rounds."""
+    report = rs.hop or {}
+    found: list[Reading | None] = []
+    for call, transports in (report.get("results") or {}).items():
+        for transport, stats in transports.items():
+            rounds = stats.get("p50_us_rounds") if isinstance(stats, dict) else None
+            if rounds:
+                found.append(Reading.of(f"hop.{call}.p50_us@{transport}", rounds, "us"))
+    return _keep(found)
+
+
+SOURCES: tuple[Source, ...] = (latency, gc_stalls, server_study, remedy_study, hop)
+
+
+def collect(rs: RunSet) -> list[Reading]:
+    return [reading for source in SOURCES for reading in source(rs)]
+
+
+def write(rs: RunSet, path: Path | None = None) -> Path:
+    """readings.json of the run set (default: in its folder)."""
+    path = path or rs.path / READINGS
+    write_json(path, {"readings": [asdict(r) for r in collect(rs)]})
+    return path
+
+
+def load(rs: RunSet) -> dict[str, Reading]:
+    """The run set's readings by name: from readings.json, else computed now."""
+    data: Any = read_json(rs.path / READINGS)
+    if data is None:
+        return {r.name: r for r in collect(rs)}
+    return {r["name"]: Reading(**r) for r in data.get("readings", [])}
+
+
+def dumps(readings: Iterable[Reading]) -> str:
+    return json.dumps([asdict(r) for r in readings], indent=2)
