@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab.analysis import gcwindows
+from archlab.analysis import gcwindows, readings
 from archlab.analysis import remedies as rm
 from archlab.analysis.gcwindows import (
     FULL_GENERATION,
@@ -95,7 +95,9 @@ def attribute_slow(
 
 
 def _runs(rs: RunSet) -> list[Run]:
-    return [r for r in rs.of(KIND) if not r.requests.empty and not r.gc.empty]
+    """One gc-pressure run per variant (the first repetition): the per-request detail of one
+    run is drawn; the numbers over every repetition are the reading's (`readings.gc_stalls`)."""
+    return [r for r in rs.first_round(KIND) if not r.requests.empty and not r.gc.empty]
 
 
 def inside_outside_table(rs: RunSet) -> pd.DataFrame:
@@ -343,7 +345,11 @@ def reading(rs: RunSet) -> str:
             "No gc-pressure runs with GC telemetry in this run set: nothing to read here.\n"
             + _remedies(rs)
         )
-    lines = ["**Largest full collection (generation 2) per variant and role:**", ""]
+    lines = _over_repetitions(rs)
+    lines += [
+        "**Largest full collection (generation 2) per variant and role (first repetition):**",
+        "",
+    ]
     for variant, group in big.groupby("variant", sort=False):
         full = group[group["full_collections"] > 0].sort_values("max_full_ms", ascending=False)
         parts = [
@@ -392,6 +398,30 @@ def reading(rs: RunSet) -> str:
             )
     lines.append(_remedies(rs))
     return "\n".join(lines)
+
+
+def _over_repetitions(rs: RunSet) -> list[str]:
+    """The other endpoints' p99 inside the engine's full collections, per variant: the median
+    over the repetitions with its interval (readings.json's `gc.*`)."""
+    found = {r.name: r for r in readings.gc_stalls(rs)}
+    lines = ["**The other endpoints' p99 inside the engine's full collections, over repetitions "
+             "(median [95 % interval], n):**", ""]  # fmt: skip
+    inside: dict[str, readings.Reading] = {}
+    for variant in VARIANT_ORDER:
+        got = found.get(f"gc.{variant}.others_p99_inside_ms")
+        out = found.get(f"gc.{variant}.others_p99_outside_ms")
+        if got is None:
+            continue
+        inside[variant] = got
+        lines.append(
+            f"- {variant}: {got.text('{:.0f}')} inside; "
+            + (f"{out.text('{:.0f}')} outside" if out else "none outside")
+        )
+    if "monolith" in inside:
+        for variant in [v for v in inside if v != "monolith"]:
+            verdict = readings.compare(inside[variant], inside["monolith"])
+            lines.append(f"- {variant} against the monolith: {verdict}")
+    return [*lines, ""] if inside else []
 
 
 def _remedies(rs: RunSet) -> str:
