@@ -19,6 +19,7 @@ from archlab.rundir import (
     LEDGER,
     LOCUST_HTML,
     MANIFEST,
+    META,
     PARTIAL_DIR,
     PROCESSES,
     PROFILE_DIR,
@@ -29,6 +30,7 @@ from archlab.rundir import (
     TELEMETRY_DIR,
     read_json,
     results_root,
+    write_json,
 )
 
 COMPRESS = (REQUESTS, GC, PROCESSES, LEDGER, f"{PROFILE_DIR}/{SPEEDSCOPE}")
@@ -43,8 +45,40 @@ def gzip_file(path: Path) -> Path:
     return target
 
 
+class ProvenanceError(ValueError):
+    """The run set was not made by one clean commit: nobody could rebuild exactly what made it."""
+
+
+def provenance(run_set: Path) -> dict[str, Any]:
+    """The one commit every run of `run_set` was made from, and that its tree was clean.
+
+    Raises ProvenanceError when runs name different commits, a dirty tree, or no commit."""
+    commits: dict[tuple[str | None, bool | None], list[str]] = {}
+    for meta_path in sorted((run_set / RUNS_DIR).glob(f"*/{META}")):
+        git = (read_json(meta_path) or {}).get("git") or {}
+        commits.setdefault((git.get("commit"), git.get("dirty")), []).append(meta_path.parent.name)
+    if not commits:
+        raise ProvenanceError(f"{run_set} has no runs")
+    if len(commits) > 1:
+        found = ", ".join(
+            f"{(c or '?')[:10]}{' (dirty)' if d else ''}: {len(runs)} runs"
+            for (c, d), runs in commits.items()
+        )
+        raise ProvenanceError(f"{run_set} was made from more than one commit ({found})")
+    (commit, dirty), runs = next(iter(commits.items()))
+    if commit is None:
+        raise ProvenanceError(f"{run_set}: its runs record no git commit")
+    if dirty is not False:
+        raise ProvenanceError(
+            f"{run_set} was made from {commit[:10]} with uncommitted changes: reproduce it "
+            "from a clean checkout (e.g. a `git worktree` at that commit)"
+        )
+    return {"commit": commit, "dirty": False, "runs": len(runs)}
+
+
 def make_reference(src: Path, dest: Path | None = None) -> Path:
-    """Copy run set `src` to `dest` (default results/reference), slimmed, with figures."""
+    """Copy run set `src` to `dest` (default results/reference), slimmed, with figures; only
+    a complete run set made from one clean commit (`provenance`), which its manifest names."""
     from archlab.analysis.runset import load_runset
     from archlab.figures import render_all
     from archlab.figures.notebooks import publish_html
@@ -53,16 +87,19 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
     manifest = read_json(src / MANIFEST) or {}
     if not manifest.get("complete"):
         raise ValueError(f"{src} is not a complete run set ({MANIFEST}: complete=false)")
+    made_from = provenance(src)
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*LEAVE_OUT))
+    write_json(dest / MANIFEST, {**manifest, "made_from": made_from})
     for run in sorted((dest / RUNS_DIR).iterdir()):
         for name in COMPRESS:
             if (run / name).exists():
                 gzip_file(run / name)
     figures = render_all(load_runset(dest), dest / "figures")
     publish_html(dest, dest / "notebooks")
-    (dest / "README.md").write_text(describe(manifest, [p.name for p in figures]))
+    described = {**manifest, "made_from": made_from}
+    (dest / "README.md").write_text(describe(described, [p.name for p in figures]))
     return dest
 
 
@@ -84,6 +121,8 @@ def describe(manifest: dict[str, Any], figures: list[str]) -> str:
         f"{scale['ramp_step_s']:g} s; fault runs {scale['fault_s']} s "
         f"({', '.join(scale['fault_scenarios'])})",
         f"- runs: {len(manifest['steps'])} (`manifest.json` lists each with its plan and status)",
+        f"- made from commit `{(manifest.get('made_from') or {}).get('commit', '?')}`, a clean "
+        "tree (every run's `meta.json` names it)",
         "",
         "Figures (`figures/`, drawn from these runs by `archlab figures results/reference`):",
         "",
