@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from archlab import cli
-from archlab.analysis import blast
+from archlab.analysis import blast, summary
 from archlab.analysis.records import RECORD_COLUMNS, Record
 
 T0 = 1_800_000_000.0
@@ -196,3 +196,32 @@ def test_the_lifecycle_follows_the_killed_pids_under_another_name() -> None:
         {"time": T0 + 4.0, "event": "ready", "role": "monolith-process", "pid": 13},
     ]
     assert blast.lifecycle_times(fault, lifecycle) == pytest.approx((0.5, 4.0))
+
+
+def _held_back(records: list[Record], held: tuple[float, float]) -> list[Record]:
+    """The records as an open loop writes them (intended = sent), except that the requests
+    scheduled in `held` (s after T0) left only at its end, all at once, and were answered."""
+    out = []
+    for r in records:
+        offset = r.start_time - T0
+        if held[0] <= offset < held[1]:
+            late = T0 + held[1] + (offset - held[0]) / 1000
+            out.append(Record(late, r.endpoint, 2.0, 200, "", r.start_time))
+        else:
+            out.append(r._replace(intended_time=r.start_time))
+    return out
+
+
+def test_an_open_loops_requests_count_in_the_second_they_were_scheduled() -> None:
+    """A sender held up for 3 s sends that backlog at once when it is freed: by its send time
+    the three seconds would be empty (skipped) and the fourth would carry their wait; by the
+    schedule the wait falls in the seconds it happened in, and the recovery is at 3 s."""
+    records = _held_back(synthetic(), held=(10.0, 13.0))
+    fault = blast.Fault("slow", "recommendations", "recommendations", T0 + 10.0, T0 + 13.0)
+    rows = by_endpoint(blast.blast(records, [fault], warmup_s=2.0))
+    for row in rows.values():
+        assert row.during.count == 3 * RATE  # scheduled in the window, sent after it
+        assert row.during.p99_ms is not None and row.during.p99_ms > 2900  # from the schedule
+        assert row.recovery_s == pytest.approx(3.0)
+    bucket = blast.Tolerance().bucket_s
+    assert bucket == summary.BUCKET_S  # one owner of the bucket width

@@ -5,8 +5,9 @@ test here); the blast radius is computed from the run's own records (archlab/ana
 The monolith hosts everything in one process, so every endpoint fails from the kill until the
 restart; multiprocess and distributed isolate the recommendations, so the endpoints that do not
 need them keep an error rate near zero and the recommendations page degrades (a 200 without the
-engine) instead of failing. If a measurement one day shows otherwise, a test fails: the claim is
-what is tested.
+engine) instead of failing. The scenario is an open loop with a client timeout, so every
+request of the downtime is sent on schedule and ends as an error or an answer within the
+timeout. If a measurement one day shows otherwise, a test fails: the claim is what is tested.
 """
 
 from __future__ import annotations

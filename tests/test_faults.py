@@ -72,6 +72,9 @@ def test_catalogue_has_the_fault_scenarios() -> None:
         "slow-notifications",
     ):
         assert scenarios.get_scenario(name).faults, name
+        # and its closed-loop form, for comparison (tests/test_open_loop_faults.py)
+        twin = scenarios.get_scenario(name + scenarios.CLOSED_SUFFIX)
+        assert twin.faults == scenarios.get_scenario(name).faults, name
 
 
 @pytest.fixture

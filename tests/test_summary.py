@@ -10,9 +10,11 @@ import pytest
 from archlab.analysis.records import Record, is_error, read_records
 from archlab.analysis.summary import (
     ALL,
+    empty_buckets,
     format_table,
     latency_stats,
     load_stats,
+    scheduled_at,
     summarize,
     summarize_cpu,
 )
@@ -269,3 +271,64 @@ def test_a_raw_file_reads_the_same_by_its_name_or_by_its_gzipped_copy(tmp_path: 
     for path in (plain, found):
         with open_stored(path) as fh:
             assert fh.read().splitlines() == ["time,pid", "1.0,7"]
+
+
+# --- seconds in which the load fell silent -------------------------------------------------
+
+
+def _open_loop(seconds: int, rate: int = 10, silent: tuple[float, float] = (0, 0)) -> list[Record]:
+    """An open loop's records: `rate` per second, none scheduled in `silent` (s after 1000)."""
+    return [
+        Record(1000 + i / rate + 0.0001, "/a", 2.0, 200, "", 1000 + i / rate)
+        for i in range(seconds * rate)
+        if not silent[0] <= i / rate < silent[1]
+    ]
+
+
+def _summarized(tmp_path: Path, records: list[Record], load: dict[str, object]) -> dict:
+    import json
+
+    from archlab.analysis.summary import summarize_run
+    from archlab.rundir import RECORD_COLUMNS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"load": load}))
+    rows = "".join(
+        f"{r.start_time:.6f},{r.endpoint},{r.latency_ms},{r.status},{r.error},"
+        f"{'' if r.intended_time is None else f'{r.intended_time:.6f}'}\n"
+        for r in records
+    )
+    (run / "requests.csv").write_text(",".join(RECORD_COLUMNS) + "\n" + rows)
+    return summarize_run(run)
+
+
+def test_empty_buckets_are_the_whole_seconds_without_a_scheduled_request() -> None:
+    records = _open_loop(10, silent=(4.0, 6.5))
+    assert empty_buckets(records, start=1000.0) == [4.0, 5.0]  # 6.5 s is in the bucket of 6
+    assert empty_buckets(_open_loop(10), start=1000.0) == []
+    assert empty_buckets([], start=1000.0) == []
+
+
+def test_an_open_loop_is_bucketed_by_its_schedule_not_by_when_it_sent() -> None:
+    """Requests held up for two seconds and sent at once were still scheduled in those
+    seconds: no bucket is empty. Without a schedule (closed loop) the same sends leave two."""
+    held = [r._replace(start_time=max(r.start_time, 1006.0)) for r in _open_loop(10)]
+    assert empty_buckets(held, start=1000.0) == []
+    closed = [r._replace(intended_time=None) for r in held]
+    assert scheduled_at(closed[45]) == 1006.0 and scheduled_at(held[45]) == 1004.5
+    assert empty_buckets(closed, start=1000.0) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_the_summary_flags_an_open_loop_with_a_silent_second(tmp_path: Path) -> None:
+    load = {"loop": "open", "offered_rps": 10.0}
+    summary = _summarized(tmp_path, _open_loop(10, silent=(4.0, 6.5)), load)
+    empty = summary["load"]["empty_buckets"]
+    assert empty == {"count": 2, "offsets_s": [4.0, 5.0], "width_s": 1.0, "by": "intended_time"}
+    assert "EMPTY BUCKETS: 2 1 s bucket(s) held no request" in format_table(summary)
+
+
+def test_the_summary_of_a_full_run_flags_nothing(tmp_path: Path) -> None:
+    summary = _summarized(tmp_path, _open_loop(10), {"loop": "open", "offered_rps": 10.0})
+    assert summary["load"]["empty_buckets"]["count"] == 0
+    assert "EMPTY BUCKETS" not in format_table(summary)

@@ -4,8 +4,9 @@ Works as-is for a person (`locust -f workloads/locustfile.py --host http://127.0
 web UI, no environment variables). The harness sets (names: `workloads/scenarios.py`):
 
 - ARCHLAB_LOAD: the resolved load (`workloads.scenarios.LoadSpec` as JSON): closed or open
-  loop, task weights, think time, arrival rate, ramp steps. Without it, ARCHLAB_SCENARIO
-  (a name from `workloads/scenarios.py`, default "steady") is used with its defaults.
+  loop, task weights, think time, arrival rate, ramp steps, client timeout. Without it,
+  ARCHLAB_SCENARIO (a name from `workloads/scenarios.py`, default "steady") is used with its
+  defaults.
 - ARCHLAB_SEED: seeds each user's random choices (the traffic mix, not the timing).
 
 This file holds the shoppers only. Whoever records the requests listens to locust's request
@@ -105,9 +106,16 @@ def _json(resp: Any) -> Any:
 
 
 class _ShopUser(FastHttpUser):
-    """The shopper's actions; the subclasses decide when they happen."""
+    """The shopper's actions; the subclasses decide when they happen.
+
+    A request that gets no connection or no answer within the load's `timeout_s` fails (status
+    0, the timeout in its error): in an outage the open loop's requests end as errors instead of
+    waiting in a restarting server's listen backlog.
+    """
 
     abstract = True
+    network_timeout = LOAD.timeout_s
+    connection_timeout = LOAD.timeout_s
 
     def on_start(self) -> None:
         global _user_counter
@@ -194,6 +202,8 @@ class OpenLoopShopper(_ShopUser):
     Each arrival runs in its own greenlet and records its intended start. When `max_in_flight`
     requests are outstanding the schedule waits, but the intended times keep their pace, so the
     backlog shows up in the corrected latency instead of disappearing (coordinated omission).
+    A load with a short client timeout has a pool larger than its rate x timeout
+    (`resolve_load`), so its schedule never waits.
     """
 
     abstract = LOAD.loop != "open"

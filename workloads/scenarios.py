@@ -16,6 +16,12 @@ Load shapes (`loop` and `steps`):
 - step ramp (`steps`): a locust LoadTestShape holds `steps[i]` users for `step_s` seconds each;
   with the open loop that is a staircase of arrival rates, to find the knee of the latency curve.
 
+A scenario may set a client timeout (`timeout_s`, locust's 60 s otherwise). The fault scenarios
+are open loops at `FAULT_RATE` with `FAULT_TIMEOUT_S`: during an outage every intended request is
+sent on time and ends as an error or a late answer, none waits unseen in a closed loop's stalled
+users (coordinated omission: the seconds after a kill would hold no request at all). Their
+closed-loop forms stay available as `<name>-closed` (`closed_twin`), for comparison.
+
 The harness resolves a scenario plus command-line overrides into a `LoadSpec` and hands it to
 the locustfile as JSON in `ARCHLAB_LOAD`. A scenario's `shop` is the domain's configuration the
 variant is started with (`ShopConfig`, passed by `variants/cli.py` as command-line flags).
@@ -26,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -46,6 +52,10 @@ ENV_SEED = "ARCHLAB_SEED"  # seeds each user's random choices (the traffic mix, 
 # What a shopper adds to a request's locust `context`, for whoever listens to request events.
 CONTEXT_INTENDED = "intended_time"  # open loop: when the schedule wanted it sent (epoch s)
 CONTEXT_ACKNOWLEDGED = "acknowledged"  # an order answered 201: (idempotency key, order id)
+LOCUST_TIMEOUT_S = 60.0  # FastHttpUser's network and connection timeouts, unless a load sets one
+# a load with its own timeout gets a pool of at least margin x rate x timeout per stream: every
+# request of an outage times out before the pool could fill, so the schedule never waits on it
+IN_FLIGHT_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,12 @@ class FaultSpec:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One load shape. `wait_time` is the think time range in seconds between a user's tasks."""
+    """One load shape. `wait_time` is the think time range in seconds between a user's tasks.
+
+    `timeout_s`: the client's timeout per request (connect, and each read), so that an outage
+    turns into errors within it; None keeps locust's `LOCUST_TIMEOUT_S`, and an open loop's
+    `max_in_flight` as given (the schedule waits when the pool is full).
+    """
 
     name: str
     description: str
@@ -89,6 +104,7 @@ class Scenario:
     steps: tuple[int, ...] = ()  # step ramp: users during each step; () = constant `users`
     step_s: float = 10.0
     max_in_flight: int = 100  # open loop: outstanding requests per user, then it waits
+    timeout_s: float | None = None
     faults: tuple[FaultSpec, ...] = ()  # the fault plan (archlab/run/fault_schedule.py)
     shop: ShopConfig = field(default_factory=ShopConfig)  # the domain's knobs for the variant
 
@@ -107,6 +123,8 @@ class Scenario:
             raise ValueError(f"scenario {self.name}: an open loop needs rate_per_user > 0")
         if any(s < 1 for s in self.steps) or self.step_s <= 0 or self.max_in_flight < 1:
             raise ValueError(f"scenario {self.name}: bad steps/step_s/max_in_flight")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"scenario {self.name}: timeout_s must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready parameters, for meta.json."""
@@ -139,6 +157,7 @@ class LoadSpec:
     # until `spin_ms` before its time and spins the rest, yielding to the hub between checks.
     lead_ms: float = 3.0
     spin_ms: float = 1.5
+    timeout_s: float = LOCUST_TIMEOUT_S  # the client's connect and read timeout per request
 
     @property
     def offered_rps(self) -> float | None:
@@ -201,7 +220,9 @@ def resolve_load(
     one). An open-loop scenario without `rate` keeps its total rate (users x rate_per_user)
     spread over at least one stream per generator process. `steps` (users per step) and
     `step_s` replace the scenario's ramp: a closed-loop scenario ramps users, an open-loop one
-    arrival streams of `rate_per_user` each.
+    arrival streams of `rate_per_user` each. A scenario with a client timeout keeps it under
+    every override, and an open loop's pool then holds at least IN_FLIGHT_MARGIN x a stream's
+    rate x the timeout (unless `max_in_flight` is given).
     """
     steps = tuple(steps) if steps is not None else scenario.steps
     step_s = step_s if step_s is not None else scenario.step_s
@@ -227,6 +248,11 @@ def resolve_load(
         per_user = total / streams
     if steps:
         streams = steps[0]
+    if max_in_flight is None:
+        max_in_flight = scenario.max_in_flight
+        if loop == "open" and scenario.timeout_s is not None:
+            needed = math.ceil(IN_FLIGHT_MARGIN * per_user * scenario.timeout_s)
+            max_in_flight = max(max_in_flight, needed)
     return LoadSpec(
         scenario=scenario.name,
         loop=loop,
@@ -237,7 +263,8 @@ def resolve_load(
         rate_per_user=per_user,
         steps=steps,
         step_s=step_s,
-        max_in_flight=max_in_flight if max_in_flight is not None else scenario.max_in_flight,
+        max_in_flight=max_in_flight,
+        timeout_s=scenario.timeout_s if scenario.timeout_s is not None else LOCUST_TIMEOUT_S,
     )
 
 
@@ -310,10 +337,42 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
+# requests/s: what remedies and the migration path run these at (the closed twin offers ~150/s
+# to a healthy shop on 2 CPUs; its rate falls with the server, this one does not)
+FAULT_RATE = 100.0
+FAULT_TIMEOUT_S = 2.0  # a request of an outage is an error within this, not a silent wait
+CLOSED_SUFFIX = "-closed"
 _FAULTY = dict(
-    weights=STEADY_MIX, users=20, spawn_rate=10.0, wait_time=(0.05, 0.2)
-)  # steady-like load, a little busier, so every endpoint has requests in every second
-for _scenario in (
+    weights=STEADY_MIX,
+    users=1,
+    spawn_rate=10.0,
+    wait_time=(0.0, 0.0),
+    loop="open",
+    rate_per_user=FAULT_RATE,
+    timeout_s=FAULT_TIMEOUT_S,
+)  # every endpoint has requests in every second, outage or not
+_FAULTY_CLOSED = dict(
+    users=20,
+    spawn_rate=10.0,
+    wait_time=(0.05, 0.2),
+    loop="closed",
+    rate_per_user=0.0,
+    timeout_s=None,
+)  # steady-like, a little busier: the fault scenarios before they were open loops
+
+
+def closed_twin(scenario: Scenario) -> Scenario:
+    """The scenario's faults and shop under the closed loop the fault scenarios used to have:
+    its users stall with the server, so an outage shows fewer requests rather than errors."""
+    return replace(
+        scenario,
+        name=scenario.name + CLOSED_SUFFIX,
+        description=f"{scenario.description}; closed loop of 20 users (think 0.05-0.2 s)",
+        **_FAULTY_CLOSED,  # type: ignore[arg-type]
+    )
+
+
+_FAULT_PLANS = (
     Scenario(
         name="gc-pressure",
         description=(
@@ -367,8 +426,17 @@ for _scenario in (
         ),
         **_FAULTY,  # type: ignore[arg-type]
     ),
-):
-    SCENARIOS[_scenario.name] = _scenario
+)
+FAULT_SCENARIOS = tuple(s.name for s in _FAULT_PLANS)  # open loop; each has a closed twin
+for _plan in _FAULT_PLANS:
+    SCENARIOS[_plan.name] = replace(
+        _plan,
+        description=(
+            f"{_plan.description}; open loop at {FAULT_RATE:g} requests/s, "
+            f"{FAULT_TIMEOUT_S:g} s client timeout"
+        ),
+    )
+    SCENARIOS[_plan.name + CLOSED_SUFFIX] = closed_twin(_plan)
 
 
 def get_scenario(name: str) -> Scenario:

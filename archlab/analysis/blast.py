@@ -17,7 +17,8 @@ run's own baseline:
 - **p99**: nearest-rank 99th percentile of the latency from the intended start
   (`Record.corrected_ms`: the observed latency for closed-loop load).
 - **recovery**: the first moment after the fault starts from which `consecutive` buckets of
-  `bucket_s` (aligned on the fault's start; empty buckets are skipped, they neither break nor
+  `bucket_s` (aligned on the fault's start; a request is in the bucket of its intended start
+  in an open loop, of its start otherwise; empty buckets are skipped, they neither break nor
   extend a streak) are each within the tolerance: error rate <= baseline + `error_pp`, and p99
   <= max(`p99_factor` x baseline p99, baseline p99 + `p99_slack_ms`). `recovery_s` is that
   bucket's start minus the fault's start (0: the endpoint never noticed; precision: one
@@ -26,6 +27,9 @@ run's own baseline:
   next `start`/`restart` event (`restart_s`) and next `ready` event (`ready_s`); the roles
   followed are the fault's role and component and the role under which the log records the
   death of one of the fault's pids.
+
+A request's time is `summary.scheduled_at`: its intended start in an open loop (when the load
+meant it to leave, whatever held the sender up), its start otherwise.
 
 Everything here is a pure function over records and faults, so the tests use synthetic data;
 `blast_run(run_dir)` reads a run directory, `archlab blast RUN...` prints the matrix.
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.analysis.records import Record, is_error, read_records
+from archlab.analysis.summary import BUCKET_S, scheduled_at
 from archlab.rundir import FAULTS, LIFECYCLE, REQUESTS, read_jsonl, read_meta, warmup_of
 
 SETUP_ENDPOINT = "/products (setup)"
@@ -62,7 +67,7 @@ class Tolerance:
     error_pp: float = 0.01  # error rate <= baseline + 1 percentage point
     p99_factor: float = 2.0  # p99 <= max(2 x baseline p99, baseline p99 + 20 ms)
     p99_slack_ms: float = 20.0
-    bucket_s: float = 1.0
+    bucket_s: float = BUCKET_S
     consecutive: int = 3
     max_window_s: float = 30.0  # a crash's window ends at the latest this long after the kill
 
@@ -184,8 +189,8 @@ def recovery_time(
     """
     buckets: dict[int, list[Record]] = defaultdict(list)
     for r in records:
-        if r.start_time >= start:
-            buckets[int((r.start_time - start) // tol.bucket_s)].append(r)
+        if scheduled_at(r) >= start:
+            buckets[int((scheduled_at(r) - start) // tol.bucket_s)].append(r)
     streak_start: int | None = None
     streak = 0
     for index in sorted(buckets):
@@ -249,14 +254,15 @@ def baselines(
     spans = [(f.start, f.end if f.end is not None else f.start + tol.max_window_s) for f in faults]
     out = {}
     for endpoint, recs in by_endpoint.items():
-        before = [r for r in recs if measured_from <= r.start_time < first_fault]
+        before = [r for r in recs if measured_from <= scheduled_at(r) < first_fault]
         if before:
             out[endpoint] = (stats(before), "pre-fault")
             continue
         outside = [
             r
             for r in recs
-            if r.start_time >= measured_from and not any(a <= r.start_time <= b for a, b in spans)
+            if scheduled_at(r) >= measured_from
+            and not any(a <= scheduled_at(r) <= b for a, b in spans)
         ]
         out[endpoint] = (stats(outside), "outside-faults")
     return out
@@ -298,7 +304,9 @@ def blast(
                 length, source = tol.max_window_s, "max"
             window = (fault.start, fault.start + length)
         for endpoint, recs in by_endpoint.items():
-            during = stats(r for r in recs if r.start_time < window[1] and r.end_time >= window[0])
+            during = stats(
+                r for r in recs if scheduled_at(r) < window[1] and r.end_time >= window[0]
+            )
             rows.append(
                 BlastRow(
                     fault=fault,

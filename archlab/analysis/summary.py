@@ -53,6 +53,9 @@ SATURATION_SHARE = 0.10  # share of samples above it that flags a run
 KEEPING_UP = 0.95  # a rate below this share of the offered rate fell behind (sent or served)
 ON_TIME_P99_MS = 0.1  # an open loop whose send lag p99 is above this was late: a flagged run
 DEFAULT_WINDOW_S = 10.0
+# The time resolution at which a load must never go silent: empty buckets here, recovery
+# buckets in archlab.analysis.blast and the recovery timelines of archlab.figures.isolation.
+BUCKET_S = 1.0
 
 
 def latency_stats(latencies_ms: Sequence[float]) -> dict[str, float]:
@@ -78,6 +81,30 @@ def latency_stats(latencies_ms: Sequence[float]) -> dict[str, float]:
 
 def _scheduled(records: Sequence[Record]) -> bool:
     return any(r.intended_time is not None for r in records)
+
+
+def scheduled_at(record: Record) -> float:
+    """When the load meant the request to leave: an open loop's intended start (a stalled sender
+    cannot move a request out of its second), else when it was sent."""
+    return record.start_time if record.intended_time is None else record.intended_time
+
+
+def empty_buckets(
+    records: Iterable[Record], start: float, width_s: float = BUCKET_S
+) -> list[float]:
+    """Offsets (s after `start`) of the whole buckets of `width_s`, from `start` to the last
+    request, in which no request was scheduled (`scheduled_at`).
+
+    An open loop schedules requests in every bucket whatever the server does, so an empty one
+    means the load itself fell silent: an outage the records cannot show. In a closed loop it is
+    the users stalled with the server (coordinated omission).
+    """
+    times = [t for t in map(scheduled_at, records) if t >= start]
+    if not times or width_s <= 0:
+        return []
+    whole = int((max(times) - start) // width_s)
+    filled = {int((t - start) // width_s) for t in times}
+    return [round(i * width_s, 6) for i in range(whole) if i not in filled]
 
 
 def endpoint_stats(
@@ -486,6 +513,13 @@ def summarize_run(
     w_start, w_end, w_s = window["start"], window["end"], window["seconds"]
     inside = [r for r in records if start is None or r.start_time >= start]  # as summarize
     summary["load"] = load_stats(inside, load, w_s)
+    empty = empty_buckets(inside, w_start)
+    summary["load"]["empty_buckets"] = {
+        "count": len(empty),
+        "offsets_s": empty,  # from the window's start
+        "width_s": BUCKET_S,
+        "by": "intended_time" if _scheduled(inside) else "start_time",
+    }
     count = summary["endpoints"][ALL]["count"]
     notes: list[str] = list(meta.get("notes", []))
 
@@ -681,6 +715,15 @@ def format_table(summary: dict[str, Any]) -> str:
                 else ""
             )
         )
+    empty = load.get("empty_buckets") or {}
+    if empty.get("count"):
+        offsets = empty["offsets_s"]
+        shown = ", ".join(f"{o:g}" for o in offsets[:10]) + (", ..." * (len(offsets) > 10))
+        lines.append(
+            f"EMPTY BUCKETS: {empty['count']} {empty['width_s']:g} s bucket(s) held no request "
+            f"(by {empty['by']}; at {shown} s): the load fell silent there, "
+            "so the records cannot show what the server did"
+        )
     win_rows = (summary.get("windows") or {}).get("rows") or []
     if len(win_rows) > 1:
         lines.append("")
@@ -753,10 +796,13 @@ def format_table(summary: dict[str, Any]) -> str:
 
 __all__ = [
     "ALL",
+    "BUCKET_S",
     "ROOT_ROLE",
+    "empty_buckets",
     "endpoint_stats",
     "format_table",
     "latency_stats",
+    "scheduled_at",
     "summarize",
     "summarize_cpu",
     "summarize_processes",

@@ -6,8 +6,10 @@ numbers are `archlab.analysis.blast` (baseline, during, recovery and tolerance a
 
 - `blast_heatmap`: per variant, fault scenario x endpoint, the error rate during the fault and
   the p99 during / baseline.
-- `recovery_timelines`: per fault scenario, each variant's error rate and p99 in 1 s buckets
-  aligned on the fault's start; the latest endpoint recovery marked.
+- `recovery_timelines`: per fault scenario, each variant's error rate and p99 (from the
+  intended start) in 1 s buckets aligned on the fault's start, an open loop's requests by their
+  intended start; a bucket without a request is a gap, not a line drawn across it (a closed
+  loop's users stalled with the server send nothing); the latest endpoint recovery marked.
 - `invariants_table`: did the shop stay correct (every run, not just fault runs)?
 
 An endpoint is **targeted** when the faulty component is one of the contexts it calls
@@ -33,7 +35,6 @@ from archlab.rundir import INVARIANTS, read_json
 
 # endpoints a component answers itself; a fault there may fail them by design
 TOL = blast.Tolerance()
-BUCKET_S = 1.0
 BEFORE_S = 10.0  # timelines start this long before the fault
 
 
@@ -145,16 +146,28 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
     )
 
 
-def _timeline(run: Run, fault_start: float) -> pd.DataFrame:
-    """Error rate and p99 (corrected) per 1 s bucket, t = 0 at the fault's start."""
+def timeline(run: Run, fault_start: float) -> pd.DataFrame:
+    """Error rate and p99 (corrected) per bucket of `TOL.bucket_s`, indexed by the bucket's
+    start in s after the fault's start, from `BEFORE_S` before it to the last request.
+
+    A request belongs to the bucket of its intended start when it has one (the open loop's
+    schedule, which no outage can empty), else of its start. A bucket that holds no request is
+    a row of NaN: nothing was measured there, which a line must not bridge.
+    """
     req = run.requests
     if req.empty:
-        return pd.DataFrame()
-    rel = req["start_time"] - fault_start
-    b = np.floor(rel / BUCKET_S) * BUCKET_S
-    g = pd.DataFrame({"b": b, "err": req["is_error"], "ms": req["corrected_ms"]}).groupby("b")
+        return pd.DataFrame(columns=["error_rate", "p99_ms"], dtype=float)
+    sent = req["start_time"]
+    if "intended_time" in req:
+        sent = req["intended_time"].fillna(sent)
+    width = TOL.bucket_s
+    k = np.floor((sent - fault_start) / width).astype(int)
+    g = pd.DataFrame({"k": k, "err": req["is_error"], "ms": req["corrected_ms"]}).groupby("k")
     out = pd.DataFrame({"error_rate": g["err"].mean(), "p99_ms": g["ms"].quantile(0.99)})
-    return out[out.index >= -BEFORE_S]
+    first = max(int(k.min()), -math.ceil(BEFORE_S / width))
+    out = out.reindex(range(first, int(k.max()) + 1)).astype(float)
+    out.index = out.index * width
+    return out
 
 
 def fig_recovery_timelines(rs: RunSet) -> Figure | None:
@@ -168,12 +181,13 @@ def fig_recovery_timelines(rs: RunSet) -> Figure | None:
         ax_e, ax_p = axes[i, 0], axes[i, 1]
         for run in (r for r in runs if r.scenario == scenario):
             fault = run.faults.sort_values("start").iloc[0]
-            tl = _timeline(run, float(fault["start"]))
+            tl = timeline(run, float(fault["start"]))
             if tl.empty:
                 continue
             c = color(run.variant)
-            ax_e.plot(tl.index, 100 * tl["error_rate"], color=c, label=run.variant, lw=1.2)
-            ax_p.plot(tl.index, tl["p99_ms"], color=c, label=run.variant, lw=1.2)
+            line = {"color": c, "label": run.variant, "lw": 1.2, "marker": ".", "ms": 3}
+            ax_e.plot(tl.index, 100 * tl["error_rate"], **line)  # NaN: a gap
+            ax_p.plot(tl.index, tl["p99_ms"], **line)
             end = fault.get("end")
             if end is not None and not pd.isna(end):
                 for ax in (ax_e, ax_p):
@@ -193,13 +207,19 @@ def fig_recovery_timelines(rs: RunSet) -> Figure | None:
         ax_e.set_ylim(-2, max(10.0, ax_e.get_ylim()[1]))
         if i == 0:
             ax_e.legend(fontsize=8)
-            ax_e.set_title("error rate per 1 s bucket")
-            ax_p.set_title("p99 per 1 s bucket")
+            ax_e.set_title(f"error rate per {TOL.bucket_s:g} s bucket")
+            ax_p.set_title(f"p99 per {TOL.bucket_s:g} s bucket")
         if i == len(scenarios) - 1:
             ax_e.set_xlabel("s after the fault's start")
             ax_p.set_xlabel("s after the fault's start")
     fig.suptitle("Recovery: fault at 0 (black), recovered (dashed: last endpoint back)")
-    return caption(fig, rs, "shaded: the fault's duration (none for a crash); all endpoints")
+    return caption(
+        fig,
+        rs,
+        "shaded: the fault's duration (none for a crash); all endpoints; open-loop requests "
+        "bucketed by intended start, p99 from it; a gap: no request in that bucket (the load "
+        "itself fell silent, e.g. a closed loop's users waiting on a restarting server)",
+    )
 
 
 FIGURES = {
