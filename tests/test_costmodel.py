@@ -8,6 +8,7 @@ import math
 import pytest
 
 from archlab.analysis import costmodel as cm
+from archlab.analysis import servers
 from archlab.analysis.runset import RunSet, load_runset
 from archlab.figures import cost
 from archlab.rundir import MANIFEST, META, RUNS_DIR, SUMMARY, Status, write_json
@@ -109,24 +110,45 @@ def _role(cpu_s: float, pss_peak: float) -> dict:
     return {"processes": 1, "cpu_s": cpu_s, "pss_peak_bytes": pss_peak, "pss_mean_bytes": pss_peak}
 
 
-def _profile(requests: int, window_s: float, server: dict) -> dict:
+def _fixed_rate(requests: int, window_s: float, server: dict) -> dict:
+    """summary.json of an open loop at one rate: the server study's runs and the profile run."""
     return {
         "endpoints": {"ALL": {"count": requests}},
         "window": {"seconds": window_s},
-        "load": {"achieved_rps": requests / window_s},
+        "load": {"offered_rps": requests / window_s, "achieved_rps": requests / window_s},
         "server": server,
     }
 
 
-RUNS: dict[str, tuple[str, tuple[str, ...], int | None, dict]] = {
-    # tag: variant, kinds, CPUs pinned to (None: unpinned, both CPUs), summary.json
+def _study(variant: str, round_no: int) -> str:
+    return servers.tag(variant, servers.DEFAULT_SERVER, round_no)
+
+
+PROFILED = {"profile": {"enabled": True}}
+STUDY = {"knobs": {"server": servers.DEFAULT_SERVER}}
+RUNS: dict[str, tuple[str, tuple[str, ...], int | None, dict, dict]] = {
+    # tag: variant, kinds, CPUs pinned to (None: unpinned, both CPUs), summary.json, meta.json
+    # The profiled runs read more CPU per request than the server study's (py-spy pauses the
+    # process it samples): the cost must not read them.
     "profile-monolith": (
         "monolith",
         ("profile",),
         None,
-        # 20 CPU-s over 10,000 requests: 2.0 CPU-ms each; 256 MiB mean, 512 MiB peak
-        _profile(10_000, 100.0, _server(20.0, 256 * MIB, 512 * MIB)),
+        _fixed_rate(10_000, 100.0, _server(29.0, 300 * MIB, 600 * MIB)),
+        PROFILED,
     ),
+    # the server study at 100 req/s, three rounds: 19, 20 and 22 CPU-s over 10,000 requests,
+    # a median of 2.0 CPU-ms each; 256 MiB mean, 512 MiB peak
+    **{
+        _study("monolith", r): (
+            "monolith",
+            (servers.KIND,),
+            None,
+            _fixed_rate(10_000, 100.0, _server(cpu_s, 256 * MIB, 512 * MIB)),
+            STUDY,
+        )
+        for r, cpu_s in ((1, 19.0), (2, 20.0), (3, 22.0))
+    },
     "scaling-monolith-1cpu": (
         "monolith",
         ("scaling",),
@@ -136,30 +158,48 @@ RUNS: dict[str, tuple[str, tuple[str, ...], int | None, dict]] = {
                 "rows": _ramp((100, 100, 10), (200, 200, 12), (300, 300, 20), (400, 330, 250))
             }
         },
+        {},
     ),
     "latency-monolith": (
         "monolith",
         ("latency",),
         None,  # 400 req/s within the SLO on 2 CPUs: 200 per core, less than pinned to one
         {"windows": {"rows": _ramp((200, 200, 10), (400, 400, 30), (600, 500, 400))}},
+        {},
     ),
     "profile-multiprocess": (
         "multiprocess",
         ("profile",),
         None,
-        _profile(10_000, 100.0, _server(25.0, 300 * MIB, 400 * MIB)),
+        _fixed_rate(10_000, 100.0, _server(35.0, 300 * MIB, 400 * MIB)),
+        PROFILED,
+    ),
+    _study("multiprocess", 1): (
+        "multiprocess",
+        (servers.KIND,),
+        None,
+        _fixed_rate(10_000, 100.0, _server(25.0, 300 * MIB, 400 * MIB)),
+        STUDY,
     ),
     "scaling-multiprocess-1cpu": (
         "multiprocess",
         ("scaling",),
         1,  # no step within the SLO: no capacity measured
         {"windows": {"rows": _ramp((100, 100, 150), (200, 150, 900))}},
+        {},
     ),
     "profile-distributed": (
         "distributed",
         ("profile",),
         None,
-        _profile(
+        _fixed_rate(10_000, 100.0, _server(70.0, GIB, 12 * GIB + 210 * MIB)),
+        PROFILED,
+    ),
+    _study("distributed", 1): (
+        "distributed",
+        (servers.KIND,),
+        None,
+        _fixed_rate(
             10_000,
             100.0,
             _server(
@@ -175,12 +215,14 @@ RUNS: dict[str, tuple[str, tuple[str, ...], int | None, dict]] = {
                 },
             ),
         ),
+        STUDY,
     ),
     "scaling-distributed-1cpu": (
         "distributed",
         ("scaling",),
         1,  # every step met the SLO: 100 req/s per core is a lower bound
         {"windows": {"rows": _ramp((50, 50, 20), (100, 100, 40))}},
+        {},
     ),
 }
 
@@ -190,7 +232,7 @@ def runset(tmp_path_factory: pytest.TempPathFactory) -> RunSet:
     root = tmp_path_factory.mktemp("runset")
     machine = {"usable_cpus": [0, 1], "cpu_model": "test", "memory_total_bytes": 8 * GIB}
     steps = []
-    for tag, (variant, kinds, cpus, summary) in RUNS.items():
+    for tag, (variant, kinds, cpus, summary, extra) in RUNS.items():
         run = root / RUNS_DIR / tag
         run.mkdir(parents=True)
         meta = {
@@ -199,7 +241,7 @@ def runset(tmp_path_factory: pytest.TempPathFactory) -> RunSet:
             "scenario": {"name": "ramp" if "windows" in summary else "steady"},
             "cpu_pinning": {"server": list(range(cpus)) if cpus else None},
             "machine": machine,
-        }
+        } | extra
         write_json(run / META, meta)
         write_json(run / SUMMARY, summary)
         steps.append(
@@ -220,6 +262,7 @@ def test_capacity_is_the_best_rate_per_core_within_the_slo_over_the_ramps(runset
     # pinned to 1 CPU: 300 req/s met the SLO (400 did not); unpinned: 400 on 2 CPUs
     assert cost.capacity(runset, "monolith") == {
         "capacity_run": "scaling-monolith-1cpu",
+        "capacity_runs": 1,
         "capacity_cpus": 1,
         "throughput_at_slo_rps": 300.0,
         "rps_per_core": 300.0,
@@ -229,7 +272,9 @@ def test_capacity_is_the_best_rate_per_core_within_the_slo_over_the_ramps(runset
 
 def test_cost_table_sizes_a_variant_as_computed_by_hand(runset) -> None:
     row = _row(runset, "monolith")
-    assert row["per_request_run"] == "profile-monolith" and row["per_request_kind"] == "profile"
+    assert row["per_request_kind"] == cost.SERVER_STUDY and row["rounds"] == 3
+    assert row["per_request_run"] == "server-monolith-gunicorn-gthread-r1"
+    assert row["per_request_offered_rps"] == 100
     assert row["cpu_ms_per_request"] == pytest.approx(2.0, rel=1e-12)
     assert row["pss_peak_mib"] == 512 and row["pss_mean_mib"] == 256
     # 0.25 GiB held for 100 s over 10,000 requests
@@ -296,3 +341,43 @@ def test_one_host_per_service_as_computed_by_hand(runset) -> None:
     assert dep["one_host_usd_per_hour"] == pytest.approx(one_host, rel=1e-9)
     assert dep["per_service_usd_per_million"] == pytest.approx(per_service / 3.6, rel=1e-9)
     assert dep["one_host_usd_per_million"] == pytest.approx(one_host / 3.6, rel=1e-9)
+
+
+def test_cost_reads_the_unprofiled_server_study_not_the_profile_run(runset) -> None:
+    table = cost.cost_table(runset, PRICES).set_index("variant")
+    # the profile runs read 2.9, 3.5 and 7.0 CPU-ms per request
+    assert dict(table["cpu_ms_per_request"]) == pytest.approx(
+        {"monolith": 2.0, "multiprocess": 2.5, "distributed": 5.0}, rel=1e-12
+    )
+    assert not any("profile" in runs for runs in table["per_request_runs"])
+    assert set(table["per_request_kind"]) == {cost.SERVER_STUDY}
+    mono = table.loc["monolith"]
+    assert mono["per_request_runs"] == ", ".join(_study("monolith", r) for r in (1, 2, 3))
+    assert 1.9 <= mono["cpu_ms_ci_low"] <= 2.0 <= mono["cpu_ms_ci_high"] <= 2.2
+    assert mono["cpu_ms_text"].endswith("n=3")
+    assert table.loc["multiprocess", "cpu_ms_text"] == "2.50 ms (n=1)"
+    assert cost.per_request_basis(runset) == (cost.SERVER_STUDY, 100.0)
+
+
+def _caption(fig) -> str:
+    return fig._supxlabel.get_text().replace("\n", " ")
+
+
+def test_the_sized_figures_label_the_model_and_its_assumption(runset, monkeypatch) -> None:
+    monkeypatch.setattr(cost, "_prices", lambda: PRICES)
+    per_request = cost.fig_cost_per_request(runset)
+    assert "unprofiled HTTP server study" in _caption(per_request)
+    assert "model" not in _caption(per_request)
+    sized = cost.fig_cores_and_cost(runset)
+    text = _caption(sized)
+    assert "model: capacity per core x cores, linear" in text
+    assert "cores = ceil(target / capacity per core), measured on 1 CPU(s)" in text
+    legends = [t.get_text() for ax in sized.axes for t in ax.get_legend().get_texts()]
+    assert cm.MODEL in legends and "busy-only: measured per request" in legends
+    hatched = [p for p in sized.axes[0].patches if p.get_hatch()]
+    assert len(hatched) == 3  # every cores bar is the model
+    footprint = cost.fig_service_footprint(runset)
+    assert "model: capacity per core x cores, linear" in _caption(footprint)
+    reading = cost.reading(runset)
+    assert "Model (model: capacity per core x cores, linear): 4 cores" in reading
+    assert "the cores and the provisioned dollars are a model" in reading

@@ -1,16 +1,19 @@
 """What a measured variant would cost to run: per request, and provisioned for a target load.
 
-Two views, both from measurements of this lab priced with `config/prices.toml`:
+Two views, both priced with `config/prices.toml`:
 
-- **busy-only**: the CPU-seconds and PSS GiB-seconds a request actually used, priced at the
-  per-vCPU-hour and per-GiB-hour rates. The floor: what a perfectly packed, pay-per-use
-  platform would charge.
-- **provisioned**: the cores needed to serve `target_rps` within the SLO, from the per-core
-  capacity a ramp measured (`throughput_at_slo / cpus_used`), plus the memory footprint, paid
-  every hour whether busy or not. What a fixed deployment costs; `one_host_per_service` adds
-  the rounding up of each service to the smallest host one can rent. A prefork design reaches
-  more cores with more children, each with its own private memory: `memory_at` reads its
-  footprint at that many children off the totals measured at a few (the copy-on-write study).
+- **busy-only** (measured): the CPU-seconds and PSS GiB-seconds a request actually used, priced
+  at the per-vCPU-hour and per-GiB-hour rates. The floor: what a perfectly packed,
+  pay-per-use platform would charge. The inputs must come from unprofiled runs at the same
+  offered load for every variant (a sampling profiler pauses the process it samples and
+  inflates CPU per request; a different load spreads the fixed costs differently).
+- **provisioned** (a MODEL, `MODEL`): the cores needed to serve `target_rps` within the SLO,
+  from the per-core capacity a ramp measured (`throughput_at_slo / cpus_used`) times cores,
+  linear, plus the memory footprint, paid every hour whether busy or not. What a fixed
+  deployment costs; `one_host_per_service` adds the rounding up of each service to the
+  smallest host one can rent. A prefork design reaches more cores with more children, each
+  with its own private memory: `memory_at` reads its footprint at that many children off the
+  totals measured at a few (the copy-on-write study).
 
 Pure functions (no pandas, no matplotlib), so the tests check them on hand-computed inputs.
 """
@@ -29,6 +32,10 @@ from archlab.rundir import repo_root
 PRICES_FILE = Path("config") / "prices.toml"
 SECONDS_PER_HOUR = 3600.0
 GIB = 2**30
+MODEL = "model: capacity per core x cores, linear"
+"""How `cores_needed` reaches the target load; every figure or reading that sizes for it says
+so: measured capacity per core, scaled by whole cores with nothing lost to contention (a
+replica per core that shares nothing), optimistic beyond the cores measured."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,12 @@ def cpu_seconds_per_request(cpu_s: float, requests: int) -> float:
     return cpu_s / requests if requests else math.nan
 
 
+def step_cpu_seconds_per_request(server_cpu_percent: float, seconds: float, requests: int) -> float:
+    """CPU-seconds per request in one ramp step: the server's CPU share over the step (percent
+    of one CPU, summary.json's `server_cpu_percent`) times its length, over its requests."""
+    return server_cpu_percent / 100 * seconds / requests if requests else math.nan
+
+
 def memory_gib_seconds_per_request(pss_mean_bytes: float, window_s: float, requests: int) -> float:
     """GiB-seconds of memory held per request: the mean PSS (shared pages split fairly between
     the processes) held for the window, spread over the requests of that window."""
@@ -118,8 +131,8 @@ def memory_at(totals: Mapping[int, float], children: int) -> float:
 
 def cores_needed(target_rps: float, throughput_at_slo_rps: float, cpus_used: float) -> int:
     """Whole cores to serve target_rps within the SLO, scaling the measured per-core capacity
-    (throughput at the SLO / cores it ran on) linearly: ceil(target / per-core). Linear
-    scaling is optimistic past the measured core count; 0 capacity gives a ValueError."""
+    (throughput at the SLO / cores it ran on) linearly (`MODEL`): ceil(target / per-core).
+    Optimistic past the measured core count; 0 capacity gives a ValueError."""
     if throughput_at_slo_rps <= 0 or cpus_used <= 0:
         raise ValueError("no measured capacity at the SLO")
     per_core = throughput_at_slo_rps / cpus_used
