@@ -362,15 +362,17 @@ def test_the_reading_gives_private_per_child_with_and_without_freeze(study: RunS
 def test_the_cost_model_holds_a_prefork_designs_memory_at_one_child_per_core(
     study: RunSet, tmp_path: Path
 ) -> None:
-    """The monolith's profile run (1 worker, 512 MiB) and a ramp at 300 req/s on 1 CPU: 4
+    """The monolith's per-request run (1 worker, 512 MiB) and a ramp at 300 req/s on 1 CPU: 4
     cores for 1000 req/s, so 4 workers' memory from the study, 20 + 4 x 205 MiB."""
     root = tmp_path / "rs"
     tags = [_write_run(root, d, s, n) for (d, s) in PRIVATE for n in COUNTS]
-    for name in ("profile-monolith", "scaling-monolith-1cpu"):
+    per_request = "server-monolith-gunicorn-gthread-r1"  # unprofiled, at the study's rate
+    for name in (per_request, "scaling-monolith-1cpu"):
         (root / "runs" / name).mkdir(parents=True)
-    meta = {"variant": "monolith", "status": "completed", "scenario": {"name": "open"}}
-    write_json(root / "runs" / "profile-monolith" / META, meta)
-    write_json(root / "runs" / "profile-monolith" / SUMMARY, {
+    meta = {"variant": "monolith", "status": "completed", "scenario": {"name": "open"},
+            "knobs": {"server": "gunicorn-gthread"}}  # fmt: skip
+    write_json(root / "runs" / per_request / META, meta)
+    write_json(root / "runs" / per_request / SUMMARY, {
         "endpoints": {"ALL": {"count": 10_000}}, "window": {"seconds": 100.0},
         "load": {"achieved_rps": 100.0},
         "server": {"total": {"processes": 2, "cpu_s": 20.0, "pss_mean_bytes": 256 * MIB,
@@ -389,7 +391,7 @@ def test_the_cost_model_holds_a_prefork_designs_memory_at_one_child_per_core(
     synthetic_manifest(root, tags, cow.KIND)
     manifest = load_runset(root).manifest
     manifest["steps"] += [
-        {"tag": "profile-monolith", "kinds": ["profile"], "run": "runs/profile-monolith",
+        {"tag": per_request, "kinds": ["server"], "run": f"runs/{per_request}",
          "cpus": None, "status": "completed"},
         {"tag": "scaling-monolith-1cpu", "kinds": ["scaling"],
          "run": "runs/scaling-monolith-1cpu", "cpus": 1, "status": "completed"},

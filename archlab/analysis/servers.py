@@ -50,9 +50,9 @@ COSTLIEST = VARIANT_ORDER[-1]  # distributed
 ALTERNATIVES = tuple(s for s in SERVERS if s != DEFAULT_SERVER)
 RATE = 50.0
 """The offered load (requests/s, open loop): the migration path's (`reproduce.PATH_RATE`), for
-its reason: the knee of the slowest variant (distributed) in the reference ramps, with a
-quarter of a CPU left busy on 2 CPUs. Above it the distributed p99 measures its queue, and a
-server that queues differently would read as a server that costs differently."""
+its reason: well below every variant's knee, the distributed variant using a quarter of a CPU
+on 2 CPUs. Nearer its knee the distributed p99 measures its queue, and a server that queues
+differently would read as a server that costs differently."""
 MEASURES = ("cpu_ms_per_request", "p50_ms", "p99_ms", "achieved_rps")
 RUN_COLUMNS = ("variant", "server", "round", "tag", "requests", "errors", "offered_rps",
                *MEASURES)  # fmt: skip
