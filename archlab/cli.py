@@ -35,6 +35,7 @@ from archlab.deployers import SIZES, VARIANTS, Knob, all_knobs, flag_name, get_v
 from archlab.host import procs
 from archlab.host.cpus import parse_cpu_list
 from archlab.measure.profiler import ProfilePlan, parse_window
+from archlab.run import floor as floor_bench
 from archlab.run import instruments as instruments_bench
 from archlab.run.generator import LOCUSTFILE
 from archlab.run.plan import RunPlan, parse_duration
@@ -781,7 +782,8 @@ def _parse_bench(sub: Subparsers) -> None:
         "bench",
         help="micro-benchmarks (hop: one contract call in-process vs IPC vs HTTP; engine: the "
         "recommendation model rebuilt in Python and in Rust; server: the monolith against the "
-        "bare HTTP stack under each server; instruments: the telemetry's own cost)",
+        "bare HTTP stack under each server; instruments: the telemetry's own cost; floor: the "
+        "lab's load generator against the bare endpoint, cross-checked by a stdlib client)",
         description="hop: time the same catalog calls as a method call, through the msgpack "
         "codec alone, over a Unix socket to another process (the multiprocess variant's IPC), "
         "over HTTP to a service under each HTTP server (the distributed variant's transport) "
@@ -791,10 +793,14 @@ def _parse_bench(sub: Subparsers) -> None:
         "process of each engine over the same store, alternating, at each --sizes, and read "
         "each process's memory. server: wrk drives the monolith's GET /products/{id} and the "
         "bare endpoint (the same server and framework, no domain) under each HTTP server, "
-        "pinned, in --rounds interleaved rounds of --seconds. instruments: see its options.",
+        "pinned, in --rounds interleaved rounds of --seconds. instruments: see its options. "
+        "floor: the latency the lab reports when the server does nothing (the bare endpoint), "
+        "at each --rates, and how much of it is the lab's generator; see its options.",
     )
     bench.add_argument(
-        "which", choices=["hop", "engine", "server", "instruments"], help="which micro-benchmark"
+        "which",
+        choices=["hop", "engine", "server", "instruments", "floor"],
+        help="which micro-benchmark",
     )
     bench.add_argument(
         "--calls", type=int, default=5000, help="hop: timed calls per hop and call, per round"
@@ -808,20 +814,30 @@ def _parse_bench(sub: Subparsers) -> None:
     bench.add_argument(
         "--rounds",
         type=int,
-        default=5,
+        default=None,
         help="hop: rounds, every hop once per round in turn; engine: rebuilds per engine; "
-        "server: rounds of every (server, target) pair (default: %(default)s)",
+        "server: rounds of every (server, target) pair; floor: rounds of every rate "
+        f"(default: 5; floor: {floor_bench.DEFAULT_ROUNDS})",
     )
     bench.add_argument(
-        "--seconds", type=float, default=10.0, help="server: seconds of wrk load per measurement"
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="server: seconds of wrk load per measurement; floor: measured seconds per rate "
+        "and round, after a 1 s warm-up (default: %(default)s)",
     )
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     instruments_bench.add_arguments(bench)
+    floor_bench.add_arguments(bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.which == "instruments":
         return instruments_bench.main(args)
+    if args.which == "floor":
+        return floor_bench.main(args)
+    if args.rounds is None:
+        args.rounds = 5
     if args.which == "server":
         if args.rounds < 1 or args.seconds <= 0:
             print("archlab: error: bench server: --rounds at least 1, --seconds above 0",

@@ -1,27 +1,29 @@
 """`archlab reproduce`: the scenario matrix behind every figure (resumable), then the figures.
 
-A *scale* (`test`, `quick`, `full`) decides the dataset size and how long each run lasts; the
-matrix is the same at every scale: per variant (the three compared deployments) a latency ramp
-(open-loop staircase of arrival rates, all CPUs), the same ramp pinned to 1 .. n-1 CPUs (the
-scaling study; its n-CPU point is the latency ramp), the fault scenarios (`gc-pressure` is also
-the GC-stall run), a profiled run; the HTTP server study (`archlab.analysis.servers`: each
-variant under each server of the `server` knob at one open-loop rate, in interleaved rounds;
-the `test` scale runs one round of the path's two ends); the copy-on-write study
-(`archlab.analysis.cow`: each prefork design at N children under each `fork_gc` setting, one
-open-loop run each; the `test` scale a slice); the isolation remedies
-(`archlab.analysis.remedies`: each design with a boundary under each remedy in `gc-pressure`,
-`cpu-hog` and a healthy run, in interleaved rounds); then the migration path (each placement of
-`variants.placement.PATH` at one open-loop rate: steady, and under `crash-recommendations` and
-`gc-pressure`; the `test` scale runs a slice of it); the recommendation engine in Python and
-in Rust in the same family (`archlab.analysis.polyglot`: a latency ramp, `gc-pressure`,
-`cpu-hog` and a profiled run per engine, interleaved; skipped, saying why, where the Rust
-engine is not built); and once the per-hop and the engine micro-benchmarks.
+A *scale* (`test`, `quick`, `scaling`, `full`) decides the dataset size, how long each run lasts
+and how much of the matrix runs. The *headline* steps, per variant (the three compared
+deployments): a latency ramp (open-loop staircase of arrival rates, all CPUs), the same ramp
+with the server pinned to 1, 2, 4 ... CPUs (the scaling study, `scaling_cpus`; the monolith as
+replicas, the family with as many backends), the fault scenarios (open loop; `gc-pressure` is
+also the GC-stall run). They run `reps` times, round by round (A B C A B C ...). Then a
+profiled run per variant; the HTTP server study (`archlab.analysis.servers`: each variant under
+each server of the `server` knob at one open-loop rate, in interleaved rounds); the
+copy-on-write study (`archlab.analysis.cow`: each prefork design at N children under each
+`fork_gc` setting); the isolation remedies (`archlab.analysis.remedies`: each design with a
+boundary under each remedy, in interleaved rounds); the migration path (each placement of
+`variants.placement.PATH` at one open-loop rate, steady and under faults); the recommendation
+engine in Python and in Rust in the same family (`archlab.analysis.polyglot`; skipped, saying
+why, where the Rust engine is not built); and once the per-hop and the engine
+micro-benchmarks and the generator's floor (`archlab.run.floor`). Smaller scales run slices
+of the studies; `scaling` runs the headline ramps alone.
 
 Everything goes into one *run set* folder (default `results/repro/<scale>/`):
 
     manifest.json     the scale, the machine, every step with its status and run folder
     runs/<tag>/       one run per step (results/README.md), named by the step's tag
     hop.json          `archlab bench hop` output
+    floor.json        `archlab bench floor`: the generator against the bare endpoint
+    readings.json     every headline number: median over repetitions, 95 % interval, n
 
 A step whose run folder already holds a finished run of the same plan is skipped, so an
 interrupted reproduction resumes where it stopped; a half-written run is moved to
@@ -44,11 +46,13 @@ from archlab.bench import engine as engine_bench
 from archlab.bench import hop
 from archlab.host.machine import machine_info, usable_cpus
 from archlab.measure.profiler import ProfilePlan
+from archlab.run import floor
 from archlab.run.plan import RunPlan
 from archlab.run.runner import execute
 from archlab.rundir import (
     COMPLETED_STATUSES,
     ENGINE_BENCH,
+    FLOOR,
     HOP,
     KEPT_STATUS,
     MANIFEST,
@@ -68,6 +72,7 @@ from variants.placement import PATH
 from workloads.scenarios import get_scenario
 
 Echo = Callable[[str], None]
+FLOOR_DIR = "floor"  # in a run set: the floor's raw runs
 HOP_S_PER_CALL = 0.0045  # the hop micro-benchmark (every hop, floor and round), for the estimate
 RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
 PATH_RATE = 50.0
@@ -127,6 +132,7 @@ class Scale:
     remedy_designs: tuple[str, ...] = remedies.DESIGNS
     remedy_names: tuple[str, ...] = tuple(remedies.REMEDIES)
     only_headline: bool = False  # True: the headline steps alone, no study, no benchmark
+    floor_s: float = 5.0  # `archlab bench floor` at each ramp rate, `reps` rounds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +156,7 @@ SCALES: dict[str, Scale] = {
             separate_profile_run=False,
             hop_calls=200,
             hop_rounds=2,
+            floor_s=2.0,
             expected_overhead_s=5.0,
             path_steps=(PATH[0], PATH[-1]),  # both ends of the path
             path_scenarios=(migration.REPLICATE_SCENARIO,),
@@ -186,6 +193,7 @@ SCALES: dict[str, Scale] = {
             scaling=False,
             hop_calls=1000,
             hop_rounds=3,
+            floor_s=3.0,
             path_scenarios=(migration.CRASH,),
             polyglot_scenarios=(polyglot.RAMP,),
             engine_sizes=("small",),
@@ -580,6 +588,8 @@ def reproduce(
     hop_path = out / HOP
     hop_done = hop_path.exists() or scale.only_headline
     hop_left = [] if hop_done else [HOP_S_PER_CALL * scale.hop_calls * scale.hop_rounds]
+    if not (out / FLOOR).exists() and not scale.only_headline:  # a locust start per rate, round
+        hop_left.append(len(scale.ramp_steps) * scale.reps * (scale.floor_s + 5.0) + 20.0)
     todo = []
     for s in steps:
         if finished_run(runs_dir / s.tag, s, old_steps.get(s.tag)):
@@ -633,6 +643,18 @@ def reproduce(
             write_json(hop_path, report)
             echo(hop.format_table(report))
         manifest["hop"] = HOP
+        floor_path = out / FLOOR
+        if not floor_path.exists() and not scale.only_headline:
+            echo("=== the generator's floor: the bare endpoint (archlab bench floor)")
+            floor.measure(
+                rates=[n * RAMP_RATE_PER_STREAM for n in scale.ramp_steps],
+                seconds=scale.floor_s,
+                rounds=scale.reps,
+                size=scale.size,
+                out_path=floor_path,
+                echo=_indent(echo),
+                work_dir=out / FLOOR_DIR,
+            )
         engine_path = out / ENGINE_BENCH
         # without the Rust engine: `skipped`, with the reason
         if not engine_path.exists() and not scale.only_headline:

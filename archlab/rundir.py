@@ -332,3 +332,5 @@ RUNS_DIR = "runs"  # one run directory per step
 PARTIAL_DIR = ".partial"  # in RUNS_DIR: unfinished runs set aside on resume
 HOP = "hop.json"  # `archlab bench hop` output
 ENGINE_BENCH = "engine.json"  # `archlab bench engine` output
+FLOOR = "floor.json"  # `archlab bench floor` output: the generator against the bare endpoint
+READINGS = "readings.json"  # every headline number of a run set: median, 95 % interval, n, unit

@@ -64,7 +64,9 @@ def _copy_of(reproduction: dict[str, Path], dest: Path, drop: tuple[str, ...] = 
         if step["tag"] not in drop:
             src = reproduction["out"] / step["run"]
             (dest / step["run"]).symlink_to(src.resolve(), target_is_directory=True)
-    (dest / "hop.json").write_text((reproduction["out"] / "hop.json").read_text())
+    for name in ("hop.json", "floor.json", "engine.json"):
+        if (reproduction["out"] / name).exists():
+            (dest / name).write_text((reproduction["out"] / name).read_text())
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 

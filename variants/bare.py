@@ -5,6 +5,11 @@ framework (falcon) and the same process model as the monolith's single worker, a
 `GET /products/{id}` with a fixed body (the monolith's own answer, saved to FILE), so a load
 test against it measures what the HTTP stack alone allows: the ceiling the monolith is held to,
 and the floor a latency figure is read against.
+
+With `--catalog FILE`, `GET /products` (any query) answers FILE's bytes too: the catalogue page
+the lab's shoppers learn product ids from (`workloads/locustfile.py` `learn_catalog`), saved
+from the monolith likewise, so the lab's unmodified load generator can drive the bare endpoint
+(`archlab bench floor`).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from variants import telemetry
 from variants.edge import servers
 
 
-class _Product:
+class _Fixed:
+    """The same bytes whatever the path's parameters or the query say."""
+
     def __init__(self, body: bytes) -> None:
         self.body = body
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, product_id: int) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, **_: Any) -> None:
         resp.data = self.body
         resp.content_type = falcon.MEDIA_JSON
 
@@ -35,15 +42,19 @@ class _Health:
         resp.content_type = falcon.MEDIA_JSON
 
 
-def create_app(body: bytes) -> falcon.App:
+def create_app(body: bytes, catalog: bytes | None = None) -> falcon.App:
     app = falcon.App()
-    app.add_route("/products/{product_id:int}", _Product(body))
+    app.add_route("/products/{product_id:int}", _Fixed(body))
+    if catalog is not None:
+        app.add_route("/products", _Fixed(catalog))
     app.add_route("/healthz", _Health())
     return app
 
 
 class BareServer(BaseApplication):
-    def __init__(self, *, port: int, server: str, threads: int, body: bytes) -> None:
+    def __init__(
+        self, *, port: int, server: str, threads: int, body: bytes, catalog: bytes | None = None
+    ) -> None:
         self.options: dict[str, Any] = {
             "bind": f"127.0.0.1:{port}",
             "workers": 1,
@@ -57,6 +68,7 @@ class BareServer(BaseApplication):
             "control_socket_disable": True,
         }
         self.body = body
+        self.catalog = catalog
         super().__init__()
 
     def load_config(self) -> None:
@@ -65,18 +77,28 @@ class BareServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> falcon.App:
-        return create_app(self.body)
+        return create_app(self.body, self.catalog)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m variants.bare", description=__doc__)
     p.add_argument("--body", type=Path, required=True, help="the bytes GET /products/{id} answers")
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        default=None,
+        help="the bytes GET /products (any query) answers; without it that path is a 404",
+    )
     p.add_argument("--server", choices=servers.SERVERS, default=servers.DEFAULT_SERVER)
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1")
     p.add_argument("--threads", type=int, default=8, help="request threads (as the monolith's)")
     args = p.parse_args(argv)
     BareServer(
-        port=args.port, server=args.server, threads=args.threads, body=args.body.read_bytes()
+        port=args.port,
+        server=args.server,
+        threads=args.threads,
+        body=args.body.read_bytes(),
+        catalog=args.catalog.read_bytes() if args.catalog is not None else None,
     ).run()
 
 

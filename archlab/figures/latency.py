@@ -3,7 +3,9 @@
 The latency ramps (kind "latency": open-loop staircases on all CPUs, generator unpinned beside
 the server) are compared at equal offered rates, where the architectures differ only in what a
 request costs; the hop micro-benchmark says how much of that difference one in-process call
-turned into IPC or HTTP explains.
+turned into IPC or HTTP explains. When the run set has the floor (`archlab bench floor`,
+floor.json), the latency panel draws it: what the lab's own generator reads against the bare
+HTTP stack, below which no variant can be measured.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from archlab.analysis import ramp
-from archlab.analysis.runset import ENDPOINT_ORDER, RunSet
+from archlab.analysis import ramp, readings
+from archlab.analysis.runset import ENDPOINT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
+from archlab.rundir import FLOOR, read_json
 
 HOP_ORDER = ("in-process", "+codec", "IPC", "HTTP")
 HOP_COLORS = {"in-process": "#7f7f7f", "+codec": "#bcbd22", "IPC": "#1f77b4", "HTTP": "#2ca02c"}
+FLOOR_LABEL = "floor: generator vs bare endpoint"
+FLOOR_COLOR = "#9e9e9e"
 
 
 def _hop_kind(name: str) -> str:
@@ -40,6 +45,84 @@ def _shared_note(rs: RunSet) -> str:
     return ""
 
 
+def floor_report(rs: RunSet) -> dict[str, Any] | None:
+    """The run set's floor.json (`archlab bench floor`), or None."""
+    report = read_json(rs.path / FLOOR)
+    return report if report and (report.get("summary") or {}).get("lab") else None
+
+
+def floor_table(rs: RunSet) -> pd.DataFrame:
+    """Per offered rate the floor's corrected p50 and p99 (medians over its rounds, with the
+    95 % interval), the latency the panel shows, and its send lag."""
+    report = floor_report(rs)
+    if report is None:
+        return pd.DataFrame()
+    rows = []
+    for row in report["summary"]["lab"]:
+        out: dict[str, Any] = {"offered_rps": float(row["offered_rps"])}
+        for key, name in (
+            ("corrected_p50_ms", "p50"),
+            ("corrected_p99_ms", "p99"),
+            ("send_lag_p99_ms", "lag_p99"),
+        ):
+            spread = row.get(key) or {}
+            out[f"{name}_ms"] = spread.get("median", np.nan)
+            out[f"{name}_ci_low"] = spread.get("ci_low", np.nan)
+            out[f"{name}_ci_high"] = spread.get("ci_high", np.nan)
+        rows.append(out)
+    return pd.DataFrame(rows).sort_values("offered_rps", ignore_index=True)
+
+
+def _floor_check(report: dict[str, Any]) -> tuple[float, float, float, float | None] | None:
+    """(rate, lab p50, independent client p50, difference %) of the cross-check, observed."""
+    s = report["summary"]
+    ind = s.get("independent") or {}
+    rate = ind.get("offered_rps")
+    lab = next((r for r in s["lab"] if r["offered_rps"] == rate), None)
+    if lab is None or not lab.get("observed_p50_ms") or not ind.get("observed_p50_ms"):
+        return None
+    diff = (s.get("difference_pct") or {}).get("observed_p50") or {}
+    return (
+        float(rate),
+        float(lab["observed_p50_ms"]["median"]),
+        float(ind["observed_p50_ms"]["median"]),
+        diff.get("median"),
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:+.0f} %"
+
+
+def _floor_note(rs: RunSet) -> str:
+    report = floor_report(rs)
+    if report is None:
+        return ""
+    note = (
+        f"grey: the {FLOOR_LABEL} ({report.get('server', '?')}, GET /products/{{id}} with a "
+        f"fixed body), corrected p99 (band: 95 % interval) and p50 over "
+        f"{report.get('rounds', '?')} rounds"
+    )
+    check = _floor_check(report)
+    if check is not None:
+        rate, lab, ind, diff = check
+        note += (
+            f"; at {rate:g} req/s the lab's generator read p50 {lab:.3g} ms, an independent "
+            f"http.client {ind:.3g} ms ({_pct(diff)})"
+        )
+    return note
+
+
+def _draw_floor(ax: Any, rs: RunSet) -> None:
+    df = floor_table(rs)
+    if df.empty:
+        return
+    x = df["offered_rps"]
+    ax.fill_between(x, df["p99_ci_low"], df["p99_ci_high"], color=FLOOR_COLOR, alpha=0.3, lw=0)
+    ax.plot(x, df["p99_ms"], "-", color=FLOOR_COLOR, lw=2, label=f"{FLOOR_LABEL} p99")
+    ax.plot(x, df["p50_ms"], "--", color=FLOOR_COLOR, lw=1.5, label=f"{FLOOR_LABEL} p50")
+
+
 def ramp_table(rs: RunSet) -> pd.DataFrame:
     """Every latency ramp's steps (ALL endpoints), one row per variant and step."""
     frames = [ramp.ramp_steps(r) for r in rs.of("latency")]
@@ -47,27 +130,35 @@ def ramp_table(rs: RunSet) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _ramps(rs: RunSet) -> list[list[Run]]:
+    """Each variant's latency ramp, as the list of its repetitions (round order)."""
+    groups = rs.repeated("latency")
+    return [g for g in groups.values() if any(not ramp.ramp_steps(r).empty for r in g)]
+
+
 def knees(rs: RunSet) -> pd.DataFrame:
-    """Per variant where its latency ramp bent (ramp.knee), the top rate tried and the
-    throughput at the SLO, so the reading never has to re-derive them."""
+    """Per variant where its latency ramp bent (ramp.knee over its repetitions), the top rate
+    tried and the throughput at the SLO, so the reading never has to re-derive them."""
     rows = []
-    for run in rs.of("latency"):
-        k = ramp.knee(run)
-        steps = ramp.ramp_steps(run)
+    for runs in _ramps(rs):
+        k = ramp.knee(runs)
+        steps = ramp.held_steps(runs)
         if k is None or steps.empty:
             continue
         rows.append(
             {
-                "variant": run.variant,
-                "tag": run.tag,
+                "variant": runs[0].variant,
+                "tag": runs[0].step,
+                "n": len(runs),
                 "bent": k["bent"],
+                "bent_reason": k.get("bent_reason", ""),
                 "knee_offered_rps": k["offered_rps"],
                 "knee_p99_ms": k["p99_ms"],
                 "bent_at_rps": k["bent_at_rps"],
                 "bent_p99_ms": k["bent_p99_ms"],
                 "first_p99_ms": float(steps["p99_ms"].iloc[0]),
                 "top_offered_rps": float(steps["offered_rps"].max()),
-                "throughput_at_slo_rps": ramp.throughput_at_slo(run),
+                "throughput_at_slo_rps": ramp.throughput_at_slo(runs),
             }
         )
     return pd.DataFrame(rows)
@@ -103,23 +194,33 @@ def hop_table(rs: RunSet) -> pd.DataFrame:
 
 def latency_vs_load(rs: RunSet) -> Figure | None:
     """p50/p99 of all endpoints and achieved rate against offered rate, one line per variant."""
-    runs = [r for r in rs.of("latency") if not ramp.ramp_steps(r).empty]
-    if not runs:
+    groups = _ramps(rs)
+    if not groups:
         return None
     fig, (ax, ax_tp) = new_figure(2, width=6.2, height=4.4)
     top = 0.0
-    for run in runs:
-        df = ramp.ramp_steps(run)
-        c = color(run.variant)
+    reps = sorted({len(g) for g in groups})
+    for runs in groups:
+        variant = runs[0].variant
+        df = ramp.held_steps(runs)
+        c = color(variant)
         top = max(top, float(df["offered_rps"].max()))
-        ax.plot(df["offered_rps"], df["p99_ms"], "-o", color=c, label=f"{run.variant} p99")
-        ax.plot(
-            df["offered_rps"], df["p50_ms"], "--", color=c, alpha=0.7, label=f"{run.variant} p50"
-        )
-        ax_tp.plot(df["offered_rps"], df["achieved_rps"], "-o", color=c, label=run.variant)
-        behind = df[~df["keeping_up"]]
+        err = [
+            (df["p99_ms"] - df["p99_ci_low"]).clip(lower=0),
+            (df["p99_ci_high"] - df["p99_ms"]).clip(lower=0),
+        ]
+        ax.errorbar(df["offered_rps"], df["p99_ms"], yerr=err, fmt="-o", color=c, capsize=2,
+                    label=f"{variant} p99")  # fmt: skip
+        ax.plot(df["offered_rps"], df["p50_ms"], "--", color=c, alpha=0.7, label=f"{variant} p50")
+        terr = [
+            (df["achieved_rps"] - df["achieved_ci_low"]).clip(lower=0),
+            (df["achieved_ci_high"] - df["achieved_rps"]).clip(lower=0),
+        ]
+        ax_tp.errorbar(df["offered_rps"], df["achieved_rps"], yerr=terr, fmt="-o", color=c,
+                       capsize=2, label=variant)  # fmt: skip
+        behind = df[~df["keeping_up"].astype(bool)]
         ax_tp.plot(behind["offered_rps"], behind["achieved_rps"], "x", color="black", ms=9)
-        k = ramp.knee(run)
+        k = ramp.knee(runs)
         if k and k["offered_rps"] is not None:
             ax.plot(k["offered_rps"], k["p99_ms"], "D", ms=12, mfc="none", mec=c, mew=2)
             ax_tp.axvline(k["offered_rps"], color=c, ls=":", lw=1)
@@ -131,7 +232,8 @@ def latency_vs_load(rs: RunSet) -> Figure | None:
         va="bottom",
         fontsize=8,
     )
-    ax.plot([], [], "D", ms=10, mfc="none", mec="black", label="knee (last step before bend)")
+    _draw_floor(ax, rs)
+    ax.plot([], [], "D", ms=10, mfc="none", mec="black", label="knee (highest step in SLO)")
     ax.set_yscale("log")
     ax.set_xlabel("offered load (req/s)")
     ax.set_ylabel("latency from intended start (ms, log)")
@@ -154,12 +256,17 @@ def latency_vs_load(rs: RunSet) -> Figure | None:
     ax_tp.set_title("Achieved vs offered throughput")
     ax_tp.grid(True, alpha=0.3)
     ax_tp.legend(fontsize=7)
-    return caption(fig, rs, _shared_note(rs))
+    n_text = "/".join(str(n) for n in reps)
+    medians = (
+        f"medians over {n_text} repetitions, bars: 95 % intervals" if reps != [1] else "one run"
+    )
+    notes = (medians, _shared_note(rs), _floor_note(rs))
+    return caption(fig, rs, "; ".join(n for n in notes if n))
 
 
 def latency_by_endpoint(rs: RunSet) -> Figure | None:
     """p99 per endpoint against offered rate: which request types the hops hurt most."""
-    runs = [r for r in rs.of("latency") if not ramp.endpoint_steps(r).empty]
+    runs = [r for r in rs.first_round("latency") if not ramp.endpoint_steps(r).empty]
     if not runs:
         return None
     panels = [*ENDPOINT_ORDER, "ALL"]
@@ -195,7 +302,7 @@ def latency_by_endpoint(rs: RunSet) -> Figure | None:
         ax.set_visible(False)
     flat[0].legend(fontsize=7)
     fig.suptitle(f"p99 latency per endpoint vs offered load (dotted: SLO {ramp.SLO_P99_MS:g} ms)")
-    return caption(fig, rs, _shared_note(rs))
+    return caption(fig, rs, "; ".join(n for n in ("first repetition", _shared_note(rs)) if n))
 
 
 def hop_cost(rs: RunSet) -> Figure | None:
@@ -276,12 +383,7 @@ def _knee_lines(k: pd.DataFrame) -> list[str]:
                 f"({_fmt(row.bent_at_rps, 'req/s')}, p99 {_fmt(row.bent_p99_ms, 'ms')})."
             )
         else:
-            if row.bent_p99_ms > ramp.SLO_P99_MS:
-                why = "over the SLO"
-            elif row.bent_p99_ms > ramp.KNEE_FACTOR * row.first_p99_ms:
-                why = f"over {ramp.KNEE_FACTOR:g}x the first step's p99, within the SLO"
-            else:
-                why = "the server fell behind the offered rate or errored"
+            why = row.bent_reason or "it did not hold the SLO"
             lines.append(
                 f"- **{row.variant}**: knee at {_fmt(row.knee_offered_rps, 'req/s')} offered "
                 f"(p99 {_fmt(row.knee_p99_ms, 'ms')}); at {_fmt(row.bent_at_rps, 'req/s')} "
@@ -291,25 +393,32 @@ def _knee_lines(k: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _common_step_lines(steps: pd.DataFrame) -> list[str]:
-    by_variant = {v: d for v, d in steps.groupby("variant", sort=False)}
+def _common_step_lines(rs: RunSet) -> list[str]:
+    """p99 at the lowest rate every ramp ran, each a median with its interval (readings.json's
+    `latency.*`), ranked against the first variant only where the intervals are apart."""
+    found = readings.latency(rs)
+    by_variant: dict[str, dict[float, readings.Reading]] = {}
+    for r in found:
+        study, variant, rest = r.name.split(".", 2)
+        measure, _, where = rest.partition("@")
+        if measure == "p99_ms":
+            by_variant.setdefault(variant, {})[float(where.removesuffix("rps"))] = r
     if len(by_variant) < 2:
         return []
-    common = set.intersection(*(set(d["offered_rps"]) for d in by_variant.values()))
+    common = set.intersection(*(set(d) for d in by_variant.values()))
     if not common:
         return ["The ramps share no offered rate, so p99 is not compared across variants."]
     rate = min(common)
-    p99 = {
-        v: float(d.loc[d["offered_rps"] == rate, "p99_ms"].iloc[0]) for v, d in by_variant.items()
-    }
+    p99 = {v: d[rate] for v, d in by_variant.items()}
     ref = next(iter(p99))
-    parts = [f"{ref} {_fmt(p99[ref], 'ms')}"]
+    parts = [f"{ref} {p99[ref].text('{:.3g}')}"]
     for v, value in list(p99.items())[1:]:
-        ratio = value / p99[ref] if p99[ref] else float("nan")
-        parts.append(f"{v} {_fmt(value, 'ms')} ({_fmt(ratio)}x {ref})")
+        ratio = value.median / p99[ref].median if p99[ref].median else float("nan")
+        verdict = readings.compare(value, p99[ref])
+        parts.append(f"{v} {value.text('{:.3g}')} ({_fmt(ratio)}x {ref}: {verdict})")
     return [
         f"At {_fmt(rate, 'req/s')}, the lowest offered rate every ramp ran, p99 of all endpoints "
-        f"was {', '.join(parts)}."
+        f"(median [95 % interval], repetitions) was {', '.join(parts)}."
     ]
 
 
@@ -329,6 +438,37 @@ def _hop_lines(h: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _floor_lines(rs: RunSet) -> list[str]:
+    report = floor_report(rs)
+    if report is None:
+        return [
+            "No floor (floor.json, `archlab bench floor`) in this run set: how much of a low "
+            "load's latency is the load generator's own is not quoted."
+        ]
+    df = floor_table(rs)
+    parts = [
+        f"{_fmt(r.offered_rps, 'req/s')}: p50 {_fmt(r.p50_ms, 'ms')}, p99 {_fmt(r.p99_ms, 'ms')}"
+        for r in df.itertuples()
+    ]
+    lines = [
+        f"Against the bare endpoint ({report.get('server', '?')}: the same HTTP server, "
+        "framework and process model, a fixed body, no domain) the lab's own generator read, "
+        f"from intended start, {'; '.join(parts)} (medians over {report.get('rounds', '?')} "
+        "rounds). No variant's latency can be read below this floor; at low load a variant's "
+        "p50 close to it is mostly HTTP stack and generator."
+    ]
+    check = _floor_check(report)
+    if check is not None:
+        rate, lab, ind, diff = check
+        lines.append(
+            f"At {_fmt(rate, 'req/s')} an independent client (stdlib http.client, one "
+            f"keep-alive connection, its own open-loop schedule) read p50 {_fmt(ind, 'ms')} "
+            f"where the lab's generator read {_fmt(lab, 'ms')} (observed): the generator's "
+            f"own share of a request is {_pct(diff)} of the independent client's figure."
+        )
+    return lines
+
+
 def reading(rs: RunSet) -> str:
     """The notebook's conclusions, every number computed from this run set."""
     out = ["### Where each variant's latency bends"]
@@ -341,13 +481,15 @@ def reading(rs: RunSet) -> str:
     else:
         out += _knee_lines(k)
         out.append("")
-        out += _common_step_lines(ramp_table(rs))
+        out += _common_step_lines(rs)
         note = _shared_note(rs)
         if note:
             out.append(
                 f"\nOn {rs.machine_label()} the {note}: compare variants at equal offered load; "
                 "capacity itself is the scaling notebook's (06) question."
             )
+    out += ["", "### The floor: the lab's generator against the bare endpoint"]
+    out += _floor_lines(rs)
     out += ["", "### What one hop costs"]
     out += _hop_lines(hop_table(rs))
     return "\n".join(out)
