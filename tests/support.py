@@ -366,3 +366,27 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object
         writer = csv.writer(fh)
         writer.writerow(columns)
         writer.writerows(rows)
+
+
+def ramp_windows(
+    steps: Iterable[tuple[float, float, float]], step_s: float = 10.0, cpu_percent: float = 0.0
+) -> list[dict[str, Any]]:
+    """summary.json's windows of a ramp, one per (offered req/s, achieved req/s, p99 ms) step,
+    the server busy `cpu_percent` x offered / 100: how the figure tests write a ramp's summary."""
+    return [
+        {
+            "index": i,
+            "seconds": step_s,
+            "offered_rps": float(offered),
+            "server_cpu_percent": cpu_percent * offered / 100,
+            "endpoints": {
+                "ALL": {
+                    "count": int(achieved * step_s),
+                    "throughput_rps": achieved,
+                    "errors": 0,
+                    "latency_corrected_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99},
+                }
+            },
+        }
+        for i, (offered, achieved, p99) in enumerate(steps)
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from support import ramp_windows
 
 from archlab.analysis import costmodel as cm
 from archlab.analysis import servers
@@ -83,22 +84,7 @@ STEP_S = 10.0
 
 def _ramp(*steps: tuple[float, float, float]) -> list[dict]:
     """summary.json's windows, one per (offered req/s, achieved req/s, p99 ms) step."""
-    return [
-        {
-            "index": i,
-            "seconds": STEP_S,
-            "offered_rps": offered,
-            "endpoints": {
-                "ALL": {
-                    "count": int(achieved * STEP_S),
-                    "throughput_rps": achieved,
-                    "errors": 0,
-                    "latency_corrected_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99},
-                }
-            },
-        }
-        for i, (offered, achieved, p99) in enumerate(steps)
-    ]
+    return ramp_windows(steps, STEP_S)
 
 
 def _server(cpu_s: float, pss_mean: float, pss_peak: float, roles: dict | None = None) -> dict:

@@ -63,14 +63,7 @@ def test_every_variant_hosts_every_component() -> None:
 
 
 def test_catalogue_has_the_fault_scenarios() -> None:
-    for name in (
-        "gc-pressure",
-        "cpu-hog",
-        "crash-recommendations",
-        "crash-orders",
-        "leak-recommendations",
-        "slow-notifications",
-    ):
+    for name in scenarios.FAULT_SCENARIOS:  # the names: tests/test_open_loop_faults.py
         assert scenarios.get_scenario(name).faults, name
         # and its closed-loop form, for comparison (tests/test_open_loop_faults.py)
         twin = scenarios.get_scenario(name + scenarios.CLOSED_SUFFIX)

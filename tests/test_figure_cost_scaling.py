@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
-from support import synthetic_manifest
+from support import ramp_windows, synthetic_manifest
 
 from archlab.analysis import costmodel as cm
 from archlab.analysis.runset import RunSet, load_runset
@@ -25,23 +25,7 @@ PRICES = cm.Prices(vcpu_hour=0.03, gib_hour=0.004, source="t", url="https://x.in
 
 def _rows(steps: list[tuple[float, float, float]], cpu_percent: float = 0.0) -> list[dict]:
     """Windows of (offered, achieved, p99) steps; the server busy `cpu_percent` x offered/100."""
-    return [
-        {
-            "index": i,
-            "seconds": STEP_S,
-            "offered_rps": offered,
-            "server_cpu_percent": cpu_percent * offered / 100,
-            "endpoints": {
-                "ALL": {
-                    "count": int(achieved * STEP_S),
-                    "throughput_rps": achieved,
-                    "errors": 0,
-                    "latency_corrected_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99},
-                }
-            },
-        }
-        for i, (offered, achieved, p99) in enumerate(steps)
-    ]
+    return ramp_windows(steps, STEP_S, cpu_percent)
 
 
 def _runset(root: Path, runs: dict[str, tuple[str, tuple[str, ...], int | None, dict, dict]]):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import synthetic_manifest
+from support import ramp_windows, synthetic_manifest
 
 from archlab.analysis import ramp
 from archlab.analysis.runset import RunSet, load_runset
@@ -19,25 +19,9 @@ KNOBS = {"threads": 8, "workers": 1}
 
 
 def _windows(p99s: tuple[float, ...], behind_at: float | None = None) -> list[dict]:
-    rows = []
-    for i, (offered, p99) in enumerate(zip(RATES, p99s, strict=False)):
-        achieved = offered * (0.6 if behind_at is not None and offered >= behind_at else 1.0)
-        rows.append(
-            {
-                "index": i,
-                "seconds": STEP_S,
-                "offered_rps": float(offered),
-                "endpoints": {
-                    "ALL": {
-                        "count": int(achieved * STEP_S),
-                        "throughput_rps": achieved,
-                        "errors": 0,
-                        "latency_corrected_ms": {"p50": p99 / 4, "p90": p99 / 2, "p99": p99},
-                    }
-                },
-            }
-        )
-    return rows
+    slow = behind_at if behind_at is not None else float("inf")
+    steps = [(o, o * (0.6 if o >= slow else 1.0), p) for o, p in zip(RATES, p99s, strict=False)]
+    return ramp_windows(steps, STEP_S)
 
 
 def _write(root: Path, tag: str, p99s: tuple[float, ...], **meta: object) -> str:

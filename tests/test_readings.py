@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from support import synthetic_manifest
+from support import ramp_windows, synthetic_manifest
 
 from archlab.analysis import readings
 from archlab.analysis.readings import Reading
@@ -16,22 +16,7 @@ from archlab.rundir import META, READINGS, SUMMARY, write_json
 
 def _ramp_run(root: Path, tag: str, variant: str, p99s: list[float]) -> None:
     """A finished latency ramp of one step per p99 given, at 50 req/s per step."""
-    rows = [
-        {
-            "index": i,
-            "seconds": 5.0,
-            "offered_rps": 50.0 * (i + 1),
-            "endpoints": {
-                "ALL": {
-                    "count": 250 * (i + 1),
-                    "errors": 0,
-                    "throughput_rps": 50.0 * (i + 1),
-                    "latency_corrected_ms": {"p50": p99 / 4, "p99": p99},
-                }
-            },
-        }
-        for i, p99 in enumerate(p99s)
-    ]
+    rows = ramp_windows([(50.0 * (i + 1), 50.0 * (i + 1), p99) for i, p99 in enumerate(p99s)], 5.0)
     (root / "runs" / tag).mkdir(parents=True)
     write_json(root / "runs" / tag / META, {"status": "completed", "variant": variant,
                                             "scenario": {"name": "ramp"}})  # fmt: skip
