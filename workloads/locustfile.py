@@ -119,6 +119,9 @@ class _ShopUser(FastHttpUser):
 
     def on_start(self) -> None:
         global _user_counter
+        # The shop sets no cookie; locust's client would still run http.cookiejar over every
+        # request and answer inside the timed section (the floor bench's finding).
+        self.client.client.cookiejar = None
         _user_counter += 1
         index = getattr(self.environment.runner, "worker_index", 0) or 0
         stream = f"{_user_counter}" if index <= 0 else f"w{index}:{_user_counter}"

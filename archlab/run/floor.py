@@ -238,9 +238,9 @@ def save_bodies(
     return product, catalog
 
 
-def _spread(values: Sequence[float]) -> dict[str, Any] | None:
+def _spread(values: Sequence[float], unit: str = "ms") -> dict[str, Any] | None:
     s = Spread.of(values)
-    return None if s is None else {**dataclasses.asdict(s), "text": s.text("{:.3f}", "ms")}
+    return None if s is None else {**dataclasses.asdict(s), "text": s.text("{:.3f}", unit)}
 
 
 def _difference_pct(lab: dict[str, Any], client: dict[str, Any]) -> dict[str, float | None]:
@@ -261,8 +261,8 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     for rate in report["rates"]:
         runs = report["lab"][f"{rate:g}"]
         row: dict[str, Any] = {"offered_rps": rate, "rounds": len(runs)}
-        row["count"] = _spread([r["count"] for r in runs])
-        row["achieved_rps"] = _spread([r["achieved_rps"] for r in runs])
+        row["count"] = _spread([r["count"] for r in runs], "requests")
+        row["achieved_rps"] = _spread([r["achieved_rps"] for r in runs], "req/s")
         for kind, p in keys:
             row[f"{kind.removesuffix('_ms')}_{p}_ms"] = _spread([r[kind][p] for r in runs])
         lab.append(row)
@@ -273,7 +273,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
             [r[kind][p] for r in independent["runs"]]
         )
     diffs = independent["difference_pct"]
-    difference = {k: _spread([d[k] for d in diffs if d[k] is not None]) for k in diffs[0]}
+    difference = {k: _spread([d[k] for d in diffs if d[k] is not None], "%") for k in diffs[0]}
     return {"lab": lab, "independent": client, "difference_pct": difference}
 
 
