@@ -39,11 +39,11 @@ from matplotlib.lines import Line2D
 from archlab import __version__
 from archlab.analysis import compare
 from archlab.analysis.runset import ENDPOINT_ORDER, SETUP_ENDPOINT, VARIANT_ORDER, Run
-from archlab.analysis.summary import ALL
+from archlab.analysis.summary import ALL, BUCKET_S
 from archlab.figures.style import color, new_figure
 from archlab.rundir import iso, utc_now
 
-DEFAULT_BUCKET_S = 1.0
+DEFAULT_BUCKET_S = BUCKET_S  # the summary's empty-bucket width: one second
 DPI = 100
 MIB = 2**20
 # the browser may fetch nothing: images are data: URIs, the style is inline, no script runs
