@@ -511,11 +511,13 @@ def _parse_reproduce(sub: Subparsers) -> None:
         "reproduce",
         help="run the scenario matrix, render every figure, execute every notebook",
         description="Run the matrix behind every figure over the three variants (latency "
-        "ramps, pinned ramps for the scaling study, fault scenarios, profiled runs, the hop "
-        "micro-benchmark) and along the migration path (each placement at one open-loop rate, "
-        "steady, crashed and collecting), render every figure (PNG and SVG) into "
-        "results/figures/ and execute every notebook into results/notebooks/. Interrupted, it "
-        "keeps finished runs: the same command resumes.",
+        "ramps, pinned ramps for the scaling study and open-loop fault scenarios, each repeated "
+        "round by round; profiled runs, the studies, the hop micro-benchmark and the "
+        "generator's floor) and along the migration path (each placement at one open-loop "
+        "rate, steady, crashed and collecting), write every headline number with its 95 % "
+        "interval to readings.json, render every figure (PNG and SVG) into results/figures/ "
+        "and execute every notebook into results/notebooks/. Interrupted, it keeps finished "
+        "runs: the same command resumes.",
         epilog="scales: " + "; ".join(f"{s.name}: {s.description}" for s in repro.SCALES.values()),
     )
     rep.add_argument(
