@@ -185,7 +185,9 @@ def fig_recovery_timelines(rs: RunSet) -> Figure | None:
             if tl.empty:
                 continue
             c = color(run.variant)
-            line = {"color": c, "label": run.variant, "lw": 1.2, "marker": ".", "ms": 3}
+            # every repetition drawn, so their spread shows; one legend entry per variant
+            label = run.variant if run.round == 1 else "_nolegend_"
+            line = {"color": c, "label": label, "lw": 1.2, "marker": ".", "ms": 3}
             ax_e.plot(tl.index, 100 * tl["error_rate"], **line)  # NaN: a gap
             ax_p.plot(tl.index, tl["p99_ms"], **line)
             end = fault.get("end")
@@ -216,7 +218,8 @@ def fig_recovery_timelines(rs: RunSet) -> Figure | None:
     return caption(
         fig,
         rs,
-        "shaded: the fault's duration (none for a crash); all endpoints; open-loop requests "
+        "one line per repetition; shaded: the fault's duration (none for a crash); all "
+        "endpoints; open-loop requests "
         "bucketed by intended start, p99 from it; a gap: no request in that bucket (the load "
         "itself fell silent, e.g. a closed loop's users waiting on a restarting server)",
     )
