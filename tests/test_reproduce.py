@@ -29,6 +29,7 @@ from archlab.host import procs
 from archlab.rundir import MANIFEST, read_json, read_meta
 from variants import native
 from variants.placement import PATH
+from workloads.scenarios import get_scenario
 
 NO_RUST = native.unavailable_reason()
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -371,3 +372,17 @@ def test_the_output_says_how_many_repetitions_each_kind_of_run_had() -> None:
     assert "latency: 3 repetitions of each of 3 steps" in lines
     assert any(line.startswith("fault: 3 repetitions of each of ") for line in lines)
     assert any("not run pinned to 2 CPUs" in line for line in lines)
+
+
+def test_a_fault_that_kills_a_process_runs_long_enough_for_the_restart() -> None:
+    """The full scale's crash and leak runs give the monolith, which restarts whole, time to
+    come back within the records; the others keep the shorter fault length."""
+    scale = repro.SCALES["full"]
+    for st in repro.plan_steps(scale, [0, 1], native_engines=False):
+        if "fault" not in st.kinds:
+            continue
+        kinds = {f.kind for f in get_scenario(st.plan.scenario).faults}
+        if kinds & set(repro.KILLING):
+            assert st.plan.duration_s == scale.crash_s >= 24, st.tag
+        else:
+            assert st.plan.duration_s in (scale.fault_s, scale.gc_s), st.tag

@@ -29,6 +29,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from archlab.analysis import blast
+from archlab.analysis.rounds import Spread
 from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 from archlab.rundir import INVARIANTS, read_json
@@ -90,9 +91,14 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
     fig, axes = new_figure(
         len(variants), 2, width=3.6, height=0.5 * len(scenarios) + 1.6, squeeze=False
     )
-    # one cell per scenario x endpoint: worst over the scenario's runs and faults
-    agg = df.groupby(["variant", "scenario", "endpoint"]).agg(
+    # one cell per scenario x endpoint: the worst over a run's faults, the median over the
+    # scenario's repetitions
+    keys = ["variant", "scenario", "endpoint"]
+    per_run = df.groupby([*keys, "run_id"]).agg(
         err=("during_error_rate", "max"), ratio=("p99_ratio", "max"), targeted=("targeted", "any")
+    )
+    agg = per_run.groupby(keys).agg(
+        err=("err", "median"), ratio=("ratio", "median"), targeted=("targeted", "any")
     )
     ratio_max = max(2.0, float(np.nanmax(agg["ratio"].to_numpy(dtype=float), initial=2.0)))
     for col, variant in enumerate(variants):
@@ -139,7 +145,8 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
     return caption(
         fig,
         rs,
-        "worst over a scenario's faults; during = the fault's window; "
+        "the median over repetitions of the worst over a run's faults; during = the fault's "
+        "window; "
         "baseline = the same run before its fault (gc-pressure's already includes the every-second "
         "model rebuilds); - = no request of that endpoint fell in the window (a crash's window "
         "is its downtime, which can be shorter than one request)",
@@ -278,13 +285,17 @@ def reading(rs: RunSet) -> str:
             err = worst["during_error_rate"] or 0.0
             errors = f"worst error {100 * err:.1f}% ({worst['endpoint']})" if err else "no errors"
             rec = v["recovery_s"]
+            per_run = v.groupby("run_id")["recovery_s"].max()
+            back = Spread.of(per_run)
             recovery = (
                 "not every endpoint back within the records"
-                if rec.isna().any()
-                else f"every endpoint back after {rec.max():.0f} s"
+                if rec.isna().any() or back is None
+                else f"every endpoint back after {back.text('{:.0f}', 's')}"
             )
+            reps = v["run_id"].nunique()
+            over = f" (over {reps} repetitions)" if reps > 1 else ""
             parts.append(
-                f"{variant}: {errors}, p99 up to {v['p99_ratio'].max():.1f}x baseline, "
+                f"{variant}{over}: {errors}, p99 up to {v['p99_ratio'].max():.1f}x baseline, "
                 f"{others['within'].sum()}/{len(others)} other endpoints within tolerance, "
                 f"{recovery}"
             )
