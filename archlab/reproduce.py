@@ -135,6 +135,7 @@ class Scale:
     remedy_names: tuple[str, ...] = tuple(remedies.REMEDIES)
     only_headline: bool = False  # True: the headline steps alone, no study, no benchmark
     floor_s: float = 5.0  # `archlab bench floor` at each ramp rate, `reps` rounds
+    floor_rates: tuple[float, ...] = ()  # () = the ramp's rates
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +160,7 @@ SCALES: dict[str, Scale] = {
             hop_calls=200,
             hop_rounds=2,
             floor_s=2.0,
+            floor_rates=(RAMP_RATE_PER_STREAM,),  # the pipeline, not a floor
             expected_overhead_s=5.0,
             path_steps=(PATH[0], PATH[-1]),  # both ends of the path
             path_scenarios=(migration.REPLICATE_SCENARIO,),
@@ -454,6 +456,11 @@ def plan_steps(
     return steps
 
 
+def floor_rates(scale: Scale) -> list[float]:
+    """The offered rates the floor is measured at: the latency ramp's, unless the scale says."""
+    return list(scale.floor_rates) or [n * RAMP_RATE_PER_STREAM for n in scale.ramp_steps]
+
+
 def repetitions(steps: Sequence[Step]) -> dict[str, int]:
     """How many times the matrix runs each step (a study's rounds count as repetitions)."""
     counts: dict[str, int] = {}
@@ -597,7 +604,7 @@ def reproduce(
     hop_done = hop_path.exists() or scale.only_headline
     hop_left = [] if hop_done else [HOP_S_PER_CALL * scale.hop_calls * scale.hop_rounds]
     if not (out / FLOOR).exists() and not scale.only_headline:  # a locust start per rate, round
-        hop_left.append(len(scale.ramp_steps) * scale.reps * (scale.floor_s + 5.0) + 20.0)
+        hop_left.append(len(floor_rates(scale)) * scale.reps * (scale.floor_s + 5.0) + 20.0)
     todo = []
     for s in steps:
         if finished_run(runs_dir / s.tag, s, old_steps.get(s.tag)):
@@ -655,7 +662,7 @@ def reproduce(
         if not floor_path.exists() and not scale.only_headline:
             echo("=== the generator's floor: the bare endpoint (archlab bench floor)")
             floor.measure(
-                rates=[n * RAMP_RATE_PER_STREAM for n in scale.ramp_steps],
+                rates=floor_rates(scale),
                 seconds=scale.floor_s,
                 rounds=scale.reps,
                 size=scale.size,

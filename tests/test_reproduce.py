@@ -281,6 +281,9 @@ def test_fresh_starts_over_and_moves_the_old_run_set_aside(
     old = (out / MANIFEST).read_text()
     first = repro.plan_steps(repro.SCALES["test"])[:1]  # one step is enough to start over
     monkeypatch.setattr(repro, "plan_steps", lambda scale, cpus=None, native_engines=True: first)
+    # the floor is measured by the module's reproduction; here only its being redone matters
+    floors: list[Path] = []
+    monkeypatch.setattr(repro.floor, "measure", lambda out_path, **_: floors.append(out_path) or {})
     lines: list[str] = []
     outputs = repro.reproduce("test", out, fresh=True, render=False, echo=lines.append)
     assert outputs["failed"] == []
@@ -291,6 +294,7 @@ def test_fresh_starts_over_and_moves_the_old_run_set_aside(
         (first[0].tag, "completed")
     ]
     assert (out / "hop.json").exists()  # measured again, not carried over
+    assert floors == [out / "floor.json"]  # likewise
 
 
 def test_notebooks_default_to_the_newest_run_set_then_the_reference(
