@@ -12,7 +12,6 @@ measured, where, under which load: `<study>.<variant>.<measure>[@<where>]`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 from archlab.analysis import ramp
 from archlab.analysis import remedies as rm
 from archlab.analysis import servers as sv
-from archlab.analysis.rounds import NOT_DISTINGUISHABLE, Spread
+from archlab.analysis.rounds import NOT_DISTINGUISHABLE, Spread, interval_text, intervals_apart
 from archlab.analysis.runset import RunSet
 from archlab.rundir import READINGS, read_json, write_json
 
@@ -46,17 +45,14 @@ class Reading:
 
     def text(self, fmt: str = "{:.1f}") -> str:
         """'12.3 ms [11.0, 14.2], n=5', as captions quote it."""
-        unit = f" {self.unit}" if self.unit and self.unit != "ratio" else ""
-        if self.n < 2:
-            return f"{fmt.format(self.median)}{unit} (n=1)"
-        lo, hi = fmt.format(self.ci_low), fmt.format(self.ci_high)
-        return f"{fmt.format(self.median)}{unit} [{lo}, {hi}], n={self.n}"
+        unit = "" if self.unit == "ratio" else self.unit
+        return interval_text(self.median, self.ci_low, self.ci_high, self.n, fmt, unit)
 
     def apart(self, other: Reading) -> bool | None:
         """True when the two intervals do not overlap; None when a side has one repetition."""
-        if self.n < 2 or other.n < 2:
-            return None
-        return self.ci_low > other.ci_high or other.ci_low > self.ci_high
+        return intervals_apart(
+            (self.ci_low, self.ci_high, self.n), (other.ci_low, other.ci_high, other.n)
+        )
 
 
 def compare(a: Reading, b: Reading, fmt: str = "{:.1f}") -> str:
@@ -181,7 +177,3 @@ def load(rs: RunSet) -> dict[str, Reading]:
     if data is None:
         return {r.name: r for r in collect(rs)}
     return {r["name"]: Reading(**r) for r in data.get("readings", [])}
-
-
-def dumps(readings: Iterable[Reading]) -> str:
-    return json.dumps([asdict(r) for r in readings], indent=2)

@@ -42,6 +42,24 @@ def median_interval(values: Iterable[float]) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
+def interval_text(
+    median: float, ci_low: float, ci_high: float, n: int, fmt: str = "{:.1f}", unit: str = ""
+) -> str:
+    """'12.3 ms [11.0, 14.2], n=5': a median, its interval and N, as captions quote them."""
+    u = f" {unit}" if unit else ""
+    if n < 2:
+        return f"{fmt.format(median)}{u} (n=1)"
+    return f"{fmt.format(median)}{u} [{fmt.format(ci_low)}, {fmt.format(ci_high)}], n={n}"
+
+
+def intervals_apart(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool | None:
+    """Whether two (ci_low, ci_high, n) intervals do not overlap; None when a side has one
+    repetition (no spread measured: nothing is judged)."""
+    if a[2] < 2 or b[2] < 2:
+        return None
+    return a[0] > b[1] or b[0] > a[1]
+
+
 @dataclass(frozen=True)
 class Spread:
     """A measure over rounds: median, its interval (ci_low, ci_high), min, max, rounds."""
@@ -64,9 +82,9 @@ class Spread:
     def apart(self, other: Spread) -> bool | None:
         """True when the two intervals do not overlap, False when they do; None when a side
         has one round (no spread measured: nothing is judged)."""
-        if self.rounds < 2 or other.rounds < 2:
-            return None
-        return self.ci_low > other.ci_high or other.ci_low > self.ci_high
+        return intervals_apart(
+            (self.ci_low, self.ci_high, self.rounds), (other.ci_low, other.ci_high, other.rounds)
+        )
 
     def scaled(self, factor: float) -> Spread:
         """The same spread in another unit (e.g. s -> ms)."""
@@ -77,8 +95,4 @@ class Spread:
 
     def text(self, fmt: str = "{:.1f}", unit: str = "") -> str:
         """'12.3 ms [11.0, 14.2], n=5': the median, its interval and N, as captions quote it."""
-        u = f" {unit}" if unit else ""
-        if self.rounds < 2:
-            return f"{fmt.format(self.median)}{u} (n=1)"
-        lo, hi = fmt.format(self.ci_low), fmt.format(self.ci_high)
-        return f"{fmt.format(self.median)}{u} [{lo}, {hi}], n={self.rounds}"
+        return interval_text(self.median, self.ci_low, self.ci_high, self.rounds, fmt, unit)
