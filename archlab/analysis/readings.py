@@ -55,7 +55,7 @@ class Reading:
         )
 
 
-def compare(a: Reading, b: Reading, fmt: str = "{:.1f}") -> str:
+def compare(a: Reading, b: Reading) -> str:
     """'a is lower than b' only when the intervals are apart; else says N is too small."""
     apart = a.apart(b)
     if apart is None:

@@ -86,13 +86,6 @@ class Spread:
             (self.ci_low, self.ci_high, self.rounds), (other.ci_low, other.ci_high, other.rounds)
         )
 
-    def scaled(self, factor: float) -> Spread:
-        """The same spread in another unit (e.g. s -> ms)."""
-        return Spread(
-            self.median * factor, self.low * factor, self.high * factor, self.rounds,
-            self.ci_low * factor, self.ci_high * factor,
-        )  # fmt: skip
-
     def text(self, fmt: str = "{:.1f}", unit: str = "") -> str:
         """'12.3 ms [11.0, 14.2], n=5': the median, its interval and N, as captions quote it."""
         return interval_text(self.median, self.ci_low, self.ci_high, self.rounds, fmt, unit)
