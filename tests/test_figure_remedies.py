@@ -189,5 +189,7 @@ def test_every_scale_runs_the_study_interleaved_and_full_repeats_it_five_times()
     assert rounds == sorted(rounds) and set(rounds) == {1, 2, 3, 4, 5}  # round by round
     names = repro.SCALES["full"].remedy_names
     assert {rm.NONE, "bulkhead", "both"} <= set(names)  # "both" less "bulkhead" is the cpu's
-    per_round = len(rm.SCENARIOS) * (1 + len(rm.DESIGNS) * len(names))
+    scenarios = repro.SCALES["full"].remedy_scenarios
+    assert set(rm.DISTURBED) <= set(scenarios)  # both causes, each under every remedy
+    per_round = len(scenarios) * (1 + len(rm.DESIGNS) * len(names))
     assert len(full) == 5 * per_round
