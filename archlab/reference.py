@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from archlab.host.machine import git_info
 from archlab.rundir import (
     GC,
     LEDGER,
@@ -29,6 +30,7 @@ from archlab.rundir import (
     STATE_DIR,
     TELEMETRY_DIR,
     read_json,
+    repo_root,
     results_root,
     write_json,
 )
@@ -76,29 +78,53 @@ def provenance(run_set: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": False, "runs": len(runs)}
 
 
+def drawing_commit() -> dict[str, Any]:
+    """The clean commit this archlab draws from: the figures, readings.json and the gallery
+    are its work, so it must be as rebuildable as the runs' commit."""
+    root = repo_root()
+    git = git_info(root) if root else {"commit": None, "dirty": None}
+    if git["commit"] is None:
+        raise ProvenanceError("the reference is drawn from a git checkout: none found")
+    if git["dirty"] is not False:
+        raise ProvenanceError(
+            f"this checkout ({git['commit'][:10]}) has uncommitted changes: commit them before "
+            "drawing the reference"
+        )
+    return {"commit": git["commit"], "dirty": False}
+
+
 def make_reference(src: Path, dest: Path | None = None) -> Path:
-    """Copy run set `src` to `dest` (default results/reference), slimmed, with figures; only
-    a complete run set made from one clean commit (`provenance`), which its manifest names."""
+    """Copy run set `src` to `dest` (default results/reference), slimmed, with figures, its
+    readings and (for the default place) the README's gallery; only a complete run set made
+    from one clean commit (`provenance`), drawn by a clean checkout; the manifest names both."""
+    from archlab.analysis import readings
     from archlab.analysis.runset import load_runset
-    from archlab.figures import render_all
+    from archlab.figures import gallery, render_all
     from archlab.figures.notebooks import publish_html
 
-    dest = dest or results_root() / "reference"
+    default = results_root() / "reference"
+    dest = dest or default
     manifest = read_json(src / MANIFEST) or {}
     if not manifest.get("complete"):
         raise ValueError(f"{src} is not a complete run set ({MANIFEST}: complete=false)")
     made_from = provenance(src)
+    drawn_by = drawing_commit()
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*LEAVE_OUT))
-    write_json(dest / MANIFEST, {**manifest, "made_from": made_from})
+    described = {**manifest, "made_from": made_from, "drawn_by": drawn_by}
+    write_json(dest / MANIFEST, described)
     for run in sorted((dest / RUNS_DIR).iterdir()):
         for name in COMPRESS:
             if (run / name).exists():
                 gzip_file(run / name)
-    figures = render_all(load_runset(dest), dest / "figures")
+    rs = load_runset(dest)
+    readings.write(rs)  # today's sources, over the same runs
+    figures = render_all(rs, dest / "figures")
     publish_html(dest, dest / "notebooks")
-    described = {**manifest, "made_from": made_from}
+    readme = (repo_root() or Path.cwd()) / "README.md"
+    if dest.resolve() == default.resolve() and readme.exists():
+        gallery.update(readme, gallery.render(readings.load(load_runset(dest))))
     (dest / "README.md").write_text(describe(described, [p.name for p in figures]))
     return dest
 
@@ -122,7 +148,8 @@ def describe(manifest: dict[str, Any], figures: list[str]) -> str:
         f"({', '.join(scale['fault_scenarios'])})",
         f"- runs: {len(manifest['steps'])} (`manifest.json` lists each with its plan and status)",
         f"- made from commit `{(manifest.get('made_from') or {}).get('commit', '?')}`, a clean "
-        "tree (every run's `meta.json` names it)",
+        "tree (every run's `meta.json` names it); figures, `readings.json` and the README's "
+        f"gallery drawn by commit `{(manifest.get('drawn_by') or {}).get('commit', '?')}`",
         "",
         "Figures (`figures/`, drawn from these runs by `archlab figures results/reference`):",
         "",

@@ -71,3 +71,40 @@ def test_the_latency_readings_take_each_step_over_every_repetition(tmp_path: Pat
     data = json.loads(path.read_text())["readings"]
     assert all(set(r) == {"name", "median", "ci_low", "ci_high", "n", "unit"} for r in data)
     assert readings.load(rs)["latency.monolith.p99_ms@50rps"] == first
+
+
+def test_the_knee_reading_is_the_achieved_rate_of_the_highest_step_that_held(
+    tmp_path: Path,
+) -> None:
+    tags = []
+    for r, p99s in enumerate(([5.0, 8.0, 300.0], [6.0, 9.0, 250.0], [7.0, 40.0, 20.0]), 1):
+        tag = round_tag("latency-monolith", r)
+        _ramp_run(tmp_path, tag, "monolith", p99s)
+        tags.append(tag)
+    rs = load_runset(synthetic_manifest(tmp_path, tags, "latency"))
+    found = {r.name: r for r in readings.knees(rs)}
+    rate, p99 = found["knee.monolith.achieved_rps"], found["knee.monolith.p99_ms"]
+    assert (rate.median, rate.n, rate.unit) == (100.0, 3, "req/s")  # 150 req/s broke the SLO
+    assert (p99.median, p99.ci_high) == (9.0, 40.0)
+
+
+def test_a_fault_reading_takes_each_runs_worst_and_its_last_recovery() -> None:
+    import pandas as pd
+
+    from archlab.analysis import faults
+
+    rows = [  # two runs of one variant: the targeted endpoint fails, the others less so
+        ("r1", "/recs", True, 1.0, 50.0, 6.0),
+        ("r1", "/products", False, 0.10, 3.0, 2.0),
+        ("r1", "/cart", False, 0.20, 2.0, 4.0),
+        ("r2", "/recs", True, 0.9, 40.0, None),
+        ("r2", "/products", False, 0.0, 1.5, 1.0),
+    ]
+    df = pd.DataFrame(
+        rows, columns=["run_id", "endpoint", "targeted", "during_error_rate", "p99_ratio",
+                       "recovery_s"],
+    ).assign(scenario="crash-recommendations", variant="monolith")  # fmt: skip
+    got = faults.per_run(df).set_index("run_id")
+    assert got.loc["r1", "error_rate"] == 1.0 and got.loc["r1", "others_error_rate"] == 0.2
+    assert got.loc["r1", "others_p99_ratio"] == 3.0 and got.loc["r1", "recovery_s"] == 6.0
+    assert pd.isna(got.loc["r2", "recovery_s"])  # one endpoint never came back: not a number

@@ -14,10 +14,11 @@ import pytest
 
 from archlab import reference
 from archlab import reproduce as repro
+from archlab.analysis import readings
 from archlab.analysis.runset import load_runset
 from archlab.analysis.summary import summarize_run
 from archlab.analysis.validate import validate_run
-from archlab.figures import figure_functions
+from archlab.figures import figure_functions, gallery
 from archlab.rundir import SUMMARY, read_json, read_meta, warmup_of, write_json
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -61,6 +62,42 @@ def test_the_reference_names_the_one_clean_commit_that_made_it() -> None:
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     assert manifest["made_from"] == reference.provenance(REFERENCE)
     assert manifest["made_from"]["dirty"] is False
+    assert manifest["drawn_by"]["dirty"] is False and manifest["drawn_by"]["commit"]
+
+
+HEADLINE = ("latency.", "knee.", "scaling.", "gc.", "fault.", "server.", "remedy.", "hop.")
+"""The readings of the repeated steps and the studies' rounds: what the captions quote."""
+
+
+@PREDATES
+def test_every_headline_reading_is_taken_over_at_least_five_repetitions() -> None:
+    found = readings.load(load_runset(REFERENCE))
+    headline = [r for name, r in found.items() if name.startswith(HEADLINE)]
+    assert {name.split(".")[0] + "." for name in found} >= set(HEADLINE)
+    assert [r.name for r in headline if r.n < 5] == []
+
+
+@PREDATES
+def test_the_readmes_gallery_is_what_the_references_readings_give() -> None:
+    rs = load_runset(REFERENCE)
+    assert gallery.written(README) == gallery.render(readings.load(rs))
+
+
+@PREDATES
+def test_no_second_of_a_crash_run_is_empty_while_load_was_offered() -> None:
+    rs = load_runset(REFERENCE)
+    killing = [r for r in rs.of("fault") if "crash" in r.scenario or "leak" in r.scenario]
+    assert len(killing) >= 3 * 3 * 5  # two crashes and the leak, every variant, five rounds
+    empty = {r.tag: r.summary["load"]["empty_buckets"] for r in killing}
+    assert {tag: e["offsets_s"] for tag, e in empty.items() if e["count"]} == {}
+
+
+def test_a_dirty_checkout_cannot_draw_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference, "git_info", lambda _root: {"commit": "abc123", "dirty": True})
+    with pytest.raises(reference.ProvenanceError, match="uncommitted changes"):
+        reference.drawing_commit()
+    monkeypatch.setattr(reference, "git_info", lambda _root: {"commit": "abc123", "dirty": False})
+    assert reference.drawing_commit() == {"commit": "abc123", "dirty": False}
 
 
 def _run_set(root: Path, commits: list[tuple[str, bool]]) -> Path:

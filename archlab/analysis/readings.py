@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from archlab.analysis import ramp
+from archlab.analysis import faults, ramp
 from archlab.analysis import remedies as rm
 from archlab.analysis import servers as sv
 from archlab.analysis.rounds import NOT_DISTINGUISHABLE, Spread, interval_text, intervals_apart
-from archlab.analysis.runset import RunSet
+from archlab.analysis.runset import Run, RunSet
 from archlab.rundir import READINGS, read_json, write_json
 
 
@@ -97,6 +97,31 @@ def latency(rs: RunSet) -> list[Reading]:
     return _keep(found)
 
 
+def _knee_readings(prefix: str, runs: list[Run], at: str = "") -> list[Reading | None]:
+    k = ramp.knee(runs)
+    if not k or k["offered_rps"] is None:
+        return []
+    n = int(k["n"])
+    return [
+        Reading(f"{prefix}.achieved_rps{at}", k["achieved_rps"], k["achieved_ci_low"],
+                k["achieved_ci_high"], n, "req/s"),
+        Reading(f"{prefix}.p99_ms{at}", k["p99_ms"], k["p99_ci_low"], k["p99_ci_high"], n, "ms"),
+    ]  # fmt: skip
+
+
+def knees(rs: RunSet) -> list[Reading]:
+    """Per variant, at its knee (`ramp.knee`, the highest ramp step that held the SLO over
+    the repetitions): the achieved rate (throughput at the SLO) and p99 there; the same for
+    every configuration of the scaling study (`@<cpus>cpu`, unpinned: all of them)."""
+    found: list[Reading | None] = []
+    for runs in rs.repeated("latency").values():
+        found += _knee_readings(f"knee.{runs[0].variant}", runs)
+    for key, runs in ramp.repetitions(rs.of("scaling")).items():
+        cpus = key.cpus if key.cpus is not None else rs.cpus
+        found += _knee_readings(f"scaling.{key.variant}", runs, f"@{cpus}cpu")
+    return _keep(found)
+
+
 def gc_stalls(rs: RunSet) -> list[Reading]:
     """Per variant under gc-pressure: the other endpoints' p99 inside the engine's full
     collections and outside them (`remedies.measures`: the same definition as the remedies)."""
@@ -110,6 +135,27 @@ def gc_stalls(rs: RunSet) -> list[Reading]:
             ("others_ratio", "ratio"),
         ):
             found.append(Reading.of(f"gc.{variant}.{key}", (m.get(key) for m in measured), unit))
+    return _keep(found)
+
+
+def fault_runs(rs: RunSet) -> list[Reading]:
+    """Per fault scenario and variant, over its repetitions (`faults.per_run`): the worst
+    endpoint's error %, the other endpoints' worst error % and p99 ratio, and the seconds until
+    the last endpoint was back within tolerance."""
+    df = faults.per_run(faults.table(rs))
+    found: list[Reading | None] = []
+    if df.empty:
+        return []
+    for (scenario, variant), sel in df.groupby(["scenario", "variant"], sort=False):
+        at = f"@{scenario}"
+        found += [
+            Reading.of(f"fault.{variant}.error_pct{at}", 100 * sel["error_rate"], "%"),
+            Reading.of(
+                f"fault.{variant}.others_error_pct{at}", 100 * sel["others_error_rate"], "%"
+            ),
+            Reading.of(f"fault.{variant}.others_p99_ratio{at}", sel["others_p99_ratio"], "ratio"),
+            Reading.of(f"fault.{variant}.recovery_s{at}", sel["recovery_s"], "s"),
+        ]
     return _keep(found)
 
 
@@ -157,7 +203,9 @@ def hop(rs: RunSet) -> list[Reading]:
     return _keep(found)
 
 
-SOURCES: tuple[Source, ...] = (latency, gc_stalls, server_study, remedy_study, hop)
+SOURCES: tuple[Source, ...] = (
+    latency, knees, gc_stalls, fault_runs, server_study, remedy_study, hop
+)  # fmt: skip
 
 
 def collect(rs: RunSet) -> list[Reading]:

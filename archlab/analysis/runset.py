@@ -173,10 +173,16 @@ class RunSet:
     def machine(self) -> dict[str, Any]:
         return dict(self.manifest.get("machine") or {})
 
+    @property
+    def cpus(self) -> int:
+        """The machine's usable CPUs: where an unpinned run ran."""
+        m = self.machine
+        return len(m.get("usable_cpus") or []) or int(m.get("cpu_count_logical") or 1)
+
     def machine_label(self) -> str:
         """'2 CPUs, AMD EPYC ..., 24 GiB' for plot captions."""
         m = self.machine
-        cpus = len(m.get("usable_cpus") or []) or m.get("cpu_count_logical") or "?"
+        cpus = self.cpus if m else "?"
         mem = (m.get("memory_total_bytes") or 0) / 2**30
         return f"{cpus} CPUs, {m.get('cpu_model', '?')}, {mem:.0f} GiB"
 

@@ -13,14 +13,12 @@ numbers are `archlab.analysis.blast` (baseline, during, recovery and tolerance a
 - `invariants_table`: did the shop stay correct (every run, not just fault runs)?
 
 An endpoint is **targeted** when the faulty component is one of the contexts it calls
-(`runset.ENDPOINT_COMPONENTS`); the others are the ones isolation should protect.
+(`archlab.analysis.faults`); the others are the ones isolation should protect.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -28,51 +26,15 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from archlab.analysis import blast
+from archlab.analysis import faults
+from archlab.analysis.faults import TOLERANCE
 from archlab.analysis.rounds import Spread
-from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
+from archlab.analysis.runset import ENDPOINT_ORDER, Run, RunSet
 from archlab.figures.style import caption, color, new_figure
 from archlab.rundir import INVARIANTS, read_json
 
 # endpoints a component answers itself; a fault there may fail them by design
-TOL = blast.Tolerance()
 BEFORE_S = 10.0  # timelines start this long before the fault
-
-
-@lru_cache(maxsize=32)
-def _matrix(paths: tuple[str, ...]) -> pd.DataFrame:
-    from pathlib import Path
-
-    return pd.DataFrame(blast.matrix([Path(p) for p in paths], TOL))
-
-
-def blast_table(rs: RunSet) -> pd.DataFrame:
-    """`blast_rows` of the run set's fault runs."""
-    return blast_rows(rs.of("fault"))
-
-
-def blast_rows(runs: Sequence[Run]) -> pd.DataFrame:
-    """blast.matrix over `runs`, plus `p99_ratio`, `targeted` and `within`."""
-    if not runs:
-        return pd.DataFrame()
-    df = _matrix(tuple(str(r.path) for r in runs)).copy()
-    if df.empty:
-        return df
-    df["p99_ratio"] = df["during_p99_ms"] / df["baseline_p99_ms"]
-    df["targeted"] = [
-        comp == "gateway" or comp in ENDPOINT_COMPONENTS.get(ep, ())
-        for ep, comp in zip(df["endpoint"], df["component"], strict=True)
-    ]
-    base_err = df["baseline_error_rate"].fillna(0.0)
-    limit = np.maximum(
-        TOL.p99_factor * df["baseline_p99_ms"], df["baseline_p99_ms"] + TOL.p99_slack_ms
-    )
-    err_ok = df["during_error_rate"].fillna(0.0) <= base_err + TOL.error_pp + 1e-12
-    p99_ok = (
-        df["during_p99_ms"].isna() | df["baseline_p99_ms"].isna() | (df["during_p99_ms"] <= limit)
-    )
-    df["within"] = err_ok & p99_ok
-    return df
 
 
 def _order(values: Any, order: tuple[str, ...]) -> list[str]:
@@ -81,7 +43,7 @@ def _order(values: Any, order: tuple[str, ...]) -> list[str]:
 
 
 def fig_blast_heatmap(rs: RunSet) -> Figure | None:
-    df = blast_table(rs)
+    df = faults.table(rs)
     if df.empty:
         return None
     variants = _order(df["variant"], tuple(rs.variants()))
@@ -154,7 +116,7 @@ def fig_blast_heatmap(rs: RunSet) -> Figure | None:
 
 
 def timeline(run: Run, fault_start: float) -> pd.DataFrame:
-    """Error rate and p99 (corrected) per bucket of `TOL.bucket_s`, indexed by the bucket's
+    """Error rate and p99 (corrected) per bucket of `TOLERANCE.bucket_s`, indexed by the bucket's
     start in s after the fault's start, from `BEFORE_S` before it to the last request.
 
     A request belongs to the bucket of its intended start when it has one (the open loop's
@@ -167,7 +129,7 @@ def timeline(run: Run, fault_start: float) -> pd.DataFrame:
     sent = req["start_time"]
     if "intended_time" in req:
         sent = req["intended_time"].fillna(sent)
-    width = TOL.bucket_s
+    width = TOLERANCE.bucket_s
     k = np.floor((sent - fault_start) / width).astype(int)
     g = pd.DataFrame({"k": k, "err": req["is_error"], "ms": req["corrected_ms"]}).groupby("k")
     out = pd.DataFrame({"error_rate": g["err"].mean(), "p99_ms": g["ms"].quantile(0.99)})
@@ -181,7 +143,7 @@ def fig_recovery_timelines(rs: RunSet) -> Figure | None:
     runs = [r for r in rs.of("fault") if not r.faults.empty]
     if not runs:
         return None
-    table = blast_table(rs)
+    table = faults.table(rs)
     scenarios = sorted({r.scenario for r in runs})
     fig, axes = new_figure(2, len(scenarios), width=5.5, height=2.4, squeeze=False)
     for i, scenario in enumerate(scenarios):
@@ -216,8 +178,8 @@ def fig_recovery_timelines(rs: RunSet) -> Figure | None:
         ax_e.set_ylim(-2, max(10.0, ax_e.get_ylim()[1]))
         if i == 0:
             ax_e.legend(fontsize=8)
-            ax_e.set_title(f"error rate per {TOL.bucket_s:g} s bucket")
-            ax_p.set_title(f"p99 per {TOL.bucket_s:g} s bucket")
+            ax_e.set_title(f"error rate per {TOLERANCE.bucket_s:g} s bucket")
+            ax_p.set_title(f"p99 per {TOLERANCE.bucket_s:g} s bucket")
         if i == len(scenarios) - 1:
             ax_e.set_xlabel("s after the fault's start")
             ax_p.set_xlabel("s after the fault's start")
@@ -269,12 +231,12 @@ def invariants_table(rs: RunSet) -> pd.DataFrame:
 def reading(rs: RunSet) -> str:
     """Per fault scenario: who kept the other endpoints within tolerance, worst error rate and
     recovery per variant; then the invariants."""
-    df = blast_table(rs)
+    df = faults.table(rs)
     lines: list[str] = []
     if df.empty:
         lines.append("No fault runs in this run set.")
     for scenario, sdf in df.groupby("scenario") if not df.empty else []:
-        faults = ", ".join(sorted(set(sdf["fault"] + ":" + sdf["component"])))
+        kinds = ", ".join(sorted(set(sdf["fault"] + ":" + sdf["component"])))
         kept, parts = [], []
         for variant in _order(sdf["variant"], tuple(rs.variants())):
             v = sdf[sdf["variant"] == variant]
@@ -301,7 +263,7 @@ def reading(rs: RunSet) -> str:
             )
         who = ", ".join(kept) if kept else "no variant"
         lines.append(
-            f"**{scenario}** ({faults}): {who} kept every other endpoint within tolerance. "
+            f"**{scenario}** ({kinds}): {who} kept every other endpoint within tolerance. "
             + "; ".join(parts)
             + "."
         )
@@ -318,10 +280,11 @@ def reading(rs: RunSet) -> str:
             )
         pending = inv["outbox_pending"].fillna(0).sum()
         lines.append(text + f". Outbox events left pending after the drain: {pending:.0f}.")
+    tol = TOLERANCE
     lines.append(
-        f"Tolerance: error rate <= baseline + {100 * TOL.error_pp:.0f} pp and p99 <= "
-        f"max({TOL.p99_factor:g}x baseline, baseline + {TOL.p99_slack_ms:.0f} ms); recovery = "
-        f"{TOL.consecutive} consecutive {TOL.bucket_s:g} s buckets within it "
+        f"Tolerance: error rate <= baseline + {100 * tol.error_pp:.0f} pp and p99 <= "
+        f"max({tol.p99_factor:g}x baseline, baseline + {tol.p99_slack_ms:.0f} ms); recovery = "
+        f"{tol.consecutive} consecutive {tol.bucket_s:g} s buckets within it "
         "(archlab.analysis.blast)."
     )
     return "\n\n".join(lines)

@@ -9,13 +9,13 @@ the noise rule. Per step:
   request and PSS peak summed over the placement's processes (`server.total`);
 - **crash-recommendations**: errors and p99 of the *other* endpoints (those that do not call
   recommendations) during the crash's window, from the kill until the role is ready again, and
-  their baseline before the crash (`isolation.blast_rows`, notebook 03's numbers);
+  their baseline before the crash (`faults.rows`, notebook 03's numbers);
 - **gc-pressure**: errors and p99 of the same endpoints while the recommendation engine runs a
   full collection (gc.csv), against the requests outside those collections
   (`gcwindows.inside_outside`, notebook 02's numbers).
 
 A step is *isolated* from a fault when every other endpoint with requests in the window stayed
-within the blast tolerance of its baseline (`isolation.TOL`). A step without its run is drawn
+within the blast tolerance of its baseline (`TOLERANCE`). A step without its run is drawn
 as missing (hatched), never interpolated from its neighbours.
 """
 
@@ -30,12 +30,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogFormatter
 
-from archlab.analysis import blast, gcwindows
+from archlab.analysis import blast, faults, gcwindows
 from archlab.analysis import migration as mig
+from archlab.analysis.faults import TOLERANCE
 from archlab.analysis.ramp import latency
 from archlab.analysis.runset import ENDPOINT_COMPONENTS, ENDPOINT_ORDER, Run, RunSet
 from archlab.analysis.summary import ALL
-from archlab.figures import gcstalls, isolation
+from archlab.figures import gcstalls
 from archlab.figures.style import caption, color, new_mosaic
 from variants.placement import PATH
 
@@ -119,7 +120,7 @@ FAULT_COLUMNS = (
 
 def _crash_rows(run: Run) -> list[dict[str, Any]]:
     """The other endpoints during the run's first crash window, against before the crash."""
-    df = isolation.blast_rows([run])
+    df = faults.rows([run])
     if df.empty:
         return []
     df = df[~df["targeted"] & (df["fault_start_s"] == df["fault_start_s"].min())]
@@ -165,7 +166,7 @@ def _gc_rows(run: Run) -> list[dict[str, Any]]:
                 "baseline_n": outside.count,
                 "baseline_errors": outside.errors,
                 "baseline_p99_ms": outside.p99_ms,
-                "within": blast.within(inside, outside, isolation.TOL),
+                "within": blast.within(inside, outside, TOLERANCE),
                 "window_s": window_s,
             }
         )
@@ -552,9 +553,9 @@ def reading(rs: RunSet) -> str:
             + f", processes {_count(a['processes'])} → {_count(b['processes'])}."
         )  # fmt: skip
     lines.append(
-        f"Tolerance (notebook 03): error rate <= baseline + {100 * isolation.TOL.error_pp:.0f} pp "
-        f"and p99 <= max({isolation.TOL.p99_factor:g}x baseline, baseline + "
-        f"{isolation.TOL.p99_slack_ms:.0f} ms); single runs on a shared machine, so read one "
+        f"Tolerance (notebook 03): error rate <= baseline + {100 * TOLERANCE.error_pp:.0f} pp "
+        f"and p99 <= max({TOLERANCE.p99_factor:g}x baseline, baseline + "
+        f"{TOLERANCE.p99_slack_ms:.0f} ms); single runs on a shared machine, so read one "
         "step's numbers against its neighbours', not as capacities."
     )
     return "\n\n".join(lines)

@@ -34,12 +34,6 @@ MODEL_CPUS = (4, 8)  # where the figure extends the model to, when the machine h
 MODEL = "model: capacity per core at the largest pinned CPU count x cores, linear"
 
 
-def all_cpus(rs: RunSet) -> int:
-    """The machine's usable CPUs: the x of the unpinned latency ramp."""
-    m = rs.machine
-    return len(m.get("usable_cpus") or []) or int(m.get("cpu_count_logical") or 1)
-
-
 def _knob(variant: str, knobs: tuple[tuple[str, Any], ...]) -> tuple[str | None, Any]:
     name = SCALE_KNOBS.get(variant)
     return name, dict(knobs).get(name) if name else None
@@ -51,7 +45,7 @@ def scaling_table(rs: RunSet) -> pd.DataFrame:
     lower bound (the top step held), the scaling knob it ran with, and the speed-up over the
     1-CPU point. Where one CPU count has several configurations, the one whose knob equals the
     CPUs (one replica or backend per core) is kept."""
-    n_all = all_cpus(rs)
+    n_all = rs.cpus
     rows = []
     for key, runs in ramp.repetitions(rs.of("scaling")).items():
         k = ramp.knee(runs)
@@ -107,7 +101,7 @@ def _variant_key(col: pd.Series) -> pd.Series:
 
 def model_cpus(rs: RunSet) -> list[int]:
     """The CPU counts beyond this machine's that the figure models (none on a big machine)."""
-    return [n for n in MODEL_CPUS if n > all_cpus(rs)]
+    return [n for n in MODEL_CPUS if n > rs.cpus]
 
 
 def model_table(rs: RunSet) -> pd.DataFrame:
@@ -143,7 +137,7 @@ def _skipped(rs: RunSet, df: pd.DataFrame) -> str:
     """What the study did not measure, as the caption says it: CPU counts beyond the machine,
     counts the plan skipped (the manifest's `scaling_skipped_cpus`: no room left for the
     generator), and counts one variant lacks that another has."""
-    n_all = all_cpus(rs)
+    n_all = rs.cpus
     parts = []
     beyond = model_cpus(rs)
     if beyond:
@@ -181,7 +175,7 @@ def throughput_at_slo(rs: RunSet) -> Figure | None:
     df = scaling_table(rs)
     if df.empty or not df["pinned"].any():
         return None  # without pinned ramps there is nothing to scale (e.g. a 1-CPU machine)
-    n_all = all_cpus(rs)
+    n_all = rs.cpus
     model = model_table(rs)
     positive = df.loc[df["throughput_at_slo_rps"] > 0, "throughput_at_slo_rps"]
     floor = float(positive.min()) / 2 if len(positive) else 1.0
@@ -390,7 +384,7 @@ def reading(rs: RunSet) -> str:
             "This run set has no finished ramps of kind 'scaling', so nothing is said about "
             "scaling."
         )
-    n_all = all_cpus(rs)
+    n_all = rs.cpus
     out = [
         f"Throughput at the SLO (the highest ramp step that held: p99 interval ≤ "
         f"{ramp.SLO_P99_MS:g} ms, errors ≤ {ramp.SLO_MAX_ERROR_RATE:.0%}, keeping up with the "
