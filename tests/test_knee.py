@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import ramp_windows, synthetic_manifest
 
-from archlab.analysis import ramp
+from archlab.analysis import ramp, readings
 from archlab.analysis.runset import RunSet, load_runset
 from archlab.rundir import META, SUMMARY, write_json
 
@@ -145,11 +145,14 @@ def test_a_top_step_that_one_of_three_runs_failed_is_not_claimed(tmp_path: Path)
 
 
 @pytest.mark.skipif(not (REFERENCE / "manifest.json").exists(), reason="no reference run set")
-def test_the_reference_knees_are_where_the_ramps_held_the_slo() -> None:
+def test_the_reference_knees_are_steps_of_its_ramps_and_what_its_readings_say() -> None:
     rs = load_runset(REFERENCE)
-    knees = {run.variant: ramp.knee(run) for run in rs.of("latency")}
-    assert {v: k["offered_rps"] for v, k in knees.items() if k} == {
-        "monolith": 400.0, "multiprocess": 600.0, "distributed": 300.0,
-    }  # fmt: skip
-    for run in rs.of("latency"):
-        assert ramp.throughput_at_slo(run) == knees[run.variant]["achieved_rps"]
+    found = {r.name: r for r in readings.knees(rs)}
+    for runs in rs.repeated("latency").values():
+        k = ramp.knee(runs)
+        assert k is not None and k["offered_rps"] is not None, runs[0].tag
+        steps = set(ramp.ramp_steps(runs[0])["offered_rps"])
+        assert k["offered_rps"] in steps and k["offered_rps"] >= min(steps)
+        reading = found[f"knee.{runs[0].variant}.achieved_rps"]
+        assert (reading.median, reading.n) == (k["achieved_rps"], len(runs))
+        assert ramp.throughput_at_slo(runs) == k["achieved_rps"]
