@@ -66,3 +66,13 @@ def api(
     root = tmp_path_factory.mktemp(f"api-{variant}")
     with deployment(variant, root, knobs=knobs) as running:
         yield running
+
+
+LONGEST_FIRST = ("test_reproduce.py",)
+"""Modules that take minutes on their own (the test-scale reproduction behind every figure):
+collected first, so one worker starts on them while the other works through the rest, instead
+of the suite ending on them alone (`--dist loadscope` hands modules out in collection order)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
