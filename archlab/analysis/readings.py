@@ -141,7 +141,8 @@ def gc_stalls(rs: RunSet) -> list[Reading]:
 def fault_runs(rs: RunSet) -> list[Reading]:
     """Per fault scenario and variant, over its repetitions (`faults.per_run`): the worst
     endpoint's error %, the other endpoints' worst error % and p99 ratio, and the seconds until
-    the last endpoint was back within tolerance."""
+    the last endpoint was back within tolerance (only when it was back in every repetition: a
+    median over the runs that recovered would hide the ones that did not)."""
     df = faults.per_run(faults.table(rs))
     found: list[Reading | None] = []
     if df.empty:
@@ -154,8 +155,9 @@ def fault_runs(rs: RunSet) -> list[Reading]:
                 f"fault.{variant}.others_error_pct{at}", 100 * sel["others_error_rate"], "%"
             ),
             Reading.of(f"fault.{variant}.others_p99_ratio{at}", sel["others_p99_ratio"], "ratio"),
-            Reading.of(f"fault.{variant}.recovery_s{at}", sel["recovery_s"], "s"),
         ]
+        if not sel["recovery_s"].isna().any():  # a run still out at its end has no number
+            found.append(Reading.of(f"fault.{variant}.recovery_s{at}", sel["recovery_s"], "s"))
     return _keep(found)
 
 
