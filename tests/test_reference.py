@@ -32,13 +32,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-PREDATES = pytest.mark.xfail(
-    strict=True,
-    reason="the committed reference predates the repeated matrix and was made from several "
-    "commits, some dirty (issue 14): regenerate it from one clean commit, then drop this mark",
-)
-
-
 def test_the_reference_is_a_complete_full_reproduction_with_its_machine() -> None:
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     assert manifest["complete"] is True
@@ -49,7 +42,6 @@ def test_the_reference_is_a_complete_full_reproduction_with_its_machine() -> Non
     assert rs.hop is not None
 
 
-@PREDATES
 def test_the_reference_runs_todays_full_matrix() -> None:
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     cpus = manifest["machine"]["usable_cpus"]
@@ -57,7 +49,6 @@ def test_the_reference_runs_todays_full_matrix() -> None:
     assert [s["tag"] for s in manifest["steps"]] == expected
 
 
-@PREDATES
 def test_the_reference_names_the_one_clean_commit_that_made_it() -> None:
     manifest = json.loads((REFERENCE / "manifest.json").read_text())
     assert manifest["made_from"] == reference.provenance(REFERENCE)
@@ -69,7 +60,6 @@ HEADLINE = ("latency.", "knee.", "scaling.", "gc.", "fault.", "server.", "remedy
 """The readings of the repeated steps and the studies' rounds: what the captions quote."""
 
 
-@PREDATES
 def test_every_headline_reading_is_taken_over_at_least_five_repetitions() -> None:
     found = readings.load(load_runset(REFERENCE))
     headline = [r for name, r in found.items() if name.startswith(HEADLINE)]
@@ -77,13 +67,11 @@ def test_every_headline_reading_is_taken_over_at_least_five_repetitions() -> Non
     assert [r.name for r in headline if r.n < 5] == []
 
 
-@PREDATES
 def test_the_readmes_gallery_is_what_the_references_readings_give() -> None:
     rs = load_runset(REFERENCE)
     assert gallery.written(README) == gallery.render(readings.load(rs))
 
 
-@PREDATES
 def test_no_second_of_a_crash_run_is_empty_while_load_was_offered() -> None:
     rs = load_runset(REFERENCE)
     killing = [r for r in rs.of("fault") if "crash" in r.scenario or "leak" in r.scenario]

@@ -32,9 +32,9 @@ from archlab.host import procs
 from archlab.rundir import read_json, read_meta
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "runs"
-LATENCY = [REFERENCE / f"latency-{v}" for v in ("monolith", "multiprocess", "distributed")]
-FAULT = REFERENCE / "crash-orders-monolith"
-PINNED = REFERENCE / "scaling-monolith-1cpu"
+LATENCY = [REFERENCE / f"latency-{v}-r1" for v in ("monolith", "multiprocess", "distributed")]
+FAULT = REFERENCE / "crash-orders-monolith-r1"
+PINNED = REFERENCE / "scaling-monolith-1cpu-r1"
 FIGURES = ("latency over time", "throughput and errors", "CPU and memory", "GC pauses")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
