@@ -140,17 +140,19 @@ def test_a_report_on_one_run_is_one_self_contained_page(
     assert 'id="faults"' in page and "crash" in page  # the fault run's injected crash
 
 
-def test_three_comparable_runs_get_every_figure_the_table_and_no_warning(
+def test_three_latency_ramps_get_every_figure_and_differ_only_in_their_own_fork_defaults(
     three: tuple[Path, str, list[str]],
 ) -> None:
+    """The monolith runs `fork_gc` as-is and the family `freeze` by default: a knob both have,
+    so the report names it; nothing else about the three ramps differs."""
     _, page, diffs = three
-    assert diffs == []
+    assert diffs == ["knob fork_gc: as-is (latency-monolith-r1); freeze (latency-multiprocess-r1)"]
     assert external(page) == []
     assert len(images(page)) == len(FIGURES)
-    assert 'class="warning"' not in page and "Comparable" in page
+    assert 'class="warning"' in page and "fork_gc" in page
     for run in LATENCY:
         assert page.count(f"<th>{run.name}</th>") >= 1 + len(ENDPOINT_ORDER)  # a row each
-    assert "latency-distributed / latency-monolith" in page  # the ratio columns
+    assert "latency-distributed-r1 / latency-monolith-r1" in page  # the ratio columns
 
 
 def test_the_tables_hold_the_summaries_numbers(three: tuple[Path, str, list[str]]) -> None:
@@ -168,7 +170,9 @@ def test_the_tables_hold_the_summaries_numbers(three: tuple[Path, str, list[str]
     cpu = [s["server"]["total"]["cpu_ms_per_request"] for s in (base, other)]
     heads = report.headline_table(runs)
     want = f"×{cpu[1] / cpu[0]:.2f}"
-    assert heads.loc["server CPU ms/request", "latency-distributed / latency-monolith"] == want
+    assert (
+        heads.loc["server CPU ms/request", "latency-distributed-r1 / latency-monolith-r1"] == want
+    )
 
 
 def test_runs_that_differ_get_a_warning_naming_how(mixed: tuple[Path, str, list[str]]) -> None:
@@ -177,7 +181,7 @@ def test_runs_that_differ_get_a_warning_naming_how(mixed: tuple[Path, str, list[
     assert len(images(page)) == len(FIGURES)
     box = re.search(r'<div class="warning".*?</div>', page, re.S)
     assert box is not None, "no warning box"
-    for aspect in ("scenario", "load loop", "load users/streams", "CPU pinning"):
+    for aspect in ("scenario", "CPU pinning"):  # the fault run is an open loop too
         assert any(d.startswith(aspect) for d in diffs), aspect
         assert aspect in box.group(0)
     assert "Comparable" not in page
@@ -193,8 +197,8 @@ def test_differences_name_the_dataset_the_loop_and_the_pinning() -> None:
     diffs = compare.differences([base, other])
     assert [d.split(":")[0] for d in diffs] == ["dataset", "load loop", "CPU pinning"]
     dataset, loop, pinning = diffs
-    assert "small (latency-monolith)" in dataset and "tiny (other)" in dataset
-    assert "open (latency-monolith)" in loop and "closed (other)" in loop
+    assert "small (latency-monolith-r1)" in dataset and "tiny (other)" in dataset
+    assert "open (latency-monolith-r1)" in loop and "closed (other)" in loop
     assert "server CPUs 0" in pinning and "server CPUs all" in pinning
     assert compare.warning_text(diffs).startswith("WARNING")
     assert compare.warning_text([]) == ""
@@ -214,13 +218,15 @@ def test_a_run_without_server_telemetry_is_a_difference() -> None:
 
 def test_only_knobs_two_runs_share_can_differ() -> None:
     metas = [read_meta(run) for run in LATENCY]
-    assert compare.differences(metas) == []  # monolith workers vs distributed replicas: no
+    fork = "knob fork_gc: as-is (latency-monolith-r1); freeze (latency-multiprocess-r1)"
+    assert compare.differences(metas) == [fork]  # monolith workers vs distributed replicas: no
     more = copy.deepcopy(metas[1])
     more["run_id"] = "more-threads"
     more["knobs"]["threads"] = 16
-    assert compare.differences([*metas, more]) == [
-        "knob threads: 8 (latency-monolith, latency-multiprocess, latency-distributed); "
-        "16 (more-threads)"
+    assert compare.differences([*metas, more]) == [  # each design's own fork_gc default
+        fork.replace("latency-multiprocess-r1)", "latency-multiprocess-r1, more-threads)"),
+        "knob threads: 8 (latency-monolith-r1, latency-multiprocess-r1, latency-distributed-r1); "
+        "16 (more-threads)",
     ]
 
 
@@ -245,7 +251,7 @@ def test_compare_csv_to_stdout_is_only_csv(
     assert rows[0] == ["measure", *(r.name for r in LATENCY)]
     assert all(len(r) == 1 + len(LATENCY) for r in rows)
     assert md.read_text().startswith("| measure |") and f"written: {md}" in err
-    assert "WARNING" not in err  # the three ramps are comparable
+    assert "knob fork_gc" in err and "knob threads" not in err  # only the designs' defaults
 
 
 def test_compare_prints_the_text_table_and_the_warning(capsys: pytest.CaptureFixture[str]) -> None:
