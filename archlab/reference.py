@@ -124,7 +124,7 @@ def make_reference(src: Path, dest: Path | None = None) -> Path:
     publish_html(dest, dest / "notebooks")
     readme = (repo_root() or Path.cwd()) / "README.md"
     if dest.resolve() == default.resolve() and readme.exists():
-        gallery.update(readme, gallery.render(readings.load(load_runset(dest))))
+        gallery.update(readme, gallery.render(readings.load(rs)))  # the readings just written
     (dest / "README.md").write_text(describe(described, [p.name for p in figures]))
     return dest
 
