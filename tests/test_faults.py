@@ -178,7 +178,7 @@ KINDS = Scenario(
     spawn_rate=10.0,
     wait_time=(0.02, 0.1),
     faults=(
-        FaultSpec("slow", "recommendations", at=0.1, duration=0.2, params={"delay_ms": 150}),
+        FaultSpec("slow", "recommendations", at=0.15, duration=0.15, params={"delay_ms": 150}),
         FaultSpec("hog", "orders", at=0.3, duration=0.2),
         FaultSpec("gc", "notifications", at=0.5, duration=0.2),
         FaultSpec(
@@ -300,6 +300,8 @@ def test_slow_adds_latency(kinds_run: Path) -> None:
     ]
     before = [ms for t, ms in recs if t < start]
     during = [ms for t, ms in recs if start + 0.5 <= t <= end]
+    # the load starts with the run, so a loaded machine can leave the first seconds thin
+    assert len(before) >= 3 and len(during) >= 3, (len(before), len(during))
     print(
         f"slow: recommendations p50 {statistics.median(before):.1f} ms before, "
         f"{statistics.median(during):.1f} ms during"

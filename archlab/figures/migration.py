@@ -196,6 +196,11 @@ def fault_table(rs: RunSet, scenario: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(FAULT_COLUMNS))
 
 
+def _nan_if_none(value: Any) -> float:
+    """A baseline window can hold no request on a short run: NaN, which the figure skips."""
+    return math.nan if value is None else float(value)
+
+
 def isolation_summary(rs: RunSet) -> pd.DataFrame:
     """Per step and fault scenario: the other endpoints together (errors pooled, the worst
     endpoint's p99) and whether every one of them stayed within tolerance (`isolated`; None
@@ -226,7 +231,7 @@ def isolation_summary(rs: RunSet) -> pd.DataFrame:
                 row |= {
                     "worst_endpoint": worst["endpoint"],
                     "p99_ms": float(worst["p99_ms"]),
-                    "baseline_p99_ms": float(worst["baseline_p99_ms"]),
+                    "baseline_p99_ms": _nan_if_none(worst["baseline_p99_ms"]),
                 }
             row["error_rate"] = row["errors"] / row["n"] if row["n"] else math.nan
             rows.append(row)
