@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -30,6 +29,8 @@ def median_interval(values: Iterable[float]) -> tuple[float, float]:
         raise ValueError("no values")
     if data.size == 1 or np.all(data == data[0]):
         return float(data[0]), float(data[0])
+    from scipy import stats  # 1 s to import: only where an interval is computed
+
     res = stats.bootstrap(
         (data,),
         np.median,
