@@ -33,7 +33,7 @@ from archlab.host.cpus import format_cpu_list, parse_cpu_list, plan_cpus
 from archlab.measure import gcdata
 from archlab.measure import profiler as profiler_module
 from archlab.measure.profiler import ProfilePlan, Profiler, find_py_spy, parse_window, top_frames
-from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ProcessSampler
+from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ParentMap, ProcessSampler
 from archlab.run.generator import locust_command, locust_env
 from archlab.rundir import ENV_LEDGER, ENV_RECORDS, PROFILE_DIR, read_meta, start_csv, write_meta
 from variants import telemetry
@@ -679,3 +679,39 @@ def test_the_recorder_is_given_absolute_paths_whatever_folder_the_harness_runs_i
     env = locust_env(Path("rel/r1/requests.csv"), load, 1, ledger=Path("rel/r1/ledger.csv"))
     assert env[ENV_RECORDS] == str(tmp_path / "rel/r1/requests.csv")
     assert env[ENV_LEDGER] == str(tmp_path / "rel/r1/ledger.csv")
+
+
+# --- the process tree, walked without reading every process of the machine each tick ------
+
+
+def _fake_proc(root: Path, parents: dict[int, int]) -> None:
+    for d in root.iterdir():
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+    for pid, ppid in parents.items():
+        (root / str(pid)).mkdir()
+        (root / str(pid) / "stat").write_bytes(b"%d (a (b) c) S %d 1 1 0" % (pid, ppid))
+
+
+def test_the_parent_map_finds_descendants_as_they_come_go_and_are_reparented(
+    tmp_path: Path,
+) -> None:
+    tree = ParentMap(str(tmp_path))
+    _fake_proc(tmp_path, {1: 0, 10: 1, 11: 10, 12: 11, 20: 1})
+    assert tree.descendants(10) == {10, 11, 12}
+    _fake_proc(tmp_path, {1: 0, 10: 1, 11: 10, 12: 11, 13: 12, 20: 1})  # a grandchild's child
+    assert tree.descendants(10) == {10, 11, 12, 13}
+    _fake_proc(tmp_path, {1: 0, 10: 1, 12: 1, 13: 12, 20: 1})  # 11 died: 12 goes to init
+    assert tree.descendants(10) == {10}
+    _fake_proc(tmp_path, {1: 0, 20: 1})
+    assert tree.descendants(10) == set()
+
+
+def test_the_parent_map_finds_a_reused_pid_at_its_next_full_read(tmp_path: Path) -> None:
+    tree = ParentMap(str(tmp_path))
+    _fake_proc(tmp_path, {1: 0, 10: 1, 30: 1})
+    assert tree.descendants(10) == {10}
+    _fake_proc(tmp_path, {1: 0, 10: 1, 30: 10})  # 30 died and its pid went to 10's new child
+    seen = [tree.descendants(10) for _ in range(ParentMap.REFRESH_EVERY)]
+    assert seen[-1] == {10, 30}
