@@ -191,9 +191,6 @@ class ConnectionPool:
             sock.close()
 
 
-_RECV_BYTES = 256 * 1024
-
-
 class _Answer:
     """What the parser reports of one HTTP answer (httptools' callback protocol)."""
 
@@ -271,7 +268,7 @@ class HttpTransport:
             parser = answer.parser
             try:
                 while not answer.complete:
-                    data = sock.recv(_RECV_BYTES)
+                    data = sock.recv(rpc.RECV_CHUNK)
                     if not data:
                         raise ConnectionResetError("the service closed the connection mid-answer")
                     parser.feed_data(data)

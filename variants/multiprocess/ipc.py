@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from variants.rpc import TransportError
+from variants.rpc import RECV_CHUNK, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ Handler = Callable[[str, bytes], tuple[bool, bytes]]
 
 HEADER = struct.Struct("!IB")
 MAX_FRAME = 64 * 1024 * 1024
-RECV_CHUNK = 16 * 1024  # small: recv() allocates this much for every frame
 PING = "__ping__"
 """Answered by the server itself, never passed to the handler: a liveness check."""
 
