@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from archlab.analysis import gcwindows
+from archlab.analysis.runset import RunSet
 from archlab.figures import gcstalls, profiles
 from archlab.measure.profiler import short_file
 
@@ -120,3 +123,16 @@ def test_a_frame_is_classified_by_its_project_path_wherever_the_profile_was_reco
         ("place", "/elsewhere/workloads/shop/orders.py"),
     ]
     assert profiles.classify_stack([(n, short_file(f)) for n, f in frames]) == "domain"
+
+
+def test_a_run_set_without_profiles_gives_empty_tables_the_notebook_can_still_pivot(
+    tmp_path: Path,
+) -> None:
+    rs = RunSet(tmp_path, {})
+    table = profiles.breakdown_table(rs)
+    assert table.empty and list(table.columns) == list(profiles.BREAKDOWN_COLUMNS)
+    pivot = table.pivot_table(index=["variant", "role"], columns="category", values="seconds")
+    assert pivot.empty  # notebook 05's cell, which raised KeyError on a frame without columns
+    assert list(profiles.top_functions_table(rs).columns) == list(profiles.TOP_COLUMNS)
+    assert profiles.time_breakdown(rs) is None and profiles.top_functions(rs) is None
+    assert "No profile runs" in profiles.reading(rs)

@@ -185,6 +185,11 @@ def gc_seconds(run: Run) -> dict[str, float]:
     return {str(r): float(v) / 1000 for r, v in inside.groupby("role")["duration_ms"].sum().items()}
 
 
+BREAKDOWN_COLUMNS = ("variant", "tag", "role", "category", "seconds", "busy_seconds",
+                     "share_of_busy")  # fmt: skip
+TOP_COLUMNS = ("variant", "rank", "function", "file", "category", "seconds", "self_share")
+
+
 def breakdown_table(rs: RunSet) -> pd.DataFrame:
     """One row per variant, role and category: seconds and share of the role's busy time.
 
@@ -220,7 +225,7 @@ def breakdown_table(rs: RunSet) -> pd.DataFrame:
                         "share_of_busy": cats[cat] / busy if busy and cat != "idle" else math.nan,
                     }
                 )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(BREAKDOWN_COLUMNS))  # columns even with no profile
 
 
 def top_functions_table(rs: RunSet, limit: int = 10) -> pd.DataFrame:
@@ -254,7 +259,7 @@ def top_functions_table(rs: RunSet, limit: int = 10) -> pd.DataFrame:
                     "self_share": float(sec) / total if total else math.nan,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(TOP_COLUMNS))
 
 
 # ---------------------------------------------------------------- figures
