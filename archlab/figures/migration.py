@@ -193,12 +193,10 @@ def fault_table(rs: RunSet, scenario: str) -> pd.DataFrame:
             continue
         for row in FAULT_ROWS[scenario](run):
             rows.append({"step": i, "placement": placement, **row})
-    return pd.DataFrame(rows, columns=list(FAULT_COLUMNS))
-
-
-def _nan_if_none(value: Any) -> float:
-    """A baseline window can hold no request on a short run: NaN, which the figure skips."""
-    return math.nan if value is None else float(value)
+    # a window with no request has no p99 (None): NaN, so every reader skips it alike
+    return pd.DataFrame(rows, columns=list(FAULT_COLUMNS)).astype(
+        {"p99_ms": float, "baseline_p99_ms": float, "window_s": float}
+    )
 
 
 def isolation_summary(rs: RunSet) -> pd.DataFrame:
@@ -231,7 +229,7 @@ def isolation_summary(rs: RunSet) -> pd.DataFrame:
                 row |= {
                     "worst_endpoint": worst["endpoint"],
                     "p99_ms": float(worst["p99_ms"]),
-                    "baseline_p99_ms": _nan_if_none(worst["baseline_p99_ms"]),
+                    "baseline_p99_ms": float(worst["baseline_p99_ms"]),
                 }
             row["error_rate"] = row["errors"] / row["n"] if row["n"] else math.nan
             rows.append(row)
