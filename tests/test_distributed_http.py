@@ -206,11 +206,11 @@ def test_connections_are_kept_alive_and_a_dead_one_is_not_reused(tmp_path: Path)
         with procs.running(cmd, name="catalog", log_path=tmp_path / "catalog.log") as proc:
             procs.wait_healthy(proc, f"{url}/healthz", 30)
             remote.get(1)
-            (first,) = transport.pool._idle
+            (first,) = [c.sock for c in transport.pool._idle]
             local = first.getsockname()
             for _ in range(5):
                 remote.get(2)
-            (again,) = transport.pool._idle
+            (again,) = [c.sock for c in transport.pool._idle]
             assert again is first and again.getsockname() == local  # one connection, reused
             os.killpg(proc.pid, signal.SIGKILL)  # a crash: the idle connection is dead now
             proc.popen.wait(10)
