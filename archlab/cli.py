@@ -828,6 +828,14 @@ def _parse_bench(sub: Subparsers) -> None:
         help="server: seconds of wrk load per measurement; floor: measured seconds per rate "
         "and round, after a 1 s warm-up (default: %(default)s)",
     )
+    bench.add_argument(
+        "--placements",
+        default=",".join(hop.DEFAULT_PLACEMENTS),
+        help="hop: where the client and the servers run, comma-separated, the first is the "
+        "headline: "
+        + "; ".join(f"{name}: {text}" for name, text in hop.PLACEMENTS.items())
+        + " (default: %(default)s)",
+    )
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     instruments_bench.add_arguments(bench)
     floor_bench.add_arguments(bench)
@@ -875,12 +883,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    print(f"timing {args.calls} calls per hop in each of {args.rounds} rounds ...", file=sys.stderr)
+    placements = tuple(p.strip() for p in args.placements.split(",") if p.strip())
+    try:
+        for name in placements:
+            hop.placement_cpus(name, sorted(os.sched_getaffinity(0)))
+        if not placements or len(set(placements)) != len(placements):
+            raise ValueError(f"one or more distinct placements, not {args.placements!r}")
+    except ValueError as exc:
+        print(f"archlab: error: bench hop: --placements: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"timing {args.calls} calls per hop in each of {args.rounds} rounds, placed "
+        f"{', '.join(placements)} ...",
+        file=sys.stderr,
+    )
     report = hop.measure(
         n=args.calls,
         warmup=args.warmup,
         rounds=args.rounds,
         echo=lambda t: print(t, file=sys.stderr, flush=True),
+        placements=placements,
     )
     print(json.dumps(report, indent=2) if args.json else hop.format_table(report))
     return 0

@@ -1,4 +1,5 @@
-"""The hop micro-benchmark measures every hop against its floor, in rounds, under each server.
+"""The hop micro-benchmark measures every hop against its floor, in rounds, under each server,
+with the client and the servers placed on CPUs it chose, not where the scheduler put them.
 
 One small run (50 calls after 5 warm-up, 2 rounds) serves the tests that read a report; the
 documented default stays 5 rounds. Speeds are not asserted here: only what is measured, how it
@@ -8,7 +9,9 @@ is recorded, and that crossing a process costs more than a method call.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from archlab import cli
 from archlab.analysis.runset import RunSet
 from archlab.bench import hop
 from archlab.figures import latency
-from archlab.host import procs
+from archlab.host import cpus, procs
 from variants.edge import servers
 
 ROUNDS = 2
@@ -148,3 +151,64 @@ def test_bench_hop_refuses_zero_rounds(capsys: pytest.CaptureFixture[str]) -> No
     assert cli.main(["bench", "hop", "--rounds", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("archlab: error:") and "--rounds" in err and "\n" not in err
+
+
+def test_every_placement_is_measured_in_every_round_and_the_first_is_the_headline(
+    report: dict[str, Any],
+) -> None:
+    placed = report["placements"]
+    assert tuple(placed) == hop.DEFAULT_PLACEMENTS
+    assert report["placement"] == hop.DEFAULT_PLACEMENTS[0]
+    headline = placed[report["placement"]]
+    assert report["floors"] == headline["floors"] and report["results"] == headline["results"]
+    for name, part in placed.items():
+        assert (part["client_cpus"], part["server_cpus"]) == hop.placement_cpus(
+            name, sorted(os.sched_getaffinity(0))
+        )
+        for hops in part["results"].values():
+            assert all(len(s["p50_us_rounds"]) == ROUNDS for s in hops.values())
+    table = hop.format_table(report)
+    for name in placed:
+        assert f"placement {name} " in table
+
+
+def test_one_cpu_shares_a_cpu_and_two_cpus_separates_the_ends() -> None:
+    assert hop.placement_cpus("one-cpu", [2, 3]) == ([2], [2])
+    client, server = hop.placement_cpus("two-cpus", [2, 3])
+    assert len(client) == len(server) == 1 and client != server
+    assert hop.placement_cpus("free", [2, 3]) == ([2, 3], [2, 3])
+    with pytest.raises(ValueError, match="2 usable CPUs"):
+        hop.placement_cpus("two-cpus", [0])
+    with pytest.raises(ValueError, match="unknown placement"):
+        hop.placement_cpus("same-node", [0, 1])
+
+
+def _allowed(pid: int, tid: int) -> list[int]:
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("Cpus_allowed_list:"))
+    return cpus.parse_cpu_list(line.split(":", 1)[1].strip())
+
+
+def test_pinning_a_process_moves_every_one_of_its_threads() -> None:
+    usable = sorted(os.sched_getaffinity(0))
+    stop = threading.Event()
+    workers = [threading.Thread(target=stop.wait, daemon=True) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        moved = cpus.pin_threads(os.getpid(), [usable[-1]])
+        tids = [int(t) for t in os.listdir(f"/proc/{os.getpid()}/task")]
+        assert moved >= len(workers) + 1
+        assert all(_allowed(os.getpid(), tid) == [usable[-1]] for tid in tids)
+    finally:
+        cpus.pin_threads(os.getpid(), usable)
+        stop.set()
+    assert _allowed(os.getpid(), threading.get_native_id()) == usable
+
+
+def test_bench_hop_refuses_a_placement_it_does_not_know(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["bench", "hop", "--placements", "one-cpu,nearby"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("archlab: error:") and "nearby" in err and "\n" not in err

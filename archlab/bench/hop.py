@@ -15,10 +15,16 @@ the TCP floor. Everything runs in rounds, every hop once per round in turn (each
 at another row), so drift on a shared machine spreads over all hops; a row's p50/p99/mean are
 medians over rounds of the per-round values, and its spread is the min–max of the round p50s.
 `client_cpu_us` is this process's CPU per call (`time.process_time` over the timed calls): for
-a hop into another process, the client's side alone. Nothing is pinned: a round trip costs about
-twice as much when the scheduler puts the client and the server on different CPUs as on one
-(measured on the 2-CPU machine), so a round's value, and a ratio, carries that choice; the
-spread shows it.
+a hop into another process, the client's side alone.
+
+Where the two ends run is part of what a round trip costs, so it is set, not left to the
+scheduler (`PLACEMENTS`): on one CPU, a call hands the CPU from client to server and back;
+on two, each call wakes the other CPU. Left free, the scheduler picks either from one call to
+the next, and on the 2-CPU VM that alone moved a floor between 9 and 74 µs and put the IPC hop
+below its own floor. Every placement is measured in every round (the order alternating), with
+every thread of the client and of each server moved to its CPUs (`cpus.pin_threads`); the first
+placement asked for is the report's headline (`results`, `floors`), every one is under
+`placements`.
 
 `engines` times one recommendation call (`related`, k = 10) three ways over the same store: a
 method call into the Python engine, and the same IPC into a process of each engine (the
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import statistics
 import struct
@@ -42,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.host import procs
+from archlab.host import cpus, procs
 from variants import rpc
 from variants.multiprocess.ipc import HEADER, listen_unix, recv_frame
 from workloads.shop import dataset
@@ -60,6 +67,31 @@ IPC_HOP = "IPC (Unix socket, msgpack)"
 FLOORS = {"unix": "echo over a Unix socket", "tcp": "echo over loopback TCP"}
 """The floors, by transport: the same framing and socket as a hop, nothing on top."""
 SPREAD = "min–max of the round p50s"
+PLACEMENTS = {
+    "one-cpu": "client and servers on one CPU: each call hands that CPU over and back",
+    "two-cpus": "client on one CPU, servers on another: each call wakes the other CPU",
+    "free": "nothing pinned: the scheduler places each side, call by call",
+}
+"""Where the client and the servers run, by name; what a call then costs besides the work."""
+DEFAULT_PLACEMENTS = ("one-cpu", "two-cpus")
+
+
+def placement_cpus(
+    name: str, usable: list[int], sysfs: Path = Path("/sys/devices/system/cpu")
+) -> tuple[list[int], list[int]]:
+    """(the client's CPUs, the servers' CPUs) of a placement; ValueError when the machine
+    cannot give it (two CPUs on separate cores where there are any)."""
+    if name not in PLACEMENTS:
+        raise ValueError(f"unknown placement {name!r}; one of {', '.join(PLACEMENTS)}")
+    if name == "free":
+        return list(usable), list(usable)
+    if name == "one-cpu":
+        return [usable[0]], [usable[0]]
+    groups = cpus.cores(usable, sysfs)
+    if len(usable) < 2:
+        raise ValueError(f"placement two-cpus needs 2 usable CPUs, this process has {len(usable)}")
+    other = groups[1][0] if len(groups) > 1 else usable[1]
+    return [usable[0]], [other]
 
 
 def http_hop(server: str, default: str) -> str:
@@ -324,17 +356,63 @@ def _summary(rounds: list[dict[str, float]], cpu_us: list[float] | None) -> dict
     return out
 
 
+def _place(pids: list[int], cpu_set: list[int]) -> None:
+    """Every thread of each process in `pids`, and of the processes under it, on `cpu_set`."""
+    import psutil
+
+    for pid in pids:
+        found = [pid]
+        with contextlib.suppress(psutil.Error):
+            found += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+        for member in found:
+            cpus.pin_threads(member, cpu_set)
+
+
+def _placement_report(
+    placement: str,
+    timed: dict[tuple[str, str, str], tuple[list[dict[str, float]], list[float]]],
+    hops: list[_Hop],
+    payload: bytes,
+) -> dict[str, Any]:
+    """One placement's floors and per-call results, each row summarized over its rounds."""
+    floors: dict[str, dict[str, Any]] = {}
+    for kind, label in FLOORS.items():
+        runs, cpu_runs = timed[(placement, "", kind)]
+        floors[kind] = {
+            "hop": label,
+            "frame_bytes": HEADER.size + len(payload),
+            **_summary(runs, cpu_runs),
+        }
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for call_name in CALLS:
+        per_hop = results[call_name] = {}
+        for hop in hops:
+            runs, cpu_runs = timed[(placement, call_name, hop.name)]
+            stats = _summary(runs, cpu_runs if hop.floor else None)
+            if hop.floor is not None:
+                stats["floor"] = hop.floor
+                stats["ratio_to_floor"] = round(stats["p50_us"] / floors[hop.floor]["p50_us"], 2)
+            per_hop[hop.name] = {**stats, **hop.info}
+    return {"floors": floors, "results": results}
+
+
 def measure(
     n: int = 5000,
     warmup: int = 500,
     size: str = "tiny",
     rounds: int = 5,
     echo: Callable[[str], None] | None = None,
+    placements: tuple[str, ...] = DEFAULT_PLACEMENTS,
 ) -> dict[str, Any]:
-    """Every hop and floor, `rounds` times in turn, `n` timed calls each after `warmup`
-    (`echo`: a progress line per round). Raises ValueError for `n` or `rounds` below 1."""
+    """Every hop and floor under every placement, `rounds` times in turn, `n` timed calls each
+    after `warmup` (`echo`: a progress line per round). Raises ValueError for `n` or `rounds`
+    below 1, or a placement this machine cannot give."""
     if n < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"calls and rounds at least 1, warmup at least 0 (got {n}, {rounds})")
+    if not placements or len(set(placements)) != len(placements):
+        raise ValueError(f"one or more distinct placements, got {placements!r}")
+    usable = sorted(os.sched_getaffinity(0))
+    where = {name: placement_cpus(name, usable) for name in placements}
     import urllib3
 
     from variants.distributed.http import CallPolicy, proxy
@@ -343,8 +421,6 @@ def measure(
 
     say = echo or (lambda _text: None)
     default = servers.DEFAULT_SERVER
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    floors: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="archlab-hop-") as tmp:
         state = Path(tmp)
         dataset.prepare_state(dataset.ensure(size), state)
@@ -421,36 +497,37 @@ def measure(
                 ("", kind, client, echo_call) for kind, client in floor_clients.items()
             ]
             order += [(c, hop.name, hop.target, fn) for c, fn in CALLS.items() for hop in hops]
-            timed: dict[tuple[str, str], tuple[list[dict[str, float]], list[float]]] = {}
+            server_pids = [proc.pid for proc in (ipc_proc, unix_echo, tcp_echo)]
+            server_pids += [proc.pid for proc, _port in http.values()]
+            stack.callback(_place, [os.getpid()], usable)
+            timed: dict[tuple[str, str, str], tuple[list[dict[str, float]], list[float]]] = {}
             for r in range(rounds):
                 say(f"round {r + 1}/{rounds} ...")
-                start_at = r * len(order) // rounds  # no row is always first, or always last
-                for call_name, row, target, fn in order[start_at:] + order[:start_at]:
-                    samples, cpu = _timed(target, fn, n, warmup)
-                    runs, cpus = timed.setdefault((call_name, row), ([], []))
-                    runs.append(_stats(samples))
-                    cpus.append(cpu)
+                first = r % len(placements)
+                for name in placements[first:] + placements[:first]:
+                    client_cpus, server_cpus = where[name]
+                    _place(server_pids, server_cpus)
+                    _place([os.getpid()], client_cpus)
+                    start_at = r * len(order) // rounds  # no row is always first, or always last
+                    for call_name, row, target, fn in order[start_at:] + order[:start_at]:
+                        samples, cpu = _timed(target, fn, n, warmup)
+                        runs, cpu_runs = timed.setdefault((name, call_name, row), ([], []))
+                        runs.append(_stats(samples))
+                        cpu_runs.append(cpu)
+            _place([os.getpid()], usable)
 
-        for kind, label in FLOORS.items():
-            runs, cpus = timed[("", kind)]
-            floors[kind] = {
-                "hop": label,
-                "frame_bytes": HEADER.size + len(payload),
-                **_summary(runs, cpus),
+        placed = {
+            name: {
+                "description": PLACEMENTS[name],
+                "client_cpus": where[name][0],
+                "server_cpus": where[name][1],
+                **_placement_report(name, timed, hops, payload),
             }
-        for call_name in CALLS:
-            per_hop = results[call_name] = {}
-            for hop in hops:
-                runs, cpus = timed[(call_name, hop.name)]
-                stats = _summary(runs, cpus if hop.floor else None)
-                if hop.floor is not None:
-                    stats["floor"] = hop.floor
-                    stats["ratio_to_floor"] = round(
-                        stats["p50_us"] / floors[hop.floor]["p50_us"], 2
-                    )
-                per_hop[hop.name] = {**stats, **hop.info}
+            for name in placements
+        }
         say("the engines (one round) ...")
         engines = measure_engines(state, n, warmup)
+    headline = placements[0]
     return {
         "calls": n,
         "warmup": warmup,
@@ -458,8 +535,10 @@ def measure(
         "rounds": rounds,
         "spread": SPREAD,
         "servers": list(servers.SERVERS),
-        "floors": floors,
-        "results": results,
+        "placement": headline,
+        "floors": placed[headline]["floors"],
+        "results": placed[headline]["results"],
+        "placements": placed,
         "engines": engines,
     }
 
@@ -477,23 +556,43 @@ def _row(call: str, hop: str, stats: dict[str, Any], ratio: str) -> str:
     )
 
 
+def _section(lines: list[str], floors: dict[str, Any], results: dict[str, Any]) -> None:
+    for kind, stats in floors.items():
+        lines.append(_row(f"floor ({kind})", stats["hop"], stats, "1.0"))
+    for call, hops in results.items():
+        for hop, s in hops.items():
+            ratio = s.get("ratio_to_floor")
+            lines.append(_row(call, hop, s, "-" if ratio is None else f"{ratio:.1f} {s['floor']}"))
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """The floors, then every hop with its ratio to its floor, then the engines; a footer
-    that says how the numbers were made. Reads an older, single-round report too."""
+    """Per placement, the floors and every hop with its ratio to its floor; then the engines;
+    a footer that says how the numbers were made. Reads older reports (one placement, or one
+    round) too."""
     head = (
         f"{'call':<29} {'hop':<42} {'p50 µs':>8} {'spread µs':>13} {'p99 µs':>8} "
         f"{'x floor':>10} {'cpu µs':>7}"
     )
     lines = [head, "-" * len(head)]
-    floors = report.get("floors") or {}
-    for kind, stats in floors.items():
-        lines.append(_row(f"floor ({kind})", stats["hop"], stats, "1.0"))
+    placed = report.get("placements") or {}
+    if placed:
+        for name, part in placed.items():
+            where = (
+                cpus.format_cpu_list(part["client_cpus"]),
+                cpus.format_cpu_list(part["server_cpus"]),
+            )
+            lines.append(
+                f"placement {name} (client CPU {where[0]}, servers CPU {where[1]}): "
+                f"{part['description']}"
+            )
+            _section(lines, part["floors"], part["results"])
+    else:
+        _section(lines, report.get("floors") or {}, report["results"])
     engines = dict(report.get("engines") or {})
     skipped = engines.pop("skipped", None)
-    for call, hops in (*report["results"].items(), *engines.items()):
-        for hop, s in hops.items():
-            ratio = s.get("ratio_to_floor")
-            lines.append(_row(call, hop, s, "-" if ratio is None else f"{ratio:.1f} {s['floor']}"))
+    if engines:
+        lines.append("the engines (unpinned):")
+    _section(lines, {}, engines)
     if skipped is not None:
         lines.append(f"{ENGINE_CALL:<29} skipped: {skipped}")
     rounds = report.get("rounds", 1)
@@ -501,6 +600,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"{rounds} round(s), every hop once per round in turn (each round starting at another); "
         f"per round {report['calls']} sequential calls per hop after {report['warmup']} warm-up"
     )
+    if placed:
+        lines.append(
+            f"every placement in every round (alternating which first); the headline "
+            f"(hop.json `results`, the figures): {report['placement']}"
+        )
+    floors = report.get("floors") or {}
     if floors:
         frame = next(iter(floors.values())).get("frame_bytes", "?")
         lines += [

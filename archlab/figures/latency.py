@@ -351,7 +351,8 @@ def hop_cost(rs: RunSet) -> Figure | None:
     ax.legend(fontsize=7, loc="upper left")
     hop = rs.hop or {}
     extra = f"{hop.get('calls', '?')} sequential calls after {hop.get('warmup', '?')} warm-up"
-    return caption(fig, rs, f"{extra}, dataset {hop.get('size', '?')}")
+    placed = hop.get("placement") or "free"  # reports before placements left it to the scheduler
+    return caption(fig, rs, f"{extra}, dataset {hop.get('size', '?')}, placement {placed}")
 
 
 FIGURES = {

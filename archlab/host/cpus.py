@@ -12,6 +12,7 @@ starts and every process it forks inherits it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -167,3 +168,22 @@ def set_affinity(cpus: list[int] | None) -> list[int] | None:
     previous = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, cpus)
     return previous
+
+
+def pin_threads(pid: int, cpus: list[int], proc_root: str = "/proc") -> int:
+    """Every thread of the running process `pid` on `cpus`: how many threads moved.
+
+    Linux keeps an affinity per thread, and `sched_setaffinity(pid)` moves only the thread
+    whose id is `pid`; a thread started later inherits its creator's, so moving them all once
+    moves the process for good.
+    """
+    try:
+        tids = [int(tid) for tid in os.listdir(f"{proc_root}/{pid}/task")]
+    except OSError:
+        return 0
+    moved = 0
+    for tid in tids:
+        with contextlib.suppress(OSError):  # a thread that exited meanwhile
+            os.sched_setaffinity(tid, cpus)
+            moved += 1
+    return moved
