@@ -35,6 +35,7 @@ from archlab.deployers import SIZES, VARIANTS, Knob, all_knobs, flag_name, get_v
 from archlab.host import procs
 from archlab.host.cpus import parse_cpu_list
 from archlab.measure.profiler import ProfilePlan, parse_window
+from archlab.measure.sampler import MEMORY_INTERVAL_S
 from archlab.run import floor as floor_bench
 from archlab.run import instruments as instruments_bench
 from archlab.run.generator import LOCUSTFILE
@@ -378,6 +379,15 @@ def _add_instrument_options(ins: argparse._ArgumentGroup) -> None:
         help="CPU/memory sampling interval of every process (default: %(default)s)",
     )
     ins.add_argument(
+        "--memory-interval",
+        type=float,
+        default=MEMORY_INTERVAL_S,
+        metavar="S",
+        help="how often the sampler also reads each process's USS, PSS and swap "
+        "(/proc/PID/smaps_rollup, a walk of its page tables; RSS comes every tick) "
+        "(default: %(default)s)",
+    )
+    ins.add_argument(
         "--window",
         type=float,
         metavar="S",
@@ -452,6 +462,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gen_cpus=_cpus(args.gen_cpus),
         pin=not args.no_pin,
         sample_interval_s=args.sample_interval,
+        memory_interval_s=args.memory_interval,
         window_s=args.window,
         gc_telemetry=not args.no_gc_telemetry,
         process_sampler=not args.no_process_sampler,

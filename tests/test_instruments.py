@@ -331,6 +331,16 @@ def test_process_summary_cpu_per_request_and_memory() -> None:
     assert total["pss_peak_bytes"] == 170 and total["processes"] == 2
 
 
+def test_memory_is_summed_over_the_ticks_that_read_it() -> None:
+    """USS and PSS come only on memory ticks: a tick without them is not a tick of zero."""
+    samples = [_sample(t, 1, "a", 0.1 * t, 100 + t) for t in range(0, 11)]
+    samples = [s if s.time % 5 == 0 else s._replace(uss=None, pss=None) for s in samples]
+    out = summarize_processes(samples, start=0.0, end=10.0, requests=10)["total"]
+    assert out["uss_mean_bytes"] == (100 + 105 + 110) // 3  # t = 0, 5, 10
+    assert out["pss_peak_bytes"] == 120 and out["uss_peak_bytes"] == 110
+    assert out["rss_mean_bytes"] == 2 * 105  # every tick
+
+
 # --- GC telemetry ---------------------------------------------------------------------------
 
 TELEMETRY_CHILD = """
@@ -450,7 +460,45 @@ def test_process_sampler_follows_the_tree_by_role(tmp_path: Path) -> None:
     assert sorted(last.values()) == expected
     assert "ghost" not in last.values()
     for r in rows:
-        assert int(r["rss_bytes"]) > 0 and int(r["pss_bytes"]) > 0 and int(r["threads"]) >= 1
+        assert int(r["rss_bytes"]) > 0 and int(r["threads"]) >= 1
+    first: dict[str, dict[str, str]] = {}
+    for r in rows:
+        first.setdefault(r["pid"], r)
+    assert all(int(r["pss_bytes"]) > 0 for r in first.values())  # a first row reads memory
+
+
+def test_memory_comes_every_memory_interval_for_every_process_at_once(tmp_path: Path) -> None:
+    """smaps_rollup is the sampler's dearest read: every tick has CPU and RSS, only a memory
+    tick (one in three here) USS, PSS and the page split, for every process in it."""
+    path = tmp_path / "p.csv"
+    tree = [sys.executable, "-c", "import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "time.sleep(60)"]  # fmt: skip
+    with procs.running(tree, name="pair") as pair:
+        sampler = ProcessSampler(pair.pid, path, interval_s=0.1, memory_interval_s=0.3)
+        sampler.start()
+        try:
+
+            def ticks() -> dict[str, list[dict[str, str]]]:
+                by_time: dict[str, list[dict[str, str]]] = {}
+                with path.open(newline="") as fh:
+                    for row in csv.DictReader(fh):
+                        by_time.setdefault(row["time"], []).append(row)
+                return {t: rows for t, rows in by_time.items() if len(rows) == 2}
+
+            wait_until(lambda: path.exists() and len(ticks()) >= 12, 30, "12 ticks of both")
+        finally:
+            sampler.stop()
+    assert sampler.error is None
+    both = ticks()
+    memory = [t for t, rows in both.items() if any(r["pss_bytes"] for r in rows)]
+    for t in memory:
+        assert all(int(r["pss_bytes"]) > 0 and int(r["uss_bytes"]) > 0 for r in both[t])
+        assert all(r["private_dirty_bytes"] and r["shared_clean_bytes"] for r in both[t])
+    for t in set(both) - set(memory):
+        assert all(r["uss_bytes"] == r["pss_bytes"] == r["swap_bytes"] == "" for r in both[t])
+        assert all(int(r["rss_bytes"]) > 0 and r["cpu_user_s"] for r in both[t])
+    assert 2 <= len(memory) <= len(both) // 2  # about one tick in three
 
 
 def test_root_is_labelled_root_until_it_declares(tmp_path: Path) -> None:
@@ -715,3 +763,20 @@ def test_the_parent_map_finds_a_reused_pid_at_its_next_full_read(tmp_path: Path)
     _fake_proc(tmp_path, {1: 0, 10: 1, 30: 10})  # 30 died and its pid went to 10's new child
     seen = [tree.descendants(10) for _ in range(ParentMap.REFRESH_EVERY)]
     assert seen[-1] == {10, 30}
+
+
+def test_the_parent_map_tells_a_member_by_its_start_so_a_reused_pid_is_another_process(
+    tmp_path: Path,
+) -> None:
+    def stat(pid: int, ppid: int, start: int) -> bytes:
+        rest = " ".join(["0"] * 17)  # pgrp ... num_threads, itrealvalue: fields 5 to 21
+        return b"%d (x y) S %d %s %d 0 0" % (pid, ppid, rest.encode(), start)
+
+    tree = ParentMap(str(tmp_path))
+    for pid, ppid, start in ((1, 0, 5), (10, 1, 700), (11, 10, 900)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_bytes(stat(pid, ppid, start))
+    assert tree.descendants(10) == {10, 11}
+    assert (tree.start_of(10), tree.start_of(11), tree.start_of(1)) == (700, 900, None)
+    (tmp_path / "11" / "stat").write_bytes(stat(11, 10, 1234))  # 11 died, its pid reused
+    assert tree.descendants(10) == {10, 11} and tree.start_of(11) == 1234

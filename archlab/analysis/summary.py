@@ -433,7 +433,8 @@ def summarize_processes(
             bucket["cpu_user_s"] += d_user
             bucket["cpu_system_s"] += d_sys
             bucket["ctx_switches"] += d_ctx
-    # memory and threads: sums per tick
+    # memory and threads: sums per tick; USS and PSS over the memory ticks only (the sampler
+    # reads them every memory_interval_s: a tick where no process has them did not read them)
     ticks: dict[float, list[ProcSample]] = defaultdict(list)
     for s in samples:
         if start <= s.time <= end:
@@ -441,12 +442,14 @@ def summarize_processes(
     mem: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for tick in ticks.values():
         sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        read_memory = any(s.pss is not None for s in tick)
         for s in tick:
             role = role_of[(s.pid, s.create_time)]
             for target in (role, ALL):
                 sums[target]["rss"] += s.rss
-                sums[target]["uss"] += s.uss or 0
-                sums[target]["pss"] += s.pss or 0
+                if read_memory:
+                    sums[target]["uss"] += s.uss or 0
+                    sums[target]["pss"] += s.pss or 0
                 sums[target]["threads"] += s.threads
                 sums[target]["processes"] += 1
         for target, values in sums.items():

@@ -220,9 +220,12 @@ def fig_throughput(runs: Sequence[ReportRun], bucket_s: float) -> Figure | None:
 
 
 def _per_role(df: pd.DataFrame, column: str, scale: float = 1.0) -> pd.DataFrame:
-    """time x role: the column summed over each role's processes at each sampling tick."""
-    values = pd.to_numeric(df[column], errors="coerce").fillna(0.0) / scale
+    """time x role: the column summed over each role's processes at each sampling tick that
+    read it (PSS comes only on the sampler's memory ticks)."""
+    values = pd.to_numeric(df[column], errors="coerce") / scale
     frame = pd.DataFrame({"t": df["t"], "role": df["role"], "v": values})
+    read = frame.groupby("t")["v"].transform(lambda v: v.notna().any())
+    frame = frame[read.astype(bool)].fillna({"v": 0.0})
     return frame.pivot_table(index="t", columns="role", values="v", aggfunc="sum").fillna(0.0)
 
 

@@ -27,6 +27,7 @@ KEY_PACKAGES = (
     "msgspec",
     "hdrhistogram",
     "psutil",
+    "inotify_simple",
     "py-spy",
     "setproctitle",
 )

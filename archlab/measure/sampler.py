@@ -16,6 +16,12 @@ Memory beyond RSS comes from one read of `/proc/PID/smaps_rollup` (`smaps_rollup
 psutil's `memory_full_info` reads for USS, PSS and swap anyway; it also splits the resident
 pages into Shared_Clean, Shared_Dirty, Private_Clean and Private_Dirty, which is what shows a
 forked child's inherited pages being copied (copy-on-write: shared becomes private dirty).
+That read walks the process's page tables in the kernel: over the distributed variant's 13
+processes it was half of a tick's CPU, and the sampler as a whole cost the harness 1.5 % of a
+CPU, +6.5 % on the variant's own CPU at 100 req/s (`archlab bench instruments`). So it comes
+every `memory_interval_s`, and whenever a process is new, for every process of that tick (a
+"memory tick": a process's first row always has them); the other ticks leave those columns
+empty and carry CPU, RSS, threads and context switches only.
 
 CPU times are cumulative since each process started (psutil), so CPU-seconds over any window are
 exact differences; `cpu_percent` is the share of one CPU over the last interval (empty on a
@@ -29,6 +35,7 @@ import contextlib
 import csv
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -37,10 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from inotify_simple import INotify, flags
 
 from archlab.rundir import CPU_COLUMNS, PROCESS_COLUMNS
 from variants import telemetry
 
+MEMORY_INTERVAL_S = 5.0
+"""How often the process sampler reads each process's smaps_rollup (USS, PSS, swap, the page
+split), by default; every tick reads CPU and RSS."""
+DISCOVERY_POLL_S = 0.05  # without inotify: how often to look for newly declared processes
 ROOT_ROLE = "root"  # the process the harness started, when it declared no role
 UNLABELLED_ROLE = "unlabelled"  # any other process that declared no role
 _TITLE = re.compile(re.escape(telemetry.TITLE_PREFIX) + r"([A-Za-z0-9_.-]+)")
@@ -85,6 +97,7 @@ class ParentMap:
     def __init__(self, proc_root: str = "/proc") -> None:
         self.proc_root = proc_root
         self._parent: dict[int, int] = {}
+        self._start: dict[int, int] = {}
         self._members: set[int] = set()
         self._walks = 0
 
@@ -94,9 +107,18 @@ class ParentMap:
                 stat = fh.read()
         except OSError:
             return None
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 2)
-        return int(fields[1]) if len(fields) > 1 else None
+        # "pid (comm) state ppid ... starttime (22nd) ...": comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 20)
+        if len(fields) < 2:
+            return None
+        if len(fields) > 19 and fields[19].isdigit():
+            self._start[pid] = int(fields[19])
+        return int(fields[1])
+
+    def start_of(self, member: int) -> int | None:
+        """When a member of the last walk started (clock ticks after boot, from the stat read
+        in that walk): the same pid with another start is another process."""
+        return self._start.get(member) if member in self._members else None
 
     def descendants(self, root: int) -> set[int]:
         """`root` and every process below it that is alive now (empty when root is gone)."""
@@ -115,6 +137,7 @@ class ParentMap:
                 else:
                     parent[pid] = ppid
         self._parent = parent
+        self._start = {pid: t for pid, t in self._start.items() if pid in parent}
         children: dict[int, list[int]] = {}
         for pid, ppid in parent.items():
             children.setdefault(ppid, []).append(pid)
@@ -136,6 +159,8 @@ class _Seen:
     last_time: float | None = None
     last_cpu: float | None = None
     percent: float | None = None  # over the interval before the last row
+    start_ticks: int | None = None  # the tree walk's start time of it, to tell a reused pid
+    name: str | None = None  # psutil's name (a 15-character comm read on with cmdline)
 
 
 class _TreeWalker(threading.Thread):
@@ -159,8 +184,15 @@ class _TreeWalker(threading.Thread):
         return set()
 
     def _processes(self) -> list[psutil.Process]:
+        """The tree's processes and the extra ones: a process sampled before is the same
+        psutil object, known by the start time the tree walk read (not built, and its stat
+        read, again each tick)."""
         found: dict[int, psutil.Process] = {}
         for pid in self._tree.descendants(self.root_pid):
+            seen, start = self._seen.get(pid), self._tree.start_of(pid)
+            if seen is not None and start is not None and seen.start_ticks == start:
+                found[pid] = seen.proc
+                continue
             with contextlib.suppress(psutil.Error):
                 found[pid] = psutil.Process(pid)
         for pid in self._extra_pids() - set(found):
@@ -177,28 +209,27 @@ class _TreeWalker(threading.Thread):
     def _missed(self, pid: int) -> None:
         """A declared process that exited before it could be sampled."""
 
+    def _wait(self, timeout_s: float) -> None:
+        """Until `timeout_s` has passed or the sampler is stopped (or, in a subclass, there is
+        something to discover)."""
+        self._stop_event.wait(timeout_s)
+
     def run(self) -> None:
         try:
             with self.path.open("w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(self.columns)
                 next_full = time.monotonic()
-                while True:
+                while not self._stop_event.is_set():
                     if time.monotonic() >= next_full:
                         self._tick(writer)
                         next_full = time.monotonic() + self.interval_s
                         fh.flush()
                     elif self._discover(writer):
                         fh.flush()
-                    wait = max(0.0, next_full - time.monotonic())
-                    if self.discovery_s is not None:
-                        wait = min(wait, self.discovery_s)
-                    if self._stop_event.wait(wait):
-                        break
+                    self._wait(max(0.0, next_full - time.monotonic()))
         except Exception as exc:  # noqa: BLE001 - a broken sampler must not break the run
             self.error = f"{type(exc).__name__}: {exc}"
-
-    discovery_s: float | None = None  # poll for newly declared processes this often
 
     def _discover(self, writer: Any) -> bool:
         """Sample, between full ticks, processes that just declared a role (short-lived ones)."""
@@ -224,13 +255,21 @@ class _TreeWalker(threading.Thread):
         create_time = proc.create_time()
         seen = self._seen.get(proc.pid)
         if seen is None or seen.create_time != create_time:  # new, or the pid was reused
-            seen = self._seen[proc.pid] = _Seen(proc, create_time)
+            start = self._tree.start_of(proc.pid)
+            seen = self._seen[proc.pid] = _Seen(proc, create_time, start_ticks=start)
+        elif seen.start_ticks is None:  # first sampled by discovery, outside a tree walk
+            seen.start_ticks = self._tree.start_of(proc.pid)
         return self._row(seen, now)
+
+    def _starting(self, procs: list[psutil.Process]) -> None:
+        """Called with a tick's processes before it samples them."""
 
     def _tick(self, writer: Any) -> None:  # a csv writer
         now = time.time()
         latest: dict[int, float] = {}
-        for proc in self._processes():
+        found = self._processes()
+        self._starting(found)
+        for proc in found:
             try:
                 row = self._sample_one(proc, now)
             except psutil.Error:
@@ -346,19 +385,95 @@ class RoleResolver:
         return role or None
 
 
+class RoleWatch:
+    """Wakes the sampler when a process declares its role: inotify on the roles directory
+    (`telemetry.install` renames each file into place), so between ticks the sampler sleeps
+    instead of polling. Polling the directory every 50 ms cost the harness 3.6 ms of CPU per
+    second on the 2-CPU VM, more than the ticks' reads once smaps came every 5 s."""
+
+    def __init__(self, roles_dir: Path) -> None:
+        roles_dir.mkdir(parents=True, exist_ok=True)
+        self._inotify = INotify()
+        self._inotify.add_watch(roles_dir, flags.MOVED_TO | flags.CLOSE_WRITE)
+        self._wake_r, self._wake_w = os.pipe()
+        self._poll = select.poll()
+        self._poll.register(self._inotify.fileno(), select.POLLIN)
+        self._poll.register(self._wake_r, select.POLLIN)
+
+    def wait(self, timeout_s: float) -> None:
+        """Until a role file appears, `wake` is called, or `timeout_s` has passed."""
+        for fd, _event in self._poll.poll(timeout_s * 1000):
+            if fd == self._inotify.fileno():
+                self._inotify.read(timeout=0)  # what came does not matter: discovery lists
+            else:
+                os.read(self._wake_r, 64)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"!")
+
+    def close(self) -> None:
+        self._inotify.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class ProcessSampler(_TreeWalker):
     """The system under test: every process of the variant, by role (`processes.csv`)."""
 
     columns = PROCESS_COLUMNS
-    discovery_s = 0.05
 
     def __init__(
-        self, root_pid: int, path: Path, interval_s: float = 1.0, roles_dir: Path | None = None
+        self,
+        root_pid: int,
+        path: Path,
+        interval_s: float = 1.0,
+        roles_dir: Path | None = None,
+        memory_interval_s: float = MEMORY_INTERVAL_S,
     ) -> None:
         super().__init__(root_pid, path, interval_s)
         self.roles = RoleResolver(roles_dir, root_pid)
         self.sampled_pids: set[int] = set()
         self.missed: dict[int, str] = {}  # pid -> role: declared, exited before a sample
+        self.memory_interval_s = memory_interval_s
+        self._next_memory = 0.0  # monotonic: the first tick is a memory tick
+        self._memory_now = True
+        self._watch: RoleWatch | None = None
+        if roles_dir is not None:
+            try:
+                self._watch = RoleWatch(roles_dir)
+            except OSError:  # no inotify left (fs.inotify.max_user_instances): poll instead
+                self._watch = None
+
+    def _wait(self, timeout_s: float) -> None:
+        if self._watch is not None:
+            if not self._stop_event.is_set():
+                self._watch.wait(timeout_s)
+        elif self.roles.roles_dir is not None:
+            self._stop_event.wait(min(timeout_s, DISCOVERY_POLL_S))
+        else:
+            super()._wait(timeout_s)
+
+    def _starting(self, procs: list[psutil.Process]) -> None:
+        """A memory tick when it is time, or when a process is new: a new process's first row
+        reads memory, and a tick reads it for all of its processes or for none."""
+        now = time.monotonic()
+        new = False
+        for proc in procs:
+            seen = self._seen.get(proc.pid)
+            with contextlib.suppress(psutil.Error):
+                new = new or seen is None or seen.create_time != proc.create_time()
+        self._memory_now = new or now >= self._next_memory
+        if self._memory_now:
+            # half a tick early, so a tick that runs a little late does not skip its turn
+            self._next_memory = now + self.memory_interval_s - self.interval_s / 2
+
+    def _tick(self, writer: Any) -> None:
+        try:
+            super()._tick(writer)
+        finally:
+            self._memory_now = True  # what discovery samples between ticks: first rows
 
     def _extra_pids(self) -> set[int]:
         return self.roles.declared_pids()
@@ -380,7 +495,12 @@ class ProcessSampler(_TreeWalker):
         return row
 
     def stop(self) -> None:
+        self._stop_event.set()
+        if self._watch is not None:
+            self._watch.wake()
         super().stop()
+        if self._watch is not None and not self.is_alive():
+            self._watch.close()
         for pid in self.roles.declared_pids() - self.sampled_pids:
             self._missed(pid)
 
@@ -391,12 +511,14 @@ class ProcessSampler(_TreeWalker):
                 return None
             times = proc.cpu_times()
             mem = proc.memory_info()
-            pages = smaps_rollup(proc.pid)
+            pages = smaps_rollup(proc.pid) if self._memory_now else None
             ctx = proc.num_ctx_switches()
-            row_head = (proc.ppid(), proc.name(), proc.num_threads())
+            if seen.name is None or self._memory_now:
+                seen.name = proc.name()
+            row_head = (proc.ppid(), seen.name, proc.num_threads())
         percent = self._cpu(seen, now, times.user + times.system)
         ppid, name, threads = row_head
-        if pages is None:  # not ours to read: RSS only
+        if pages is None:  # not a memory tick, or not ours to read: RSS only
             uss = pss = swap = ""
             split: tuple[int | str, ...] = ("",) * 4
         else:
@@ -437,10 +559,14 @@ def sampling(root_pid: int, path: Path, interval_s: float = 1.0) -> Iterator[Tre
 
 @contextlib.contextmanager
 def sampling_processes(
-    root_pid: int, path: Path, interval_s: float = 1.0, roles_dir: Path | None = None
+    root_pid: int,
+    path: Path,
+    interval_s: float = 1.0,
+    roles_dir: Path | None = None,
+    memory_interval_s: float = MEMORY_INTERVAL_S,
 ) -> Iterator[ProcessSampler]:
     """Run a ProcessSampler (the system under test) for the duration of the with-block."""
-    sampler = ProcessSampler(root_pid, path, interval_s, roles_dir)
+    sampler = ProcessSampler(root_pid, path, interval_s, roles_dir, memory_interval_s)
     sampler.start()
     try:
         yield sampler

@@ -22,6 +22,7 @@ from archlab.host.cpus import CpuPlan, plan_cpus
 from archlab.host.machine import usable_cpus
 from archlab.measure import integrity
 from archlab.measure.profiler import ProfilePlan
+from archlab.measure.sampler import MEMORY_INTERVAL_S
 from archlab.run import target as targets
 from variants.placement import Placement
 from workloads.scenarios import LoadSpec, Scenario, get_scenario, resolve_load
@@ -59,6 +60,7 @@ class RunPlan:
     pin: bool = True
     # instruments
     sample_interval_s: float = 1.0
+    memory_interval_s: float = MEMORY_INTERVAL_S  # smaps_rollup (USS, PSS, swap) this often
     window_s: float | None = None
     gc_telemetry: bool = True
     process_sampler: bool = True  # False: no processes.csv (to measure the sampler's own cost)
@@ -112,6 +114,7 @@ class Setup:
             "process_sampler": plan.process_sampler if self.target is None else None,
             "cpu_bracket": plan.cpu_bracket if self.target is None else None,
             "sample_interval_s": plan.sample_interval_s,
+            "memory_interval_s": plan.memory_interval_s if plan.process_sampler else None,
             "window_s": plan.window_s,
         }
 
@@ -170,6 +173,8 @@ def resolve(plan: RunPlan) -> Setup:
         raise ValueError(f"warm-up ({warmup_s} s) must be shorter than the run ({duration_s} s)")
     if plan.sample_interval_s <= 0:
         raise ValueError("--sample-interval must be positive")
+    if plan.memory_interval_s < plan.sample_interval_s:
+        raise ValueError("--memory-interval must be at least --sample-interval")
     return Setup(spec, scenario, knobs, cpus, load, duration_s, warmup_s, target)
 
 

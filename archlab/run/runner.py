@@ -237,6 +237,7 @@ class _Run:
                     self.run_dir / PROCESSES,
                     plan.sample_interval_s,
                     roles_dir=self.telemetry_dir / telemetry.ROLES_DIR,
+                    memory_interval_s=plan.memory_interval_s,
                 )
                 if plan.process_sampler
                 else contextlib.nullcontext(None)
