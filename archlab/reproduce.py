@@ -34,6 +34,7 @@ interrupted reproduction resumes where it stopped; a half-written run is moved t
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -704,17 +705,57 @@ def reproduce(
 def render_outputs(
     run_set: Path, figures_dir: Path, notebooks_dir: Path, *, echo: Echo = print
 ) -> dict[str, Any]:
-    """Every figure (PNG + SVG) and every notebook, executed, from one run set."""
+    """Every figure (PNG + SVG) and every notebook, executed, from one run set.
+
+    The notebooks run (in their own kernels) while this process draws the figures, the two
+    being independent; what the notebooks report is held until the figures are done, so the
+    output still reads as one section after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import IPython  # noqa: F401 - whole before the kernels' thread imports it (matplotlib peeks)
+
     from archlab.figures import notebooks, render_all
 
-    echo(f"=== figures -> {figures_dir}")
-    rs = load_runset(run_set)
-    figures = render_all(rs, figures_dir, echo=_indent(echo))
-    echo(f"=== notebooks -> {notebooks_dir}")
-    executed = notebooks.execute_all(run_set, notebooks_dir, echo=_indent(echo))
+    later = _Held(echo)
+    stop = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="notebooks") as pool:
+        executing = pool.submit(
+            notebooks.execute_all, run_set, notebooks_dir, echo=_indent(later), stop=stop
+        )
+        try:
+            echo(f"=== figures -> {figures_dir}")
+            figures = render_all(load_runset(run_set), figures_dir, echo=_indent(echo))
+            echo(f"=== notebooks -> {notebooks_dir}")
+            later.release()
+            executed = executing.result()
+        except BaseException:
+            stop.set()  # no further notebook starts; the running one ends with the pool
+            raise
     echo(f"\nfigures:   {figures_dir}  ({len(figures)} figures, PNG and SVG)")
     echo(f"notebooks: {notebooks_dir}  ({len(executed)} executed)")
     return {"figures": [str(p) for p in figures], "notebooks": [str(p) for p in executed]}
+
+
+class _Held:
+    """An echo that holds what it is told until `release`, then passes it on as it comes."""
+
+    def __init__(self, echo: Echo) -> None:
+        self._echo = echo
+        self._lock = threading.Lock()
+        self._held: list[str] | None = []
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(text)
+                return
+        self._echo(text)
+
+    def release(self) -> None:
+        with self._lock:  # in order: a line told meanwhile waits for the held ones
+            held, self._held = self._held or [], None
+            for text in held:
+                self._echo(text)
 
 
 def _indent(echo: Echo) -> Echo:

@@ -68,11 +68,22 @@ def api(
         yield running
 
 
-LONGEST_FIRST = ("test_reproduce.py",)
-"""Modules that take minutes on their own (the test-scale reproduction behind every figure):
-collected first, so one worker starts on them while the other works through the rest, instead
-of the suite ending on them alone (`--dist loadscope` hands modules out in collection order)."""
+LONGEST_FIRST = (
+    "test_reproduce.py",
+    "test_reliability.py",
+    "test_run_smoke.py",
+    "test_blast_shape.py",
+    "test_faults.py",
+    "test_bad_input.py",
+)
+"""Modules that take the longest, longest first (the test-scale reproduction behind every
+figure takes minutes on its own; then the runs of real deployments under kills and faults):
+collected first, so one worker starts on the reproduction while the other works through the
+next, and the suite ends on short modules on both workers instead of on one long one alone
+(`--dist loadscope` hands modules out in collection order: `--no-loadscope-reorder` in
+pyproject.toml, or xdist would hand out the modules with the most tests first)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))

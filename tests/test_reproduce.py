@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -281,9 +283,18 @@ def test_fresh_starts_over_and_moves_the_old_run_set_aside(
     old = (out / MANIFEST).read_text()
     first = repro.plan_steps(repro.SCALES["test"])[:1]  # one step is enough to start over
     monkeypatch.setattr(repro, "plan_steps", lambda scale, cpus=None, native_engines=True: first)
-    # the floor is measured by the module's reproduction; here only its being redone matters
+    # the floor, the hops and the engines are measured by the module's reproduction; here only
+    # their being redone matters (the benchmarks hand back the module's own reports)
     floors: list[Path] = []
     monkeypatch.setattr(repro.floor, "measure", lambda out_path, **_: floors.append(out_path) or {})
+    redone: list[str] = []
+
+    def measured_again(name: str) -> Callable[..., dict[str, Any]]:
+        report = json.loads((reproduction["out"] / name).read_text())
+        return lambda *_, **__: redone.append(name) or report
+
+    monkeypatch.setattr(repro.hop, "measure", measured_again("hop.json"))
+    monkeypatch.setattr(repro.engine_bench, "measure", measured_again("engine.json"))
     lines: list[str] = []
     outputs = repro.reproduce("test", out, fresh=True, render=False, echo=lines.append)
     assert outputs["failed"] == []
@@ -294,7 +305,8 @@ def test_fresh_starts_over_and_moves_the_old_run_set_aside(
         (first[0].tag, "completed")
     ]
     assert (out / "hop.json").exists()  # measured again, not carried over
-    assert floors == [out / "floor.json"]  # likewise
+    assert redone == ["hop.json", "engine.json"]  # likewise
+    assert floors == [out / "floor.json"]
 
 
 def test_notebooks_default_to_the_newest_run_set_then_the_reference(

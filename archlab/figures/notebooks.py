@@ -1,6 +1,6 @@
 """Execute the notebooks headless against one run set and save the executed copies.
 
-The kernel inherits ARCHLAB_RUNSET, so each notebook's `default_runset()` reads the set
+Each kernel is given ARCHLAB_RUNSET, so each notebook's `default_runset()` reads the set
 `reproduce` just made; a person opening the notebooks in JupyterLab gets the newest set or,
 before any run, the committed reference.
 """
@@ -8,6 +8,7 @@ before any run, the committed reference.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def notebook_paths(src: Path | None = None) -> list[Path]:
 
 
 def execute(path: Path, run_set: Path, out_path: Path, *, relative: bool = False) -> Path:
-    """Run every cell of one notebook with ARCHLAB_RUNSET=run_set; raise on a failing cell.
+    """Run every cell of one notebook, its kernel given ARCHLAB_RUNSET=run_set; raise on a
+    failing cell.
 
     `relative`: name the run set relative to the notebook's folder (the kernel's working
     directory), so an executed copy that is published carries no path of this machine.
@@ -35,22 +37,16 @@ def execute(path: Path, run_set: Path, out_path: Path, *, relative: bool = False
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    old = os.environ.get(ENV_RUNSET)
     where = os.path.relpath(run_set.resolve(), path.parent.resolve()) if relative else None
-    os.environ[ENV_RUNSET] = where or str(run_set.resolve())
-    try:
-        NotebookClient(
-            nb,
-            timeout=CELL_TIMEOUT_S,
-            kernel_name="python3",
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
-    finally:
-        if old is None:
-            os.environ.pop(ENV_RUNSET, None)
-        else:
-            os.environ[ENV_RUNSET] = old
+    # the kernel's own environment, not this process's: notebooks may run while figures render
+    env = {**os.environ, ENV_RUNSET: where or str(run_set.resolve())}
+    NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute(env=env)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_path)
     return out_path
@@ -62,10 +58,14 @@ def execute_all(
     *,
     src: Path | None = None,
     echo: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
 ) -> list[Path]:
-    """Execute every notebook into out_dir; the first failing cell aborts with its traceback."""
+    """Execute every notebook into out_dir; the first failing cell aborts with its traceback.
+    Once `stop` is set, no further notebook starts (the one running finishes)."""
     written = []
     for path in notebook_paths(src):
+        if stop is not None and stop.is_set():
+            break
         echo(f"{path.name} ...")
         written.append(execute(path, run_set, out_dir / path.name))
     return written

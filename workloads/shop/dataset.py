@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import msgspec
@@ -197,16 +198,19 @@ def generate(size: str, seed: int, dest: Path) -> dict:
         [(pid, q, q) for pid in range(1, spec.products + 1) for q in [rng.randint(lo, hi)]],
     )
 
-    cat_weights = _zipf_weights(spec.categories, 0.8)
-    in_cat_weights = {c: _zipf_weights(len(ids)) for c, ids in by_category.items()}
+    # cumulative weights summed once, not by every call: what `choices(population, weights)`
+    # sums itself, so the same draws (the same rows), without re-summing 500 weights per basket
+    cat_cum = list(accumulate(_zipf_weights(spec.categories, 0.8)))
+    in_cat_cum = {c: list(accumulate(_zipf_weights(len(ids)))) for c, ids in by_category.items()}
+    basket_sizes, size_cum = (1, 2, 3, 4, 5), list(accumulate((20, 35, 25, 12, 8)))
     cat_ids = list(range(spec.categories))
     all_ids = list(range(1, spec.products + 1))
     encode = msgspec.msgpack.Encoder().encode
     baskets = []
     for _ in range(spec.baskets):
-        (c,) = rng.choices(cat_ids, cat_weights)
-        n = rng.choices((1, 2, 3, 4, 5), (20, 35, 25, 12, 8))[0]
-        items = set(rng.choices(by_category[c], in_cat_weights[c], k=n))
+        (c,) = rng.choices(cat_ids, cum_weights=cat_cum)
+        n = rng.choices(basket_sizes, cum_weights=size_cum)[0]
+        items = set(rng.choices(by_category[c], cum_weights=in_cat_cum[c], k=n))
         if rng.random() < 0.15:
             items.add(rng.choice(all_ids))
         baskets.append((encode(sorted(items)),))
