@@ -75,7 +75,10 @@ from workloads.scenarios import get_scenario
 Echo = Callable[[str], None]
 FLOOR_DIR = "floor"  # in a run set: the floor's raw runs
 KILLING = ("crash", "leak")  # fault kinds that end in a dead process and a restart
-HOP_S_PER_CALL = 0.0045  # the hop micro-benchmark (every hop, floor and round), for the estimate
+HOP_S_PER_CALL = 0.009  # the hop micro-benchmark (every hop, floor, placement and round): estimate
+MEMORY_STUDY_S = 1.0
+"""The sampler's memory interval in the studies where memory over time is a measure (the
+copy-on-write study's children, the polyglot engine's PSS): every tick, not every 5 s."""
 RAMP_RATE_PER_STREAM = get_scenario("ramp").rate_per_user
 PATH_RATE = 50.0
 """The migration path's offered load (requests/s, open loop), the same for every step and
@@ -423,7 +426,7 @@ def plan_steps(
                     cow.tag(design, setting, n), (cow.KIND,), scale.cow_s,
                     variant=cow.DESIGN_PLACEMENT[design], scenario=cow.SCENARIO,
                     duration_s=scale.cow_s, rate=scale.cow_rate, users=cow.STREAMS, pin=False,
-                    knobs=cow.knobs(design, setting, n),
+                    knobs=cow.knobs(design, setting, n), memory_interval_s=MEMORY_STUDY_S,
                 )  # fmt: skip
     for round_no in range(1, scale.remedy_rounds + 1):  # a round: every design, every remedy
         for scenario, design, remedy in remedies.runs_of_round(
@@ -445,7 +448,9 @@ def plan_steps(
             )  # fmt: skip
     for scenario in scale.polyglot_scenarios if native_engines else ():
         for engine in polyglot.ENGINES:  # each pair back to back
-            run: dict[str, Any] = {"variant": polyglot.PLACEMENT, "pin": False}
+            run: dict[str, Any] = {
+                "variant": polyglot.PLACEMENT, "pin": False, "memory_interval_s": MEMORY_STUDY_S
+            }  # fmt: skip
             run["knobs"] = {polyglot.KNOB: engine}
             if scenario == polyglot.RAMP:
                 seconds, run = ramp_s, {**run, **ramp}
