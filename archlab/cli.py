@@ -840,6 +840,13 @@ def _parse_bench(sub: Subparsers) -> None:
         "and round, after a 1 s warm-up (default: %(default)s)",
     )
     bench.add_argument(
+        "--threads",
+        type=int,
+        default=server_bench.DEFAULT_THREADS,
+        help="server: request threads of the monolith and of the bare endpoint; granian admits "
+        "as many requests at once (default: %(default)s, the placements' default)",
+    )
+    bench.add_argument(
         "--placements",
         default=",".join(hop.DEFAULT_PLACEMENTS),
         help="hop: where the client and the servers run, comma-separated, the first is the "
@@ -860,14 +867,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.rounds is None:
         args.rounds = 5
     if args.which == "server":
-        if args.rounds < 1 or args.seconds <= 0:
-            print("archlab: error: bench server: --rounds at least 1, --seconds above 0",
-                  file=sys.stderr)  # fmt: skip
+        if args.rounds < 1 or args.seconds <= 0 or args.threads < 1:
+            print("archlab: error: bench server: --rounds and --threads at least 1, --seconds "
+                  "above 0", file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
         try:
             report = server_bench.measure(
                 rounds=args.rounds,
                 seconds=args.seconds,
+                threads=args.threads,
                 echo=lambda t: print(t, file=sys.stderr, flush=True),
             )
         except server_bench.BenchError as exc:

@@ -60,16 +60,17 @@ def test_the_bare_endpoint_answers_the_saved_body_for_any_product(
                 assert resp.headers["Content-Type"].startswith("application/json")
 
 
-def test_bad_rounds_are_one_line_and_exit_2() -> None:
+@pytest.mark.parametrize("bad", [["--rounds", "0"], ["--threads", "0"]])
+def test_bad_rounds_or_threads_are_one_line_and_exit_2(bad: list[str]) -> None:
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-m", "archlab.cli", "bench", "server", "--rounds", "0"],
+        [sys.executable, "-m", "archlab.cli", "bench", "server", *bad],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "archlab: error: bench server: --rounds at least 1, --seconds above 0"
+        "archlab: error: bench server: --rounds and --threads at least 1, --seconds above 0"
     ]

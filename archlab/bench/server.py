@@ -27,6 +27,7 @@ from archlab.host.machine import usable_cpus
 from variants.edge import servers
 
 TARGETS = ("monolith", "bare")
+DEFAULT_THREADS = 8  # the placements' request threads per process
 PRODUCTS = 150  # ids 1..150 exist in every dataset size
 _ROTATE = """
 local n = 0
@@ -55,15 +56,18 @@ def parse_wrk(text: str) -> dict[str, float]:
     return out
 
 
-def _command(target: str, server: str, port: int, size: str, body: Path, state: Path) -> list[str]:
+def _command(
+    target: str, server: str, port: int, size: str, body: Path, state: Path, threads: int
+) -> list[str]:
     if target == "monolith":
         return [
             sys.executable, "-m", "variants.monolith", "--port", str(port), "--size", size,
-            "--server", server, "--threads", "8", "--state-dir", str(state / f"m-{server}"),
+            "--server", server, "--threads", str(threads),
+            "--state-dir", str(state / f"m-{server}"),
         ]  # fmt: skip
     return [
         sys.executable, "-m", "variants.bare", "--port", str(port), "--server", server,
-        "--body", str(body), "--threads", "8",
+        "--body", str(body), "--threads", str(threads),
     ]  # fmt: skip
 
 
@@ -88,8 +92,11 @@ def measure(
     connections: int = 16,
     size: str = "small",
     echo: Callable[[str], None] = print,
+    threads: int = DEFAULT_THREADS,
 ) -> dict[str, Any]:
-    """Rounds of (server x target) wrk runs; per pair the runs and their medians."""
+    """Rounds of (server x target) wrk runs; per pair the runs and their medians. `threads`:
+    request threads of both targets, which under granian is also how many requests it admits
+    at once (fewer than wrk's connections leaves connections waiting)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchError("needs wrk on PATH (Debian: apt-get install wrk; `make setup` does)")
@@ -110,7 +117,7 @@ def measure(
                 for target in TARGETS:
                     echo(f"round {r}/{rounds}: {target} on {server} ...")
                     port = procs.free_port()
-                    cmd = _command(target, server, port, size, body, root)
+                    cmd = _command(target, server, port, size, body, root, threads)
                     log = root / f"{target}-{server}.log"
                     with procs.running(
                         pin_command(cmd, server_cpu), name=target, log_path=log
@@ -130,6 +137,7 @@ def measure(
         "rounds": rounds,
         "seconds": seconds,
         "connections": connections,
+        "threads": threads,
         "size": size,
         "server_cpus": server_cpu,
         "client_cpus": client_cpu,
@@ -170,7 +178,8 @@ def format_table(report: dict[str, Any]) -> str:
         )
     lines.append(
         f"medians [min-max] over {report['rounds']} interleaved rounds of {report['seconds']:g} s; "
-        f"{report['client']}, {report['connections']} connections; server on CPU "
+        f"{report['client']}, {report['connections']} connections; "
+        f"{report.get('threads', DEFAULT_THREADS)} request threads; server on CPU "
         f"{format_cpu_list(report['server_cpus'])}, wrk on CPU "
         f"{format_cpu_list(report['client_cpus'])}; body {report['body_bytes']} B"
     )
