@@ -48,7 +48,7 @@ from archlab.analysis.rounds import Spread
 from archlab.analysis.runset import Run, RunSet
 from archlab.figures import cow as cow_figure
 from archlab.figures import servers
-from archlab.figures.style import caption, color, new_figure
+from archlab.figures.style import caption, color, nan_float, new_figure
 
 MIB = 2**20
 NOT_SERVICES = ("launcher", "root", "unlabelled")  # harness-side roles: no host of their own
@@ -417,10 +417,6 @@ def deployments(rs: RunSet, prices: cm.Prices | None = None) -> dict[str, float]
 # --- figures -----------------------------------------------------------------------------
 
 
-def _nan(value: Any) -> float:
-    return math.nan if value is None or pd.isna(value) else float(value)
-
-
 def _labels(values: list[float], fmt: str, prefix: list[str] | None = None) -> list[str]:
     prefix = prefix or [""] * len(values)
     return [
@@ -486,7 +482,7 @@ def fig_cores_and_cost(rs: RunSet) -> Figure | None:
     fig, (ax_c, ax_d) = new_figure(2, width=5.0, height=3.8)
     variants = list(df["variant"])
     x = np.arange(len(variants))
-    cores = [_nan(c) for c in df["cores_needed"]]
+    cores = [nan_float(c) for c in df["cores_needed"]]
     upper = ["≤" if b is True else "" for b in df.get("lower_bound", [False] * len(df))]
     bars = _model_bars(ax_c, x, cores, 0.8, variants)
     ax_c.bar_label(bars, labels=_labels(cores, "{:.0f}", upper))
@@ -495,8 +491,8 @@ def fig_cores_and_cost(rs: RunSet) -> Figure | None:
     ax_c.set_title("cores needed (model; ≤: SLO never missed)", fontsize=10)
     ax_c.margins(y=0.15)
     _legend(ax_c, cm.MODEL)
-    prov = [_nan(v) for v in df["provisioned_usd_per_million"]]
-    busy = [_nan(v) for v in df["busy_usd_per_million"]]
+    prov = [nan_float(v) for v in df["provisioned_usd_per_million"]]
+    busy = [nan_float(v) for v in df["busy_usd_per_million"]]
     b1 = _model_bars(ax_d, x - 0.2, prov, 0.4, variants)
     b2 = ax_d.bar(x + 0.2, busy, 0.4, color=[color(v) for v in variants])
     ax_d.bar_label(b1, labels=_labels(prov, "{:.3f}"), fontsize=8)

@@ -10,7 +10,6 @@ in the legend. Nothing is drawn without the study's runs.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -19,7 +18,7 @@ from matplotlib.figure import Figure
 from archlab.analysis import cow
 from archlab.analysis.polyglot import cpu_count
 from archlab.analysis.runset import RunSet
-from archlab.figures.style import caption, new_figure
+from archlab.figures.style import caption, nan_float, new_figure
 
 NO_RUNS = "no copy-on-write runs in this run set"
 SETTING_LOOK: dict[str, dict[str, Any]] = {
@@ -108,10 +107,6 @@ def _rate_label(rs: RunSet) -> str:
 def _cell(t: pd.DataFrame, design: str, setting: str, n: int) -> Any:
     sel = t[(t["design"] == design) & (t["setting"] == setting) & (t["n"] == n)]
     return sel.iloc[0] if len(sel) else None
-
-
-def _nan(value: Any) -> float:
-    return math.nan if value is None or pd.isna(value) else float(value)
 
 
 def _mib(value: Any) -> str:
@@ -212,8 +207,8 @@ def _freeze_effect(t: pd.DataFrame) -> str:
         if a is None or f is None or pd.isna(a.private_mib) or pd.isna(f.private_mib):
             continue
         saved = a.private_mib - f.private_mib
-        shared = _nan(f.shared_mib) - _nan(a.shared_mib)
-        total = _nan(a.total_mib) - _nan(f.total_mib)
+        shared = nan_float(f.shared_mib) - nan_float(a.shared_mib)
+        total = nan_float(a.total_mib) - nan_float(f.total_mib)
         parts.append(
             f"{design} {saved:+.1f} MiB private and {shared:+.1f} MiB shared per child, "
             f"{total:+.0f} MiB total at N = {n}"

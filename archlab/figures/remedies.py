@@ -21,7 +21,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from archlab.analysis import remedies as rm
 from archlab.analysis.runset import RunSet
-from archlab.figures.style import caption, color, new_figure
+from archlab.figures.style import caption, color, nan_float, new_figure
 
 NO_RUNS = "no isolation-remedy runs in this run set"
 COLUMNS = (rm.BASELINE, *rm.DESIGNS)
@@ -36,8 +36,7 @@ Y_LABELS = {
 
 
 def _v(row: pd.Series, key: str) -> float:
-    value = row.get(key)
-    return math.nan if value is None or pd.isna(value) else float(value)
+    return nan_float(row.get(key))
 
 
 def _whiskers(rows: list[pd.Series], key: str) -> np.ndarray:

@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 from archlab.analysis import servers as sv
 from archlab.analysis.polyglot import cpu_count
 from archlab.analysis.runset import RunSet
-from archlab.figures.style import caption, color, new_figure
+from archlab.figures.style import caption, color, nan_float, new_figure
 
 NO_RUNS = "no server-sensitivity runs in this run set"
 # the default server solid, the others lighter and hatched (the variant keeps its colour)
@@ -36,23 +36,19 @@ PANELS = (
 )  # fmt: skip
 
 
-def _nan(value: Any) -> float:
-    return math.nan if value is None or pd.isna(value) else float(value)
-
-
 def _panel(ax: Any, t: pd.DataFrame, variants: list[str], measure: str, fmt: str) -> None:
     width = 0.8 / len(sv.SERVERS)
     for k, server in enumerate(sv.SERVERS):
         rows = t[t["server"] == server].set_index("variant")
         xs, med, lo, hi, colors = [], [], [], [], []
         for i, variant in enumerate(variants):
-            if variant not in rows.index or math.isnan(_nan(rows.loc[variant, measure])):
+            if variant not in rows.index or math.isnan(nan_float(rows.loc[variant, measure])):
                 continue
             r = rows.loc[variant]
             xs.append(i + (k - (len(sv.SERVERS) - 1) / 2) * width)
-            med.append(_nan(r[measure]))
-            lo.append(_nan(r[f"{measure}_min"]))
-            hi.append(_nan(r[f"{measure}_max"]))
+            med.append(nan_float(r[measure]))
+            lo.append(nan_float(r[f"{measure}_min"]))
+            hi.append(nan_float(r[f"{measure}_max"]))
             colors.append(color(variant))
         if not xs:
             continue
@@ -165,7 +161,7 @@ def reading(rs: RunSet) -> str:
                 continue
             rows = t[t["variant"] == variant].set_index("server")
             rps = " vs ".join(
-                f"{_nan(rows.loc[s, 'achieved_rps']):.1f}" for s in (sv.DEFAULT_SERVER, server)
+                f"{nan_float(rows.loc[s, 'achieved_rps']):.1f}" for s in (sv.DEFAULT_SERVER, server)
             )
             bullets.append(f"- {variant}: CPU per request {cpu}; p99 {p99}; achieved {rps} req/s.")
     lines = ["\n".join([head, *bullets])]

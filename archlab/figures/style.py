@@ -7,9 +7,11 @@ once, as the value of its cell (with `%matplotlib inline`, which registers the P
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Any
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from archlab.analysis.runset import RunSet
@@ -50,3 +52,9 @@ def caption(fig: Figure, rs: RunSet, extra: str = "") -> Figure:
     text = "\n".join(textwrap.fill(line, width=width) for line in text.splitlines())
     fig.supxlabel(text, fontsize=7, color="#555555", x=0.01, ha="left")
     return fig
+
+
+def nan_float(value: Any) -> float:
+    """A table cell as a float for plotting: None and pandas' missing values become NaN (a gap,
+    not a zero)."""
+    return math.nan if value is None or pd.isna(value) else float(value)
