@@ -177,7 +177,7 @@ class GranianWorker(Worker):
             threads,
             threads,  # Python threads running the app, as gthread's `threads`
             _IDLE_THREAD_S,
-            threads,  # requests admitted at once; the rest wait on their connection
+            self.cfg.worker_connections,  # requests admitted at once, as gthread queues them
             "1",
             HTTP1Settings(max_buffer_size=_MAX_HEAD_BYTES),
             None,
