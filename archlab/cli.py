@@ -904,10 +904,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     placements = tuple(p.strip() for p in args.placements.split(",") if p.strip())
     try:
-        for name in placements:
-            hop.placement_cpus(name, sorted(os.sched_getaffinity(0)))
-        if not placements or len(set(placements)) != len(placements):
-            raise ValueError(f"one or more distinct placements, not {args.placements!r}")
+        hop.resolve_placements(placements, sorted(os.sched_getaffinity(0)))
     except ValueError as exc:
         print(f"archlab: error: bench hop: --placements: {exc}", file=sys.stderr)
         return EXIT_USAGE

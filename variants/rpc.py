@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import socket
+import struct
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,17 @@ from workloads.shop.interfaces import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """Have the kernel time out `sock`'s sends and receives after `seconds` (SO_SNDTIMEO,
+    SO_RCVTIMEO; a blocking socket then raises BlockingIOError). Every transport does this
+    instead of a Python-level timeout, which adds a poll() before every send and recv."""
+    sec, usec = divmod(max(1, round(seconds * 1e6)), 1_000_000)
+    timeval = struct.pack("@ll", sec, usec)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
 
 RECV_CHUNK = 16 * 1024
 """Bytes asked of one recv() by every transport. recv(n) allocates n bytes for every call

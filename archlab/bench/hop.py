@@ -39,7 +39,6 @@ import contextlib
 import os
 import socket
 import statistics
-import struct
 import sys
 import tempfile
 import threading
@@ -202,10 +201,7 @@ class EchoClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Kernel-side timeouts, as UdsTransport: a Python-level one adds a poll() per recv.
         sock.settimeout(None)
-        sec, usec = divmod(round(timeout_s * 1e6), 1_000_000)
-        timeval = struct.pack("@ll", sec, usec)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        rpc.kernel_timeouts(sock, timeout_s)
         self.sock = sock
 
     def __call__(self, body: bytes) -> bytes:
@@ -356,6 +352,16 @@ def _summary(rounds: list[dict[str, float]], cpu_us: list[float] | None) -> dict
     return out
 
 
+def resolve_placements(
+    placements: tuple[str, ...], usable: list[int]
+) -> dict[str, tuple[list[int], list[int]]]:
+    """Each placement's (client CPUs, server CPUs); ValueError unless there is at least one,
+    none twice, and this machine can give each."""
+    if not placements or len(set(placements)) != len(placements):
+        raise ValueError(f"one or more distinct placements, got {placements!r}")
+    return {name: placement_cpus(name, usable) for name in placements}
+
+
 def _place(pids: list[int], cpu_set: list[int]) -> None:
     """Every thread of each process in `pids`, and of the processes under it, on `cpu_set`."""
     import psutil
@@ -409,10 +415,8 @@ def measure(
     below 1, or a placement this machine cannot give."""
     if n < 1 or rounds < 1 or warmup < 0:
         raise ValueError(f"calls and rounds at least 1, warmup at least 0 (got {n}, {rounds})")
-    if not placements or len(set(placements)) != len(placements):
-        raise ValueError(f"one or more distinct placements, got {placements!r}")
     usable = sorted(os.sched_getaffinity(0))
-    where = {name: placement_cpus(name, usable) for name in placements}
+    where = resolve_placements(placements, usable)
     import urllib3
 
     from variants.distributed.http import CallPolicy, proxy

@@ -24,7 +24,6 @@ from __future__ import annotations
 import http.client
 import random
 import socket
-import struct
 import threading
 import time
 import urllib.parse
@@ -150,11 +149,6 @@ set again: a call overruns its deadline by at most this much, and the first try 
 common case) makes no syscall for it."""
 
 
-def _timeval(seconds: float) -> bytes:
-    sec, usec = divmod(max(1, round(seconds * 1e6)), 1_000_000)
-    return struct.pack("@ll", sec, usec)
-
-
 class _Answer:
     """What the parser reports of one HTTP answer (httptools' callback protocol); one per
     connection, reset for each answer, like its parser (llhttp reads keep-alive answers one
@@ -204,9 +198,7 @@ class _Connection:
         self.set_timeout(timeout_s)
 
     def set_timeout(self, seconds: float) -> None:
-        timeval = _timeval(seconds)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        rpc.kernel_timeouts(self.sock, seconds)
         self.timeout_s = seconds
 
     def fit_timeout(self, remaining_s: float) -> None:

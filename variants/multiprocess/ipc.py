@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from variants.rpc import RECV_CHUNK, TransportError
+from variants.rpc import RECV_CHUNK, TransportError, kernel_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +263,7 @@ class UdsTransport:
         # Blocking mode with kernel-side timeouts: a Python-level timeout would add a poll()
         # before every recv() (a quarter of a round trip); the kernel's gives EAGAIN instead.
         sock.settimeout(None)
-        sec, usec = divmod(max(1, round(self.call_timeout_s * 1e6)), 1_000_000)
-        timeval = struct.pack("@ll", sec, usec)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        kernel_timeouts(sock, self.call_timeout_s)
         return sock
 
     def _drop(self) -> None:
