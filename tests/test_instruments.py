@@ -501,6 +501,42 @@ def test_memory_comes_every_memory_interval_for_every_process_at_once(tmp_path: 
     assert 2 <= len(memory) <= len(both) // 2  # about one tick in three
 
 
+def test_a_forked_child_in_its_parents_title_takes_the_role_it_declares(tmp_path: Path) -> None:
+    """A child forked from a titled parent wears the parent's title until it declares its own
+    role; a sample taken in between must not fix the child's role for good."""
+    roles_dir = tmp_path / "tele" / "roles"
+    go = tmp_path / "go"
+    child = (
+        "import os, pathlib, sys, time, setproctitle\n"
+        "from variants import telemetry\n"
+        "setproctitle.setproctitle(telemetry.process_title('parent'))\n"
+        "if os.fork() == 0:\n"
+        f"    while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.02)\n"
+        "    telemetry.declare_role(pathlib.Path(os.environ[telemetry.ENV_DIR]), 'child')\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, telemetry.ENV_DIR: str(tmp_path / "tele")}
+    path = tmp_path / "p.csv"
+    with procs.running([sys.executable, "-c", child], name="fork", env=env) as tree:
+        sampler = ProcessSampler(tree.pid, path, interval_s=0.1, roles_dir=roles_dir)
+        sampler.start()
+        try:
+            wait_until(
+                lambda: path.exists() and sorted(_last_roles(path).values()) == ["parent"] * 2,
+                30,
+                "both processes sampled in the parent's title",
+            )
+            go.touch()
+            wait_until(
+                lambda: sorted(_last_roles(path).values()) == ["child", "parent"],
+                30,
+                "the child sampled in the role it declared",
+            )
+        finally:
+            sampler.stop()
+    assert sampler.error is None
+
+
 def test_root_is_labelled_root_until_it_declares(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     with procs.running([sys.executable, "-c", "import time; time.sleep(60)"], name="r") as r:

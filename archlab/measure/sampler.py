@@ -340,7 +340,9 @@ class RoleResolver:
     In order: the file `<telemetry>/roles/<pid>` written by `variants.telemetry.install(role)`
     (ignored when older than the process: a reused pid); a process title starting with
     `archlab: <role>` (setproctitle); else `root` for the process the harness started and
-    `unlabelled` for any other. A role once declared is kept for the process's lifetime.
+    `unlabelled` for any other. A role declared in a file is kept for the process's lifetime;
+    one read from the title is not, because a forked child wears its parent's title until it
+    sets its own (a backend sampled in that window would stay `postmaster`).
     """
 
     def __init__(self, roles_dir: Path | None, root_pid: int) -> None:
@@ -362,13 +364,13 @@ class RoleResolver:
         if known is not None:
             return known
         declared = self.declared(proc.pid, create_time)
-        if declared is None:
-            with contextlib.suppress(psutil.Error):
-                match = _TITLE.match(" ".join(proc.cmdline()))
-                declared = match.group(1) if match else None
         if declared is not None:
             self._known[key] = declared
             return declared
+        with contextlib.suppress(psutil.Error):
+            match = _TITLE.match(" ".join(proc.cmdline()))
+            if match:
+                return match.group(1)
         return ROOT_ROLE if proc.pid == self.root_pid else UNLABELLED_ROLE
 
     def declared(self, pid: int, create_time: float) -> str | None:
