@@ -19,7 +19,7 @@ from archlab.analysis import readings
 from archlab.analysis.runset import load_runset
 from archlab.analysis.summary import summarize_run
 from archlab.analysis.validate import validate_run
-from archlab.figures import figure_functions, gallery
+from archlab.figures import figure_functions, gallery, isolation
 from archlab.rundir import SUMMARY, read_json, read_meta, warmup_of, write_json
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -157,3 +157,20 @@ def test_every_figure_is_in_the_gallery_folder_and_shown_in_the_readme() -> None
     for name in figure_functions():
         assert (REFERENCE / "figures" / f"{name}.png").exists(), name
         assert f"results/reference/figures/{name}.png" in readme, name
+
+
+def test_the_fault_readings_prose_quotes_what_readings_json_holds() -> None:
+    """Notebook 03's prose and the gallery take the same medians over the same repetitions
+    (`faults.per_run`), not a worst case over all of them."""
+    rs = load_runset(REFERENCE)
+    text = isolation.reading(rs)
+    found = readings.load(rs)
+    quoted = [r for name, r in found.items() if name.startswith("fault.")]
+    assert quoted
+    for r in quoted:
+        if r.name.split(".")[2].startswith("error_pct") and r.median:
+            assert f"error {r.text()}" in text, r.name
+        if "others_p99_ratio" in r.name:
+            assert f"p99 at {r.text().replace(' [', ' x baseline [', 1)}" in text, r.name
+        if "recovery_s" in r.name:
+            assert f"back after {r.text('{:.0f}')}" in text, r.name

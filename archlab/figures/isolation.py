@@ -228,10 +228,38 @@ def invariants_table(rs: RunSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _variant_reading(v: pd.DataFrame, per_run: pd.DataFrame, others: pd.DataFrame) -> str:
+    """One variant under one scenario: each measure's median over the repetitions, with its
+    interval and N."""
+
+    def over(values: pd.Series, fmt: str, unit: str) -> str:
+        spread = Spread.of(values)
+        return "n/a" if spread is None else spread.text(fmt, unit)
+
+    if not per_run["error_rate"].any():
+        errors = "no errors"
+    else:
+        worst = v.loc[v["during_error_rate"].fillna(0).idxmax(), "endpoint"]
+        errors = f"worst endpoint's error {over(100 * per_run['error_rate'], '{:.1f}', '%')}"
+        errors += f" (highest on {worst})"
+    recovery = (
+        "not every endpoint back within the records"
+        if per_run["recovery_s"].isna().any()
+        else f"every endpoint back after {over(per_run['recovery_s'], '{:.0f}', 's')}"
+    )
+    return (
+        f"{errors}, other endpoints' p99 at "
+        f"{over(per_run['others_p99_ratio'], '{:.1f}', 'x baseline')}, "
+        f"{others['within'].sum()}/{len(others)} other endpoints within tolerance, {recovery}"
+    )
+
+
 def reading(rs: RunSet) -> str:
-    """Per fault scenario: who kept the other endpoints within tolerance, worst error rate and
-    recovery per variant; then the invariants."""
+    """Per fault scenario: who kept the other endpoints within tolerance in every repetition;
+    per variant the median over its repetitions (`faults.per_run`, as `readings.json`) of the
+    worst endpoint's error rate, the others' p99 ratio and the recovery; then the invariants."""
     df = faults.table(rs)
+    runs = faults.per_run(df)
     lines: list[str] = []
     if df.empty:
         lines.append("No fault runs in this run set.")
@@ -243,24 +271,8 @@ def reading(rs: RunSet) -> str:
             others = v[~v["targeted"]]
             if len(others) and others["within"].all():
                 kept.append(variant)
-            worst = v.loc[v["during_error_rate"].fillna(0).idxmax()]
-            err = worst["during_error_rate"] or 0.0
-            errors = f"worst error {100 * err:.1f}% ({worst['endpoint']})" if err else "no errors"
-            rec = v["recovery_s"]
-            per_run = v.groupby("run_id")["recovery_s"].max()
-            back = Spread.of(per_run)
-            recovery = (
-                "not every endpoint back within the records"
-                if rec.isna().any() or back is None
-                else f"every endpoint back after {back.text('{:.0f}', 's')}"
-            )
-            reps = v["run_id"].nunique()
-            over = f" (over {reps} repetitions)" if reps > 1 else ""
-            parts.append(
-                f"{variant}{over}: {errors}, p99 up to {v['p99_ratio'].max():.1f}x baseline, "
-                f"{others['within'].sum()}/{len(others)} other endpoints within tolerance, "
-                f"{recovery}"
-            )
+            per_run = runs[(runs["scenario"] == scenario) & (runs["variant"] == variant)]
+            parts.append(f"{variant}: {_variant_reading(v, per_run, others)}")
         who = ", ".join(kept) if kept else "no variant"
         lines.append(
             f"**{scenario}** ({kinds}): {who} kept every other endpoint within tolerance. "
