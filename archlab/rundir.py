@@ -91,8 +91,15 @@ PROCESS_COLUMNS = (
     "shared_dirty_bytes",
     "private_clean_bytes",
     "private_dirty_bytes",
+    "sampled",  # SAMPLED_TICK or SAMPLED_DECLARED
 )
 PROCESS_COLUMNS_V1 = PROCESS_COLUMNS[:16]  # before the smaps_rollup columns
+PROCESS_COLUMNS_V2 = PROCESS_COLUMNS[:20]  # before `sampled`: every row read as a tick's
+SAMPLED_TICK = "tick"
+"""processes.csv `sampled`: a row of a sampling tick, which reads every process at one time."""
+SAMPLED_DECLARED = "declared"
+"""A row read between ticks, of a process that just declared its role (a short-lived one is
+caught before it exits); it is no tick of its own, so no per-tick sum counts it."""
 GC_COLUMNS = telemetry.GC_COLUMNS
 ROLE_COLUMNS = ("pid", "role", "declared_at", "collector")
 ROLE_COLUMNS_V1 = ("pid", "role", "declared_at")
@@ -114,7 +121,7 @@ TOP_COLUMNS = (
 CSV_HEADERS: dict[str, tuple[tuple[str, ...], ...]] = {
     REQUESTS: (RECORD_COLUMNS, RECORD_COLUMNS_V1),
     GENERATOR_CPU: (CPU_COLUMNS, CPU_COLUMNS_V1),
-    PROCESSES: (PROCESS_COLUMNS, PROCESS_COLUMNS_V1),
+    PROCESSES: (PROCESS_COLUMNS, PROCESS_COLUMNS_V2, PROCESS_COLUMNS_V1),
     GC: (GC_COLUMNS,),
     ROLES: (ROLE_COLUMNS, ROLE_COLUMNS_V1),
     LEDGER: (LEDGER_COLUMNS,),

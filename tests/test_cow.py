@@ -42,9 +42,11 @@ from archlab.rundir import (
     META,
     PROCESS_COLUMNS,
     PROCESS_COLUMNS_V1,
+    PROCESS_COLUMNS_V2,
     PROCESSES,
     RECORD_COLUMNS,
     REQUESTS,
+    SAMPLED_TICK,
     SUMMARY,
     write_json,
 )
@@ -189,7 +191,12 @@ def test_preloaded_state_holds_no_connection_and_is_what_the_contexts_start_from
 
 def test_old_process_files_still_validate(tmp_path: Path) -> None:
     row = (1.0, 10, 1, "monolith", "python", 0.5, 1.0, 0.1, "", 100, 50, 60, 0, 8, 1, 1)
-    for columns, extra in ((PROCESS_COLUMNS_V1, ()), (PROCESS_COLUMNS, (1, 2, 3, 4))):
+    versions = (
+        (PROCESS_COLUMNS_V1, ()),
+        (PROCESS_COLUMNS_V2, (1, 2, 3, 4)),
+        (PROCESS_COLUMNS, (1, 2, 3, 4, SAMPLED_TICK)),
+    )
+    for columns, extra in versions:
         path = tmp_path / PROCESSES
         write_csv(path, columns, [(*row, *extra)])
         assert validate_csv(path) == []
@@ -216,7 +223,7 @@ COUNTS = (1, 2, 4)
 def _proc(t: float, pid: int, role: str, private_mib: float, pss_mib: float) -> tuple:
     private, pss, shared = int(private_mib * MIB), int(pss_mib * MIB), int(SHARED_MIB * MIB)
     return (T0 + t, pid, 1, role, "python", T0 - 5, 1.0, 0.1, "", private + shared, private,
-            pss, 0, 8, 0, 0, 6 * MIB, shared - 6 * MIB, 0, private)  # fmt: skip
+            pss, 0, 8, 0, 0, 6 * MIB, shared - 6 * MIB, 0, private, SAMPLED_TICK)  # fmt: skip
 
 
 def _write_run(root: Path, design: str, setting: str, n: int, *, knobs: dict | None = None) -> str:

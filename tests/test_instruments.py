@@ -35,7 +35,16 @@ from archlab.measure import profiler as profiler_module
 from archlab.measure.profiler import ProfilePlan, Profiler, find_py_spy, parse_window, top_frames
 from archlab.measure.sampler import ROOT_ROLE, UNLABELLED_ROLE, ParentMap, ProcessSampler
 from archlab.run.generator import locust_command, locust_env
-from archlab.rundir import ENV_LEDGER, ENV_RECORDS, PROFILE_DIR, read_meta, start_csv, write_meta
+from archlab.rundir import (
+    ENV_LEDGER,
+    ENV_RECORDS,
+    PROFILE_DIR,
+    SAMPLED_DECLARED,
+    SAMPLED_TICK,
+    read_meta,
+    start_csv,
+    write_meta,
+)
 from variants import telemetry
 from workloads.scenarios import SCENARIOS, LoadSpec, get_scenario, resolve_load
 
@@ -339,6 +348,45 @@ def test_memory_is_summed_over_the_ticks_that_read_it() -> None:
     assert out["uss_mean_bytes"] == (100 + 105 + 110) // 3  # t = 0, 5, 10
     assert out["pss_peak_bytes"] == 120 and out["uss_peak_bytes"] == 110
     assert out["rss_mean_bytes"] == 2 * 105  # every tick
+
+
+def test_a_row_read_between_ticks_is_no_tick_of_its_own() -> None:
+    """A process caught just after it declared its role is read alone, between two ticks: its
+    CPU counts, but a sum over that one row is no reading of the variant's memory."""
+    samples = [_sample(t, 1, "a", 0.1 * t, 100) for t in range(0, 11)]
+    samples += [_sample(t, 2, "b", 0.1 * (t - 4), 50, created=4.0) for t in range(5, 11)]
+    samples.append(_sample(4.5, 2, "b", 0.05, 40, created=4.0)._replace(tick=False))
+    out = summarize_processes(samples, start=0.0, end=10.0, requests=10)
+    total = out["total"]
+    assert total["uss_mean_bytes"] == (5 * 100 + 6 * 150) // 11  # 11 ticks, not 12
+    assert total["rss_mean_bytes"] == 2 * total["uss_mean_bytes"]
+    assert out["roles"]["b"]["cpu_s"] == pytest.approx(0.6 * 1.1, abs=1e-3)
+
+
+def test_the_sampler_marks_the_rows_it_reads_between_ticks(tmp_path: Path) -> None:
+    roles_dir = tmp_path / "tele" / "roles"
+    env = {**os.environ, telemetry.ENV_DIR: str(tmp_path / "tele")}
+    path = tmp_path / "processes.csv"
+    late = TREE.replace("kid = ", "time.sleep(2)\nkid = ")  # after the sampler's first tick
+    with procs.running([sys.executable, "-c", late], name="tree", env=env) as tree:
+        sampler = ProcessSampler(tree.pid, path, interval_s=20.0, roles_dir=roles_dir)
+        sampler.start()
+        try:  # one tick at the start, then discovery: the helper declares after it
+            wait_until(lambda: "helper" in _last_roles(path).values(), 30, "the helper is seen")
+        finally:
+            sampler.stop()
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert validate.validate_csv(path) == []
+    by_time: dict[str, set[str]] = {}
+    for r in rows:
+        by_time.setdefault(r["time"], set()).add(r["sampled"])
+    assert all(len(kinds) == 1 for kinds in by_time.values())  # a time is one tick or none
+    assert rows[0]["sampled"] == SAMPLED_TICK and rows[0]["pid"] == str(tree.pid)
+    helper = [r for r in rows if r["role"] == "helper"]
+    assert helper[0]["sampled"] == SAMPLED_DECLARED
+    ticks = {r["time"] for r in rows if r["sampled"] == SAMPLED_TICK}
+    assert len(ticks) == 1 and helper[0]["time"] not in ticks
 
 
 # --- GC telemetry ---------------------------------------------------------------------------

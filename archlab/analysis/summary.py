@@ -34,6 +34,7 @@ from archlab.rundir import (
     PROFILE_DIR,
     REQUESTS,
     ROLES,
+    SAMPLED_DECLARED,
     SCHEMA_VERSION,
     SUMMARY,
     TOP_FRAMES,
@@ -345,6 +346,7 @@ class ProcSample(NamedTuple):
     pss: int | None
     threads: int
     ctx: int
+    tick: bool = True  # False: read between ticks (rundir.SAMPLED_DECLARED), no tick of its own
 
 
 def read_process_samples(path: Path) -> list[ProcSample]:
@@ -366,6 +368,7 @@ def read_process_samples(path: Path) -> list[ProcSample]:
                         int(row["pss_bytes"]) if row["pss_bytes"] else None,
                         int(row["threads"]),
                         int(row["ctx_voluntary"]) + int(row["ctx_involuntary"]),
+                        row.get("sampled") != SAMPLED_DECLARED,
                     )
                 )
             except (KeyError, TypeError, ValueError):
@@ -437,7 +440,7 @@ def summarize_processes(
     # reads them every memory_interval_s: a tick where no process has them did not read them)
     ticks: dict[float, list[ProcSample]] = defaultdict(list)
     for s in samples:
-        if start <= s.time <= end:
+        if start <= s.time <= end and s.tick:
             ticks[s.time].append(s)
     mem: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for tick in ticks.values():

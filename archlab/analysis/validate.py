@@ -35,6 +35,8 @@ from archlab.rundir import (
     PROFILE_LOG,
     REQUESTS,
     ROLES,
+    SAMPLED_DECLARED,
+    SAMPLED_TICK,
     SERVER_SIDE,
     SPEEDSCOPE,
     SUMMARY,
@@ -178,6 +180,7 @@ COLUMN_CHECKS: dict[str, dict[str, Callable[[str], bool]]] = {
         "shared_dirty_bytes": _opt(_int),
         "private_clean_bytes": _opt(_int),
         "private_dirty_bytes": _opt(_int),
+        "sampled": lambda v: v in (SAMPLED_TICK, SAMPLED_DECLARED),
     },
     GC: {
         "pid": _int,

@@ -41,7 +41,7 @@ from archlab.analysis import compare
 from archlab.analysis.runset import ENDPOINT_ORDER, SETUP_ENDPOINT, VARIANT_ORDER, Run
 from archlab.analysis.summary import ALL, BUCKET_S
 from archlab.figures.style import color, new_figure
-from archlab.rundir import iso, utc_now
+from archlab.rundir import SAMPLED_DECLARED, iso, utc_now
 
 DEFAULT_BUCKET_S = BUCKET_S  # the summary's empty-bucket width: one second
 DPI = 100
@@ -221,7 +221,9 @@ def fig_throughput(runs: Sequence[ReportRun], bucket_s: float) -> Figure | None:
 
 def _per_role(df: pd.DataFrame, column: str, scale: float = 1.0) -> pd.DataFrame:
     """time x role: the column summed over each role's processes at each sampling tick that
-    read it (PSS comes only on the sampler's memory ticks)."""
+    read it (PSS comes only on the sampler's memory ticks; a row read between ticks is none)."""
+    if "sampled" in df:
+        df = df[df["sampled"] != SAMPLED_DECLARED]
     values = pd.to_numeric(df[column], errors="coerce") / scale
     frame = pd.DataFrame({"t": df["t"], "role": df["role"], "v": values})
     read = frame.groupby("t")["v"].transform(lambda v: v.notna().any())

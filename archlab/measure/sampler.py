@@ -46,7 +46,7 @@ from typing import Any
 import psutil
 from inotify_simple import INotify, flags
 
-from archlab.rundir import CPU_COLUMNS, PROCESS_COLUMNS
+from archlab.rundir import CPU_COLUMNS, PROCESS_COLUMNS, SAMPLED_DECLARED, SAMPLED_TICK
 from variants import telemetry
 
 MEMORY_INTERVAL_S = 5.0
@@ -441,6 +441,7 @@ class ProcessSampler(_TreeWalker):
         self.memory_interval_s = memory_interval_s
         self._next_memory = 0.0  # monotonic: the first tick is a memory tick
         self._memory_now = True
+        self._sampled = SAMPLED_DECLARED  # SAMPLED_TICK while a tick runs
         self._watch: RoleWatch | None = None
         if roles_dir is not None:
             try:
@@ -472,10 +473,12 @@ class ProcessSampler(_TreeWalker):
             self._next_memory = now + self.memory_interval_s - self.interval_s / 2
 
     def _tick(self, writer: Any) -> None:
+        self._sampled = SAMPLED_TICK
         try:
             super()._tick(writer)
         finally:
             self._memory_now = True  # what discovery samples between ticks: first rows
+            self._sampled = SAMPLED_DECLARED
 
     def _extra_pids(self) -> set[int]:
         return self.roles.declared_pids()
@@ -545,6 +548,7 @@ class ProcessSampler(_TreeWalker):
             ctx.voluntary,
             ctx.involuntary,
             *split,
+            self._sampled,
         )
 
 
